@@ -1,0 +1,17 @@
+"""recforge: a recommendation system from raw events to a served, monitored API."""
+
+from recforge.data import Interactions, Vocabulary
+from recforge.models import Popular, Recommender
+from recforge.recommend import recommend_all, similar_items_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Interactions",
+    "Popular",
+    "Recommender",
+    "Vocabulary",
+    "__version__",
+    "recommend_all",
+    "similar_items_all",
+]

@@ -1,0 +1,1 @@
+"""The ``recforge`` command line (thin: parse, call a stage, print)."""

@@ -1,0 +1,9 @@
+"""The command modules; each exposes ``register(app: typer.Typer)``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from recforge.cli import info
+
+MODULES: list[ModuleType] = [info]

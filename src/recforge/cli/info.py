@@ -1,0 +1,25 @@
+"""``recforge version`` and ``recforge config``: what is installed and what is configured."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+import recforge
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("version")
+    def version() -> None:
+        """Print recforge's version."""
+        typer.echo(recforge.__version__)
+
+    @app.command("config")
+    def show_config(ctx: typer.Context) -> None:
+        """Print the effective configuration (defaults, file, environment) as JSON."""
+        config = ctx.obj.config.to_dict()
+        serving = config.get("serving")
+        if isinstance(serving, dict) and serving.get("api_keys"):
+            serving["api_keys"] = ["***"] * len(serving["api_keys"])
+        typer.echo(json.dumps(config, indent=2, sort_keys=True))

@@ -1,0 +1,108 @@
+"""The ``recforge`` command: global options, command registration, one-line errors.
+
+Every command module under :mod:`recforge.cli` exposes ``register(app)``; this module wires
+them up. Errors print as one line on stderr (``recforge: error: ...``) with exit code 2;
+``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import typer
+
+from recforge.config import Config, load_config
+
+__all__ = ["State", "app", "main"]
+
+
+@dataclass
+class State:
+    """What every command gets through ``ctx.obj``."""
+
+    config: Config
+    debug: bool
+
+    @property
+    def home(self) -> Path:
+        return Path(self.config.home)
+
+
+app = typer.Typer(
+    name="recforge",
+    help="recforge: events in, recommendations out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(
+        None,
+        "--home",
+        help="recforge home (event store, models). Env RECFORGE_HOME; default ./recforge_data.",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML config file (see recforge.example.toml)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    global _debug
+    _debug = debug
+    overrides = {"home": str(home)} if home is not None else None
+    ctx.obj = State(config=load_config(config, overrides=overrides), debug=debug)
+
+
+_registered = False
+
+
+def _register_commands() -> None:
+    global _registered
+    if _registered:
+        return
+    from recforge.cli import commands
+
+    for module in commands.MODULES:
+        module.register(app)
+    _registered = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``recforge`` script; returns the exit code."""
+    _register_commands()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = app(args=args, prog_name="recforge", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except click.exceptions.Exit as stop:
+        return int(stop.exit_code)
+    except click.exceptions.Abort:
+        print("recforge: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as error:
+        print(f"recforge: error: {error.format_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recforge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # every other failure: one line, traceback only on --debug
+        if debug or _debug:
+            traceback.print_exc()
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"recforge: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

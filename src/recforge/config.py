@@ -1,0 +1,204 @@
+"""Configuration: every key, its default and its meaning, in one place.
+
+Settings come from, in increasing priority: the defaults below, a TOML file
+(``recforge.example.toml`` in the package lists every key with its default, and a test keeps
+the two in step), and environment variables ``RECFORGE_<SECTION>__<KEY>`` (for example
+``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Two short aliases exist because they are set most:
+``RECFORGE_HOME`` for ``home`` and ``RECFORGE_API_KEYS`` (comma-separated) for
+``serving.api_keys``.
+
+Model hyperparameters live under ``[model.<name>]`` and are passed verbatim to that model's
+constructor, so a tuned configuration is just another config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recforge.data.schema import DEFAULT_EVENT_TYPES, MAX_ID_LENGTH
+from recforge.weighting import DEFAULT_WEIGHTS
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "WeightingConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "RECFORGE_"
+
+
+@dataclass
+class DataConfig:
+    """How raw events are read and validated."""
+
+    #: Known event types. Others are rejected (``unknown_event_type = "reject"``) or kept.
+    event_types: list[str] = field(default_factory=lambda: list(DEFAULT_EVENT_TYPES))
+    #: ``"reject"``: an unknown event type is a bad row (the strict policy); ``"keep"``: load it.
+    unknown_event_type: str = "reject"
+    #: Event types whose ``value`` may be negative (e.g. a "dislike" with value -1).
+    allow_negative: list[str] = field(default_factory=list)
+    #: Longest user or item id accepted, in characters.
+    max_id_length: int = MAX_ID_LENGTH
+    #: Rows read per chunk: bounds memory while reading large files.
+    chunk_rows: int = 1_000_000
+
+
+@dataclass
+class WeightingConfig:
+    """How events become ``r_ui`` (see :mod:`recforge.weighting`)."""
+
+    #: Weight per event type; a type not listed weighs 1.0.
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    #: Half-life of an event's contribution in days; 0 turns time decay off.
+    half_life_days: float = 30.0
+    #: Reference time for ages (ISO 8601); empty means the newest event in the data.
+    reference_time: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """Which model ``recforge train`` fits, and its hyperparameters per model name."""
+
+    #: ``als``, ``bpr``, ``itemknn`` or ``popular``.
+    name: str = "als"
+    #: Constructor arguments per model name, e.g. ``[model.als] factors = 64``.
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """All of recforge's settings."""
+
+    #: Where the event store, quarantine, models and studies live.
+    home: str = "./recforge_data"
+    data: DataConfig = field(default_factory=DataConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def output_hash(self) -> str:
+        """A short hash of the settings that change what a trained model outputs.
+
+        Stored in every artifact, so precomputed lists made under other settings are detected.
+        """
+        relevant = {
+            "weighting": dataclasses.asdict(self.weighting),
+            "model": dataclasses.asdict(self.model),
+        }
+        blob = json.dumps(relevant, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults, then the TOML file at ``path`` (if given), then ``RECFORGE_*`` variables,
+    then ``overrides`` (a nested mapping, e.g. from command-line flags).
+
+    Unknown sections or keys raise ``ValueError`` naming them: a typo is never silently ignored.
+    """
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            with path.open("rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ValueError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+        _apply(config, document, where=str(path))
+    _apply(config, _from_environment(os.environ if environ is None else environ), where="environment")
+    if overrides:
+        _apply(config, overrides, where="overrides")
+    return config
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key == "home":
+            nested["home"] = raw
+        elif key == "api_keys":
+            nested.setdefault("serving", {})["api_keys"] = raw
+        elif "__" in key:
+            section, _, leaf = key.partition("__")
+            nested.setdefault(section, {})[leaf] = raw
+    return nested
+
+
+def _apply(target: Any, values: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    hints = typing.get_type_hints(type(target))
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            if isinstance(target, ModelConfig) and isinstance(value, Mapping):
+                # [model.<name>]: constructor arguments of that model, kept verbatim.
+                target.params.setdefault(key, {}).update(_plain(value))
+                continue
+            raise ValueError(f"unknown setting {dotted!r} in {where}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"setting {dotted!r} in {where} must be a table")
+            _apply(current, value, where, prefix=f"{dotted}.")
+            continue
+        setattr(target, key, _coerce(value, hints[key], dotted, where, current))
+
+
+def _coerce(value: Any, hint: Any, dotted: str, where: str, current: Any) -> Any:
+    origin = typing.get_origin(hint) or hint
+    try:
+        if origin is dict and isinstance(value, str):
+            value = json.loads(value)
+        if origin is list and isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if origin is bool and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return lowered in ("1", "true", "yes")
+        if origin is dict:
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return {str(k): _plain(v) for k, v in value.items()}
+        if origin is list:
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return list(value)
+        if origin in (int, float, str):
+            if origin is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if origin is not str and isinstance(value, bool):
+                raise ValueError(value)
+            return origin(value)
+    except (TypeError, ValueError, json.JSONDecodeError):
+        expected = getattr(origin, "__name__", str(origin))
+        raise ValueError(f"setting {dotted!r} in {where} must be {expected}, got {value!r}") from None
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,368 @@
+"""The recommender contract, implemented once for every model.
+
+``fit(X) -> self``; ``recommend(user_ids, k, filter_seen=True, exclude=None) -> (ids, scores)``;
+``similar_items(item_ids, k) -> (ids, scores)``; ``recommend_for_history(item_ids, values, k)``
+(fold-in of a user the model has not seen); ``save(path)`` / ``Recommender.load(path)``.
+
+Ids: integer arrays are dense indices (the fast path, results are dense item indices, padding
+``-1``); string arrays are external ids mapped through the vocabularies learned in ``fit``
+(results are object arrays of item ids, padding ``None``). An unknown external user gets an
+all-padding row; an out-of-range integer raises ``ValueError``. Scores are float32, padding
+``-inf``. Rows are best first, ties broken by the lower item index.
+
+Hyperparameters are stored verbatim by ``__init__`` and validated by ``fit`` (scikit-learn's
+estimator contract), so ``get_params`` / ``clone`` work for tuning. Learned state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recforge.data.interactions import Interactions
+from recforge.data.vocabulary import Vocabulary
+from recforge.recommend import recommend_all, select_topk, similar_items_all
+
+__all__ = ["FactorRecommender", "NotFittedError", "Recommender", "as_interactions"]
+
+MODEL_FORMAT_VERSION = 1
+IdArray = np.ndarray | Sequence[int] | Sequence[str]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before ``fit`` (or ``load``)."""
+
+
+def as_interactions(X: Interactions | sp.spmatrix | sp.sparray) -> Interactions:
+    """Accept an :class:`Interactions` or a users x items sparse matrix of ``r`` values."""
+    if isinstance(X, Interactions):
+        return X
+    if sp.issparse(X):
+        m = sp.csr_matrix(X)
+        if m.nnz and not np.isfinite(m.data).all():
+            raise ValueError("the interaction matrix holds NaN or infinite values")
+        if m.nnz and (m.data < 0).any():
+            raise ValueError("the interaction matrix holds negative values")
+        return Interactions.from_csr(m)
+    raise TypeError(f"fit expects Interactions or a scipy sparse matrix, got {type(X).__name__}")
+
+
+class Recommender(ABC):
+    """Base class of every recommender. Subclasses set ``name`` and implement ``_fit``,
+    ``_score_users`` and ``_similar``; the arrays they learn come back from ``_state``."""
+
+    name: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type[Recommender]]] = {}
+
+    users_: Vocabulary
+    items_: Vocabulary
+    seen_: sp.csr_matrix
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            Recommender.registry[cls.name] = cls
+
+    # hyperparameters -----------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.name != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments as stored, so ``type(m)(**m.get_params())`` is an unfitted twin."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Self:
+        names = set(self._param_names())
+        for key, value in params.items():
+            if key not in names:
+                raise ValueError(f"{type(self).__name__} has no parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def clone(self) -> Self:
+        """An unfitted copy with the same hyperparameters."""
+        return type(self)(**self.get_params())
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    @abstractmethod
+    def _validate_params(self) -> None:
+        """Raise ``ValueError`` naming the first bad hyperparameter."""
+
+    # fitting -------------------------------------------------------------------------------
+    def fit(self, X: Interactions | sp.spmatrix, callback: Callable[..., Any] | None = None) -> Self:
+        """Learn from ``X`` (``Interactions`` or users x items sparse ``r``); returns ``self``."""
+        self._validate_params()
+        interactions = as_interactions(X)
+        self.users_ = interactions.users
+        self.items_ = interactions.items
+        seen = interactions.matrix
+        self.seen_ = sp.csr_matrix(
+            (np.ones(seen.nnz, dtype=np.float32), seen.indices, seen.indptr), shape=seen.shape
+        )
+        self._fit(interactions, callback)
+        return self
+
+    @abstractmethod
+    def _fit(self, interactions: Interactions, callback: Callable[..., Any] | None) -> None:
+        """Learn the model's state from ``interactions``."""
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "seen_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or load() first")
+
+    # scoring hooks ---------------------------------------------------------------------------
+    @abstractmethod
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Dense float32 scores ``[len(users), n_items]`` for a block of dense user indices."""
+
+    @abstractmethod
+    def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Dense float32 scores ``[n_items]`` for a user known only by a short history."""
+
+    @abstractmethod
+    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` neighbours (dense indices, never the item itself) of dense item indices."""
+
+    def _recommend_indices(
+        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for dense user indices; generic path: dense score blocks, bounded size."""
+        n_items = len(self.items_)
+        block = max(1, (1 << 22) // max(n_items, 1))
+        ids = np.empty((len(users), k), dtype=np.int32)
+        scores = np.empty((len(users), k), dtype=np.float32)
+        for start in range(0, len(users), block):
+            stop = min(start + block, len(users))
+            sub = None if exclude is None else exclude[start:stop]
+            ids[start:stop], scores[start:stop] = select_topk(
+                self._score_users(users[start:stop]), k, sub, exclude_items=exclude_items
+            )
+        return ids, scores
+
+    # the public contract -----------------------------------------------------------------------
+    def recommend(
+        self,
+        user_ids: IdArray | int | str,
+        k: int = 10,
+        filter_seen: bool = True,
+        exclude: IdArray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each user: ``(ids [n, k], scores [n, k])`` (see module doc)."""
+        self._check_fitted()
+        k = _check_k(k)
+        single = np.isscalar(user_ids)
+        users, external = self._resolve(user_ids, self.users_, "user")
+        known = users >= 0
+        exclude_items = None if exclude is None else self._resolve(exclude, self.items_, "item")[0]
+        if exclude_items is not None:
+            exclude_items = exclude_items[exclude_items >= 0]
+        ids = np.full((len(users), k), -1, dtype=np.int32)
+        scores = np.full((len(users), k), -np.inf, dtype=np.float32)
+        if known.any():
+            rows = users[known]
+            seen = self.seen_[rows] if filter_seen else None
+            ids[known], scores[known] = self._recommend_indices(rows, k, seen, exclude_items)
+        return self._present(ids, scores, external, single)
+
+    def similar_items(self, item_ids: IdArray | int | str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to each given item (never the item itself)."""
+        self._check_fitted()
+        k = _check_k(k)
+        single = np.isscalar(item_ids)
+        items, external = self._resolve(item_ids, self.items_, "item")
+        known = items >= 0
+        ids = np.full((len(items), k), -1, dtype=np.int32)
+        scores = np.full((len(items), k), -np.inf, dtype=np.float32)
+        if known.any():
+            ids[known], scores[known] = self._similar(items[known], k)
+        return self._present(ids, scores, external, single)
+
+    def recommend_for_history(
+        self,
+        item_ids: IdArray,
+        values: np.ndarray | Sequence[float] | None = None,
+        k: int = 10,
+        exclude: IdArray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for a user known only by a short event history, without retraining.
+
+        ``values`` are the history's ``r`` values (default 1.0 each); unknown items in the
+        history are ignored; the history's items are never recommended back.
+        """
+        self._check_fitted()
+        k = _check_k(k)
+        items, external = self._resolve(item_ids, self.items_, "item")
+        vals = np.ones(len(items), np.float32) if values is None else np.asarray(values, np.float32)
+        if vals.shape != items.shape:
+            raise ValueError(f"values has {vals.size} entries for {items.size} items")
+        if not np.isfinite(vals).all():
+            raise ValueError("values must be finite")
+        known = items >= 0
+        items, vals = items[known], vals[known]
+        scores = np.asarray(self._history_scores(items, vals), dtype=np.float32)[None, :]
+        drop = items
+        if exclude is not None:
+            extra = self._resolve(exclude, self.items_, "item")[0]
+            drop = np.concatenate([drop, extra[extra >= 0]])
+        ids, top = select_topk(scores, k, exclude_items=np.unique(drop))
+        return self._present(ids, top, external, single=True)
+
+    # ids -----------------------------------------------------------------------------------
+    @staticmethod
+    def _resolve(ids: Any, vocab: Vocabulary, what: str) -> tuple[np.ndarray, bool]:
+        """Dense indices (``-1`` for unknown external ids) and whether ids were external."""
+        array = np.atleast_1d(np.asarray(ids))
+        if array.size == 0:
+            return np.zeros(0, dtype=np.int32), False
+        if array.dtype.kind in "iu":
+            if array.min() < 0 or array.max() >= len(vocab):
+                raise ValueError(f"{what} index out of range [0, {len(vocab)})")
+            return array.astype(np.int32), False
+        if array.dtype.kind in "UO":
+            return vocab.lookup([str(x) for x in array]), True
+        raise ValueError(f"{what} ids must be integer indices or strings, got dtype {array.dtype}")
+
+    def _present(
+        self, ids: np.ndarray, scores: np.ndarray, external: bool, single: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        out_ids: np.ndarray = self.items_.ids(ids) if external else ids
+        if single:
+            return out_ids[0], scores[0]
+        return out_ids, scores
+
+    # persistence -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        """The learned arrays, saved as ``<name>.npy``."""
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
+        """Restore what ``_state`` returned."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to directory ``path``: ``model.json`` + ``.npy`` arrays, no pickle."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = dict(self._state())
+        arrays["seen_indptr"] = self.seen_.indptr
+        arrays["seen_indices"] = self.seen_.indices
+        for key, value in arrays.items():
+            np.save(path / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
+        self.users_.save(path, "users")
+        self.items_.save(path, "items")
+        manifest = {
+            "format_version": MODEL_FORMAT_VERSION,
+            "model": self.name,
+            "params": _jsonable(self.get_params()),
+            "arrays": sorted(arrays),
+            "n_users": len(self.users_),
+            "n_items": len(self.items_),
+            "saved": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        (path / "model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> Recommender:
+        """Read a model saved by :meth:`save`, arrays memory-mapped unless ``mmap=False``."""
+        path = Path(path)
+        try:
+            manifest = json.loads((path / "model.json").read_text())
+        except FileNotFoundError:
+            raise ValueError(f"no saved model at {path} (model.json missing)") from None
+        if manifest.get("format_version") != MODEL_FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {manifest.get('format_version')!r} at {path}")
+        model_cls = Recommender.registry.get(manifest["model"])
+        if model_cls is None:
+            raise ValueError(f"unknown model type {manifest['model']!r} at {path}")
+        if cls is not Recommender and not issubclass(model_cls, cls):
+            raise ValueError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
+        model = model_cls(**manifest["params"])
+        mode: Literal["r"] | None = "r" if mmap else None
+        arrays = {
+            key: np.load(path / f"{key}.npy", mmap_mode=mode, allow_pickle=False)
+            for key in manifest["arrays"]
+        }
+        model.users_ = Vocabulary.load(path, "users", mmap=mmap)
+        model.items_ = Vocabulary.load(path, "items", mmap=mmap)
+        n_users, n_items = manifest["n_users"], manifest["n_items"]
+        indptr, indices = arrays.pop("seen_indptr"), arrays.pop("seen_indices")
+        model.seen_ = sp.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items)
+        )
+        model._set_state(arrays)
+        return model
+
+
+class FactorRecommender(Recommender):
+    """A model that scores by ``user_factors_ @ item_factors_.T`` (ALS, BPR).
+
+    Recommendation and similar items use the blocked top-K of :mod:`recforge.recommend`.
+    Subclasses implement ``_fit`` and ``_fold_in`` (a user vector from a short history).
+    """
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        return np.asarray(self.user_factors_[users] @ self.item_factors_.T, dtype=np.float32)
+
+    def _recommend_indices(
+        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return recommend_all(
+            self.user_factors_[users], self.item_factors_, k, exclude, exclude_items=exclude_items
+        )
+
+    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return similar_items_all(self.item_factors_, k, items=items)
+
+    @abstractmethod
+    def _fold_in(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The user vector (``[factors]``) that the model would learn from this history."""
+
+    def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self.item_factors_ @ self._fold_in(items, values), dtype=np.float32)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.user_factors_ = arrays["user_factors"]
+        self.item_factors_ = arrays["item_factors"]
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, np.random.Generator):
+            value = None  # a Generator's state is not part of the saved model
+        elif isinstance(value, type | np.dtype):
+            value = np.dtype(value).name
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out

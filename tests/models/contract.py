@@ -1,0 +1,142 @@
+"""The contract every recommender honours, as a test mixin (implicit's
+``RecommenderBaseTestMixin``). A model's test class sets ``make`` (an unfitted model) and
+``learns_structure`` (whether it must find the checkerboard's known answer)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recforge.data.interactions import Interactions
+from recforge.data.vocabulary import Vocabulary
+from recforge.models.base import NotFittedError, Recommender
+
+
+class RecommenderContract:
+    learns_structure: ClassVar[bool] = True
+    #: hyperparameters that must raise ValueError naming the parameter
+    bad_params: ClassVar[list[dict]] = []
+
+    def make(self) -> Recommender:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def fitted(self, checkerboard) -> Recommender:
+        return self.make().fit(checkerboard)
+
+    def test_fit_returns_self_and_sets_state(self, checkerboard):
+        model = self.make()
+        assert model.fit(checkerboard) is model
+        assert model.is_fitted
+
+    def test_unfitted_use_raises(self):
+        model = self.make()
+        with pytest.raises(NotFittedError):
+            model.recommend(np.array([0]), k=3)
+        with pytest.raises(NotFittedError):
+            model.similar_items(np.array([0]), k=3)
+
+    def test_known_answer(self, fitted, checkerboard):
+        if not self.learns_structure:
+            pytest.skip("this model does not personalise")
+        ids, scores = fitted.recommend(np.arange(20), k=2)
+        for u in range(20):
+            assert all(i % 2 == u % 2 for i in ids[u] if i >= 0), (u, ids[u])
+
+    def test_filter_seen(self, fitted, checkerboard):
+        ids, _ = fitted.recommend(np.arange(20), k=10, filter_seen=True)
+        for u in range(20):
+            seen = set(checkerboard[u].indices)
+            assert not seen & set(ids[u][ids[u] >= 0].tolist())
+        # without the filter, k = catalogue returns every item
+        ids, scores = fitted.recommend(np.arange(20), k=10, filter_seen=False)
+        assert (np.sort(ids, axis=1) == np.arange(10)).all()
+
+    def test_sorted_best_first_and_padding(self, fitted):
+        ids, scores = fitted.recommend(np.arange(20), k=15)
+        assert ids.shape == (20, 15) and ids.dtype == np.int32 and scores.dtype == np.float32
+        for row_ids, row_scores in zip(ids, scores, strict=True):
+            valid_row = row_scores[row_ids >= 0]
+            assert (np.diff(valid_row) <= 0).all()
+            assert (row_ids[: len(valid_row)] >= 0).all()  # padding only at the end
+        # k larger than the catalogue: padded with -1 / -inf
+        assert (ids[:, 10:] == -1).all() and np.isneginf(scores[:, 10:]).all()
+        valid = ids >= 0
+        assert np.isfinite(scores[valid]).all()
+
+    def test_batch_equals_single(self, fitted):
+        ids, scores = fitted.recommend(np.arange(20), k=4)
+        for u in (0, 7, 19):
+            one_ids, one_scores = fitted.recommend(u, k=4)
+            np.testing.assert_array_equal(one_ids, ids[u])
+            np.testing.assert_allclose(one_scores, scores[u], rtol=1e-5, atol=1e-6)
+
+    def test_exclude_items(self, fitted):
+        ids, _ = fitted.recommend(np.arange(20), k=10, filter_seen=False, exclude=[0, 3])
+        assert not np.isin(ids, [0, 3]).any()
+
+    def test_external_ids(self, checkerboard):
+        users = Vocabulary([f"u{n}" for n in range(20)])
+        items = Vocabulary([f"i{n}" for n in range(10)])
+        model = self.make().fit(Interactions.from_csr(checkerboard, users, items))
+        ids, scores = model.recommend(["u3", "nobody"], k=3)
+        assert ids.dtype == object
+        assert all(isinstance(i, str) and i.startswith("i") for i in ids[0])
+        assert list(ids[1]) == [None] * 3 and np.isneginf(scores[1]).all()
+        sim, _ = model.similar_items(["i2"], k=3)
+        assert "i2" not in sim[0].tolist()
+
+    def test_similar_items_never_self(self, fitted):
+        ids, scores = fitted.similar_items(np.arange(10), k=12)
+        assert ids.shape == (10, 12)
+        for i in range(10):
+            assert i not in ids[i].tolist()
+        assert (ids[:, 9:] == -1).all()
+
+    def test_recommend_for_history(self, fitted):
+        ids, scores = fitted.recommend_for_history(np.array([0, 2, 4]), k=3)
+        assert ids.shape == (3,)
+        assert not np.isin(ids, [0, 2, 4]).any()
+        if self.learns_structure:
+            assert all(i % 2 == 0 for i in ids if i >= 0)
+        empty_ids, _ = fitted.recommend_for_history(np.array([], dtype=np.int64), k=2)
+        assert empty_ids.shape == (2,)
+
+    def test_out_of_range_and_bad_k(self, fitted):
+        with pytest.raises(ValueError, match="out of range"):
+            fitted.recommend(np.array([99]), k=3)
+        with pytest.raises(ValueError, match="k must"):
+            fitted.recommend(np.array([0]), k=0)
+
+    @pytest.mark.parametrize("mmap", [True, False])
+    def test_save_load_round_trip(self, fitted, tmp_path, mmap):
+        fitted.save(tmp_path / "m")
+        loaded = Recommender.load(tmp_path / "m", mmap=mmap)
+        assert type(loaded) is type(fitted)
+        assert (
+            loaded.get_params() == fitted.get_params() or fitted.get_params().get("random_state") is not None
+        )
+        a = fitted.recommend(np.arange(20), k=5)
+        b = loaded.recommend(np.arange(20), k=5)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+    def test_clone_is_unfitted_twin(self, fitted):
+        twin = fitted.clone()
+        assert not twin.is_fitted and twin.get_params() == fitted.get_params()
+
+    def test_bad_hyperparameters_name_the_parameter(self, checkerboard):
+        for params in self.bad_params:
+            model = self.make().set_params(**params)
+            (name,) = params
+            with pytest.raises(ValueError, match=name):
+                model.fit(checkerboard)
+
+    def test_rejects_negative_or_nan_input(self):
+        with pytest.raises(ValueError, match="negative"):
+            self.make().fit(sp.csr_matrix(np.array([[1.0, -1.0]])))
+        with pytest.raises(ValueError, match="NaN"):
+            self.make().fit(sp.csr_matrix(np.array([[1.0, np.nan]])))
