@@ -20,6 +20,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -31,7 +32,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.vocabulary import Vocabulary
 from recforge.recommend import recommend_all, select_topk, similar_items_all
 
-__all__ = ["FactorRecommender", "NotFittedError", "Recommender", "as_interactions"]
+__all__ = ["FactorRecommender", "FitProgress", "NotFittedError", "Recommender", "as_interactions"]
 
 MODEL_FORMAT_VERSION = 1
 IdArray = np.ndarray | Sequence[int] | Sequence[str]
@@ -39,6 +40,23 @@ IdArray = np.ndarray | Sequence[int] | Sequence[str]
 
 class NotFittedError(ValueError, AttributeError):
     """A model was used before ``fit`` (or ``load``)."""
+
+
+@dataclass
+class FitProgress:
+    """What a ``fit`` callback receives after each iteration (epoch).
+
+    ``model`` holds the current state (usable with ``recommend`` for validation scores, e.g. to
+    prune a tuning trial); ``loss()`` computes the training objective on demand (it costs a
+    pass over the data, so it is only paid for when called). A callback returning ``True``
+    stops training early.
+    """
+
+    iteration: int
+    iterations: int
+    elapsed: float
+    model: Recommender
+    loss: Callable[[], float]
 
 
 def as_interactions(X: Interactions | sp.spmatrix | sp.sparray) -> Interactions:
@@ -102,8 +120,13 @@ class Recommender(ABC):
         """Raise ``ValueError`` naming the first bad hyperparameter."""
 
     # fitting -------------------------------------------------------------------------------
-    def fit(self, X: Interactions | sp.spmatrix, callback: Callable[..., Any] | None = None) -> Self:
-        """Learn from ``X`` (``Interactions`` or users x items sparse ``r``); returns ``self``."""
+    def fit(
+        self, X: Interactions | sp.spmatrix, callback: Callable[[FitProgress], bool | None] | None = None
+    ) -> Self:
+        """Learn from ``X`` (``Interactions`` or users x items sparse ``r``); returns ``self``.
+
+        Iterative models call ``callback(FitProgress)`` after every iteration.
+        """
         self._validate_params()
         interactions = as_interactions(X)
         self.users_ = interactions.users
@@ -116,7 +139,7 @@ class Recommender(ABC):
         return self
 
     @abstractmethod
-    def _fit(self, interactions: Interactions, callback: Callable[..., Any] | None) -> None:
+    def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
         """Learn the model's state from ``interactions``."""
 
     @property

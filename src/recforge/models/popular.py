@@ -8,12 +8,11 @@ every model must beat, and the fallback for users the system knows nothing about
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from recforge.data.interactions import Interactions
-from recforge.models.base import Recommender
+from recforge.models.base import FitProgress, Recommender
 from recforge.recommend import select_topk
 
 __all__ = ["Popular"]
@@ -32,7 +31,7 @@ class Popular(Recommender):
     def _validate_params(self) -> None:
         pass
 
-    def _fit(self, interactions: Interactions, callback: Callable[..., Any] | None) -> None:
+    def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
         counts = np.asarray(interactions.matrix.sum(axis=0), dtype=np.float64).ravel()
         self.popularity_ = counts.astype(np.float32)
 
