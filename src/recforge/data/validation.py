@@ -206,7 +206,8 @@ def records_to_table(records: Sequence[Any]) -> tuple[pa.Table, dict[int, list[s
     """Records (dicts) as a table of strings: ``(table, extra reasons, rows that are not dicts)``.
 
     Numbers become their decimal text (parsed again by validation), strings stay, anything else
-    (lists, objects, booleans) is a reason ``"<field> must be a string or a number"``.
+    (lists, objects, booleans) becomes its JSON text, with the extra reason ``"<field> must be
+    a string or a number"`` for ids and event types.
     """
     n = len(records)
     extra: dict[int, list[str]] = {}
@@ -222,8 +223,10 @@ def records_to_table(records: Sequence[Any]) -> tuple[pa.Table, dict[int, list[s
                 column[row] = value
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 column[row] = repr(value) if isinstance(value, float) else str(value)
-            else:
-                extra.setdefault(row, []).append(f"{name} must be a string or a number")
+            else:  # a list, object or boolean: kept as JSON text, so messages can show it
+                column[row] = json.dumps(value, default=str)
+                if name not in ("value", "timestamp"):  # those fail to parse by themselves
+                    extra.setdefault(row, []).append(f"{name} must be a string or a number")
     table = pa.table({name: pa.array(values, pa.large_string()) for name, values in columns.items()})
     return table, extra, not_objects
 
@@ -383,7 +386,7 @@ def _parse_iso_one_by_one(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def _seconds_to_us(seconds: np.ndarray, missing: np.ndarray) -> np.ndarray:
     safe = np.where(missing | ~np.isfinite(seconds), 0.0, seconds)
-    safe = np.clip(safe, -1e13, 1e13)  # far outside the accepted range, but no int64 overflow
+    safe = np.clip(safe, -9e12, 9e12)  # far outside the accepted range, but no int64 overflow
     return np.round(safe * 1e6).astype(np.int64)
 
 
