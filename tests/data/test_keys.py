@@ -27,7 +27,7 @@ KNOWN = {
 
 
 def test_hash128_matches_known_values_and_the_reference():
-    words = list(KNOWN) + ["x" * 300, "y" * 15, "z" * 31, "w" * 33]
+    words = [*KNOWN, "x" * 300, "y" * 15, "z" * 31, "w" * 33]
     hi, lo = hash128(pa.array(words))
     for word, a, b in zip(words, hi, lo, strict=True):
         assert (int(a), int(b)) == murmur3_128_reference(word)
@@ -45,7 +45,9 @@ def test_hash128_of_a_sliced_chunked_array():
 
 def test_keys_contains_handles_64_bit_collisions_exactly():
     keys = Keys(np.array([5, 3, 5, 9], np.uint64), np.array([1, 2, 7, 0], np.uint64))
-    found = keys.contains(np.array([5, 5, 5, 3, 3, 9, 10], np.uint64), np.array([1, 7, 8, 2, 1, 0, 0], np.uint64))
+    found = keys.contains(
+        np.array([5, 5, 5, 3, 3, 9, 10], np.uint64), np.array([1, 7, 8, 2, 1, 0, 0], np.uint64)
+    )
     assert found.tolist() == [True, True, False, True, False, True, False]
     plain = Keys(np.array([1, 2], np.uint64), np.array([1, 2], np.uint64))
     assert plain.contains(np.array([2, 3, 1], np.uint64), np.array([2, 3, 9], np.uint64)).tolist() == [

@@ -74,7 +74,9 @@ def test_csv_tsv_and_jsonl_read_the_same_events(tmp_path, gz):
 def test_parquet_with_a_mapping(tmp_path):
     path = tmp_path / "e.parquet"
     pq.write_table(
-        pa.table({"who": ["u1", "u2"], "what": ["i1", "i2"], "kind": ["view", "view"], "when": [1.7e9, 1.7e9]}),
+        pa.table(
+            {"who": ["u1", "u2"], "what": ["i1", "i2"], "kind": ["view", "view"], "when": [1.7e9, 1.7e9]}
+        ),
         path,
     )
     mapping = parse_mapping("user_id=who, item_id=what,event_type=kind,timestamp=when")
@@ -93,7 +95,11 @@ def test_parse_mapping_errors():
 
 
 def test_line_numbers_count_physical_lines_across_chunks(tmp_path):
-    text = HEADER + "\r\n".join([ROWS[0], "", ROWS[1], "bad,row", ROWS[2], "", "x,,i,view,1,1", ROWS[0]]) + "\r\n"
+    text = (
+        HEADER
+        + "\r\n".join([ROWS[0], "", ROWS[1], "bad,row", ROWS[2], "", "x,,i,view,1,1", ROWS[0]])
+        + "\r\n"
+    )
     path = write(tmp_path / "e.csv", text)
     for chunk_rows in (1, 2, 3, 100):
         _, table, rejections = read(path, chunk_rows=chunk_rows)

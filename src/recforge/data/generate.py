@@ -3,13 +3,13 @@
 The generative story (all vectorised NumPy, seeded, so a seed gives the same events bit for bit):
 
 * ``items`` items ``i<n>`` fall evenly into ``categories`` categories; item popularity is
-  Zipf-like, ``pop_i ∝ rank_i ** -0.9`` over a random ranking.
+  Zipf-like, ``pop_i ∝ rank_i ** -0.8`` over a random ranking.
 * ``users`` users ``u<n>``; activity (the share of all events) is lognormal(0, 1); taste over
-  categories is Dirichlet(0.2): most users care about one to three categories.
+  categories is Dirichlet(0.1): most users care about one or two categories.
 * A user's events come in sessions (a new session with probability 1/6 per event) spread
   uniformly over ``days`` days; events within a session are 5 s + Exp(45 s) apart.
-* A session browses one category drawn from the user's taste (15% of sessions: a random
-  category); each event there picks an item of the category by popularity, except 10% that
+* A session browses one category drawn from the user's taste (10% of sessions: a random
+  category); each event there picks an item of the category by popularity, except 5% that
   pick from the whole catalogue by popularity.
 * Event types: view 86%, like 7%, cart 4.5%, purchase 2.5% (views ≫ likes > carts >
   purchases); value 1.0.
@@ -44,8 +44,10 @@ EVENT_TYPE_SHARES = {"view": 0.86, "like": 0.07, "cart": 0.045, "purchase": 0.02
 #: Events start at this time and span ``days`` days.
 START = datetime(2024, 1, 1, tzinfo=UTC)
 _SESSION_LENGTH = 6.0
-_RANDOM_SESSION = 0.15
-_GLOBAL_PICK = 0.10
+_RANDOM_SESSION = 0.10
+_GLOBAL_PICK = 0.05
+_ZIPF = 0.8
+_TASTE = 0.1
 
 
 def default_categories(items: int) -> int:
@@ -73,9 +75,9 @@ def generate_events(
     rng = np.random.default_rng(seed)
 
     item_category = rng.permutation(np.arange(items) % categories)
-    popularity = (rng.permutation(items) + 1.0) ** -0.9
+    popularity = (rng.permutation(items) + 1.0) ** -_ZIPF
     activity = rng.lognormal(0.0, 1.0, users)
-    taste = rng.gamma(0.2, size=(users, categories)) + 1e-12
+    taste = rng.gamma(_TASTE, size=(users, categories)) + 1e-12
     taste /= taste.sum(axis=1, keepdims=True)
 
     per_user = rng.multinomial(events, activity / activity.sum())

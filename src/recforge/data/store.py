@@ -317,8 +317,9 @@ class SegmentWriter:
         self._store = store
         self._tmp = store._tmp_path()
         self._out: pq.ParquetWriter | None = None
-        self._known = store.segments()
-        self._stored = [store.keys(s) for s in self._known]  # loaded now: compaction may move them
+        with _locked(store.root / "_commit.lock"):  # compaction deletes only under this lock
+            self._known = store.segments()
+            self._stored = [store.keys(s) for s in self._known]
         self._mine = KeyLog()
         self.accepted = 0
         self.duplicates = 0
