@@ -328,9 +328,15 @@ class _Lines:
 
     def blank(self, whitespace: bytes) -> np.ndarray:
         """Lines holding nothing but bytes from ``whitespace``."""
+        blank = self.ends == self.starts
+        if not whitespace:
+            return blank
         data = np.frombuffer(self.block, dtype=np.uint8)
-        ink = np.concatenate([[0], np.cumsum(~np.isin(data, list(whitespace)))])
-        return (ink[self.ends] - ink[self.starts]) == 0
+        filled = np.flatnonzero(~blank)
+        # only lines starting with whitespace need a closer look (one by one: they are rare)
+        for index in filled[np.isin(data[self.starts[filled]], list(whitespace))]:
+            blank[index] = not self.block[self.starts[index] : self.ends[index]].strip(whitespace)
+        return blank
 
     def text(self, index: int) -> str:
         return self.block[self.starts[index] : self.ends[index]].decode("utf-8", errors="replace")
