@@ -91,3 +91,14 @@ def test_written_files_read_back_as_the_same_events(tmp_path, name):
         assert not rejected
         chunks.append(good)
     assert pa.concat_tables(chunks).equals(table)
+
+
+def test_stable_order_equals_a_stable_argsort():
+    from recforge.data.generate import _stable_order
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 1_000, 100_001):
+        keys = rng.integers(0, 50, n)
+        np.testing.assert_array_equal(_stable_order(keys), np.argsort(keys, kind="stable"))
+    big = np.array([2**60, 3, 2**60, 1])  # too wide to pack: falls back to argsort
+    np.testing.assert_array_equal(_stable_order(big), [3, 1, 0, 2])

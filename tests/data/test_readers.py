@@ -217,3 +217,17 @@ def test_real_ml_1m_pairs():
     assert pc.unique(table.column("timestamp")).to_pylist() == [FIXED_TIMESTAMP]
     assert np.all(table.column("value").to_numpy() == 1.0)
     assert table.slice(table.num_rows - 1).to_pylist()[0]["user_id"] == "6040"
+
+
+def test_jsonl_with_nested_fields(tmp_path):
+    row = (
+        '{{"user_id": {user}, "item_id": "i1", "event_type": "view", '
+        '"timestamp": 1704067200, "meta": {{"a": 1}}}}'
+    )
+    path = write(tmp_path / "e.jsonl", "\n".join([row.format(user='"u1"'), row.format(user='"u2"')]))
+    _, table, rejections = read(path)
+    assert table.column("user_id").to_pylist() == ["u1", "u2"] and not rejections
+    path = write(tmp_path / "f.jsonl", "\n".join([row.format(user='{"x": 1}'), row.format(user='{"x": 2}')]))
+    _, table, rejections = read(path)
+    assert table.num_rows == 0
+    assert [r.reason for r in rejections] == ["user_id must be a string or a number"] * 2

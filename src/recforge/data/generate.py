@@ -106,7 +106,7 @@ def generate_events(
     within = elapsed - elapsed[np.flatnonzero(new_session)][session]
     seconds = np.minimum(session_start[session] + within, span - 1.0).astype(np.int64)
 
-    order = np.argsort(seconds, kind="stable")
+    order = _stable_order(seconds)
     tag = _tag(users, items, events, days, seed, categories)
     start_us = int(START.timestamp()) * 1_000_000
     return pa.table(
@@ -186,6 +186,16 @@ def _draw_in_groups(
     position = np.searchsorted(flat, wanted + rng.random(len(wanted)), side="right")
     position = np.clip(position, starts[wanted], starts[wanted] + sizes[wanted] - 1)
     return order[position]
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for small non-negative keys, faster: sorts
+    ``key << bits | index`` (unique, so any sort is stable) and keeps the index bits."""
+    bits = max(len(keys) - 1, 1).bit_length()
+    if not len(keys) or int(keys.max()).bit_length() + bits > 62 or keys.min() < 0:
+        return np.argsort(keys, kind="stable")
+    packed = np.sort((keys << bits) | np.arange(len(keys), dtype=np.int64))
+    return packed & ((1 << bits) - 1)
 
 
 def _names(prefix: str, count: int, index: np.ndarray) -> pa.Array:
