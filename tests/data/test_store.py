@@ -216,6 +216,7 @@ def test_concurrent_appends_and_compaction(tmp_path):
     deadline = time.time() + 60
     while any(p.poll() is None for p in procs) and time.time() < deadline:
         store.compact(target_rows=1000)
+        time.sleep(0.05)
     accepted = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
