@@ -226,3 +226,21 @@ def test_concurrent_appends_and_compaction(tmp_path):
     expected = {f"e{i}" for i in range(0, 1750)}
     assert set(stored.to_pylist()) == expected
     assert len(stored) == len(expected) == sum(accepted)
+
+
+def test_key_index_stays_small_and_exact_across_many_segments_and_compaction(tmp_path):
+    """A long-lived writer (the HTTP intake) checks batches against a merged key index, so the
+    number of sorted key sets searched per batch grows like log(events), not like segments."""
+    store = EventStore(tmp_path)
+    for j in range(64):
+        store.append(events(range(10 * j, 10 * j + 10)))
+    assert len(store.segments()) == 64
+    assert len(store.stored_keys(store.segments())) <= 8
+    assert store.append(events([5, 315, 639, 640])).accepted == 1  # three were stored
+    store.compact(target_rows=10_000)
+    assert len(store.segments()) == 1
+    assert store.append(events([0, 641, 640])).accepted == 1
+    other = EventStore(tmp_path)  # another process: builds its index from the key files
+    assert other.append(events([7, 641, 642])).accepted == 1
+    assert store.append(events([642, 643])).accepted == 1  # sees the other process's commit
+    assert len(ids_of(store)) == 644

@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,12 @@ class EventStore:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "_index").mkdir(exist_ok=True)
         self._keys: dict[str, Keys] = {}
+        self._listed: dict[str, Segment] = {}
+        # Every key of the segments with sequence numbers up to _indexed_upto, merged into a few
+        # sorted sets, so a writer checks a batch against O(log n) arrays, not one per segment.
+        self._index = KeyLog()
+        self._indexed_upto = 0
+        self._index_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"EventStore({str(self.home)!r})"
@@ -117,12 +124,18 @@ class EventStore:
         return live
 
     def _all_segments(self) -> list[Segment]:
-        found = []
+        listed = self._listed
+        found: dict[str, Segment] = {}
         for entry in os.scandir(self.root):
-            match = _SEGMENT.match(entry.name)
-            if match:
-                found.append(Segment(Path(entry.path), int(match[1]), int(match[2])))
-        return found
+            segment = listed.get(entry.name)
+            if segment is None:
+                match = _SEGMENT.match(entry.name)
+                if not match:
+                    continue
+                segment = Segment(Path(entry.path), int(match[1]), int(match[2]))
+            found[entry.name] = segment
+        self._listed = found
+        return list(found.values())
 
     # writing ------------------------------------------------------------------------------
     def writer(self) -> SegmentWriter:
@@ -278,6 +291,27 @@ class EventStore:
         cached = self._keys.get(segment.name)
         if cached is not None:
             return cached
+        keys = self._read_keys(segment)
+        self._keys[segment.name] = keys
+        return keys
+
+    def stored_keys(self, live: list[Segment]) -> list[Keys]:
+        """The keys of all ``live`` segments, as a few sorted sets (a snapshot of an index kept
+        across writers, so the cost of a dedupe check does not grow with the segment count).
+
+        Sequence numbers are given out in increasing order under the commit lock, so every
+        segment with ``last <= _indexed_upto`` holds only events already indexed (a compaction
+        rewrites indexed events); only newer segments are read. Call under the commit lock.
+        """
+        with self._index_lock:
+            upto = self._indexed_upto
+            for segment in live:
+                if segment.last > upto:
+                    self._index.add(self._keys.pop(segment.name, None) or self._read_keys(segment))
+            self._indexed_upto = max([upto, *(s.last for s in live)])
+            return list(self._index.parts)
+
+    def _read_keys(self, segment: Segment) -> Keys:
         path = self.root / "_index" / f"{segment.name}.keys.npy"
         keys = None
         with contextlib.suppress(OSError, ValueError):
@@ -288,7 +322,6 @@ class EventStore:
             ids = pq.read_table(segment.path, columns=["event_id"]).column("event_id")
             keys = Keys(*hash128(ids))
             self._save_keys(segment.name, keys)
-        self._keys[segment.name] = keys
         return keys
 
     def _save_keys(self, name: str, keys: Keys) -> None:
@@ -296,7 +329,6 @@ class EventStore:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npy")
         np.save(tmp, keys.to_array(), allow_pickle=False)
         os.replace(tmp, path)
-        self._keys[name] = keys
 
     def _tmp_path(self) -> Path:
         return self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
@@ -319,7 +351,7 @@ class SegmentWriter:
         self._out: pq.ParquetWriter | None = None
         with _locked(store.root / "_commit.lock"):  # compaction deletes only under this lock
             self._known = store.segments()
-            self._stored = [store.keys(s) for s in self._known]
+            self._stored = store.stored_keys(self._known)
         self._mine = KeyLog()
         self.accepted = 0
         self.duplicates = 0
@@ -369,6 +401,7 @@ class SegmentWriter:
                 os.rename(self._tmp, final)
                 _fsync(store.root)
                 store._save_keys(final.name, keys)
+                store._keys[final.name] = keys
                 return AppendResult(self.accepted, self.duplicates, final)
         finally:
             with contextlib.suppress(FileNotFoundError):
