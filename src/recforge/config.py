@@ -31,6 +31,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "ModelConfig",
+    "ServingConfig",
     "WeightingConfig",
     "load_config",
 ]
@@ -80,6 +81,50 @@ class ModelConfig:
 
 
 @dataclass
+class ServingConfig:
+    """How ``recforge serve`` answers (see :mod:`recforge.serving`)."""
+
+    #: Address and port ``recforge serve`` listens on.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: API processes (uvicorn workers). With more than one, use a Redis ``store`` so that
+    #: fresh events posted to one process are seen by all.
+    workers: int = 1
+    #: API keys accepted as ``Authorization: Bearer <key>`` (required to post events). Env
+    #: ``RECFORGE_API_KEYS`` (comma-separated) sets them without a file. Never logged.
+    api_keys: list[str] = field(default_factory=list)
+    #: Require an API key for the read endpoints (recommendations, similar items, model) too.
+    auth_reads: bool = False
+    #: Where precomputed lists and fresh events live: ``"mmap"`` (the artifact's memory-mapped
+    #: arrays, fresh events in process memory) or a ``redis://host:port/db`` URL (shared by
+    #: several API processes).
+    store: str = "mmap"
+    #: Prefix of every Redis key recforge writes.
+    redis_prefix: str = "recforge"
+    #: Model versions whose lists are kept in Redis (older ones are deleted on load).
+    redis_keep_versions: int = 3
+    #: ``k`` when a request gives none, and the most a request gets (larger ``k`` is capped).
+    k_default: int = 10
+    k_max: int = 200
+    #: Most item ids in one ``exclude`` parameter.
+    max_exclude: int = 1000
+    #: Fresh events kept per user (the newest), for fold-in recommendations.
+    fresh_events_per_user: int = 100
+    #: Users with fresh events kept in memory (least recently updated dropped first).
+    fresh_max_users: int = 100_000
+    #: Seconds a user's fresh events live in Redis after the last one (Redis store only).
+    fresh_ttl_seconds: int = 604_800
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 16_777_216
+    #: Most events in one ``POST /v1/events``.
+    max_events_per_request: int = 10_000
+    #: Most events written as one event-store segment by the group commit.
+    commit_max_events: int = 200_000
+    #: How often the server checks for a newly published model version, in seconds.
+    reload_poll_seconds: float = 1.0
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -88,6 +133,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def output_hash(self) -> str:
         """A short hash of the settings that change what a trained model outputs.

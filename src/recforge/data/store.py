@@ -307,7 +307,8 @@ class EventStore:
             upto = self._indexed_upto
             for segment in live:
                 if segment.last > upto:
-                    self._index.add(self._keys.pop(segment.name, None) or self._read_keys(segment))
+                    cached = self._keys.pop(segment.name, None)
+                    self._index.add(cached if cached is not None else self._read_keys(segment))
             self._indexed_upto = max([upto, *(s.last for s in live)])
             return list(self._index.parts)
 

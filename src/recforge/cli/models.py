@@ -1,0 +1,259 @@
+"""``recforge models list | show | publish | rollback | build | load``: the model registry.
+
+``build`` is the minimal path from the event store to a servable version (build ->
+fit -> precompute -> store), for demos and tests; the pipeline with evaluation and a quality
+gate is ``recforge pipeline``'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from recforge.cli.main import State
+
+MODEL_HELP = "Model to fit: popular, or any registered model (als, bpr, itemknn ...)."
+
+
+def register(app: typer.Typer) -> None:
+    models = typer.Typer(
+        help="The model registry: list, show, build, publish, roll back.", no_args_is_help=True
+    )
+    app.add_typer(models, name="models")
+
+    @models.command("list")
+    def list_versions(
+        ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+    ) -> None:
+        """Every stored version, oldest first; the published one is marked with *."""
+        from recforge.artifacts import ModelRegistry
+
+        registry = ModelRegistry(_state(ctx).home)
+        versions = registry.list()
+        current = registry.current()
+        if as_json:
+            typer.echo(
+                json.dumps([_summary(v.to_dict(), v.version == current) for v in versions], default=str)
+            )
+            return
+        if not versions:
+            typer.echo(f"no model versions under {registry.root}")
+            return
+        typer.echo(f"  {'version':<33} {'status':<10} {'model':<10} {'users':>9} {'items':>9}  metrics")
+        for info in versions:
+            m = info.manifest
+            mark = "*" if info.version == current else " "
+            metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(info.metrics.items()))
+            typer.echo(
+                f"{mark} {info.version:<33} {info.status:<10} {m.get('model', ''):<10} "
+                f"{m.get('n_users', 0):>9,} {m.get('n_items', 0):>9,}  {metrics}"
+            )
+
+    @models.command("show")
+    def show(
+        ctx: typer.Context,
+        version: str | None = typer.Argument(None, help="Version (default: the published one)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """A version's manifest: model, parameters, data window, metrics, list sizes, status."""
+        from recforge.artifacts import ModelRegistry
+        from recforge.errors import RecforgeError
+
+        registry = ModelRegistry(_state(ctx).home)
+        name = version or registry.current()
+        if name is None:
+            raise RecforgeError(f"nothing is published under {registry.root}; name a version")
+        info = registry.get(name)
+        record = {**info.to_dict(), "published": name == registry.current()}
+        if as_json:
+            typer.echo(json.dumps(record, default=str, sort_keys=True))
+            return
+        for key in ("version", "status", "reason", "published", "created", "model", "n_users", "n_items"):
+            typer.echo(f"{key:>12}: {record.get(key)}")
+        for key in ("params", "data_window", "metrics"):
+            typer.echo(f"{key:>12}: {json.dumps(record.get(key, {}), default=str, sort_keys=True)}")
+        typer.echo(f"{'lists':>12}: k_users={record.get('k_users')} k_items={record.get('k_items')}")
+
+    @models.command("publish")
+    def publish(
+        ctx: typer.Context,
+        version: str = typer.Argument(..., help="The version to serve."),
+        store: str | None = typer.Option(
+            None, "--store", help="Load its lists into this Redis first (default: serving.store)."
+        ),
+    ) -> None:
+        """Make a version the served one (running servers switch to it within a second)."""
+        from recforge.artifacts import ModelRegistry
+
+        state = _state(ctx)
+        registry = ModelRegistry(state.home)
+        _load_lists(state, registry, version, store)
+        info = registry.publish(version)
+        typer.echo(f"published {info.version}")
+
+    @models.command("rollback")
+    def rollback(
+        ctx: typer.Context,
+        store: str | None = typer.Option(
+            None, "--store", help="Load its lists into this Redis first (default: serving.store)."
+        ),
+    ) -> None:
+        """Publish again the version that was published before the current one."""
+        from recforge.artifacts import ModelRegistry
+
+        state = _state(ctx)
+        registry = ModelRegistry(state.home)
+        info = registry.rollback()
+        _load_lists(state, registry, info.version, store)
+        typer.echo(f"rolled back to {info.version}")
+
+    @models.command("load")
+    def load(
+        ctx: typer.Context,
+        version: str | None = typer.Argument(None, help="Version (default: the published one)."),
+        store: str | None = typer.Option(None, "--store", help="Redis URL (default: serving.store)."),
+    ) -> None:
+        """Copy a version's precomputed lists into a Redis list store."""
+        from recforge.artifacts import ModelRegistry
+        from recforge.errors import RecforgeError
+
+        state = _state(ctx)
+        registry = ModelRegistry(state.home)
+        name = version or registry.current()
+        if name is None:
+            raise RecforgeError(f"nothing is published under {registry.root}; name a version")
+        if not _load_lists(state, registry, name, store, required=True):
+            typer.echo(f"{name} is already loaded")
+
+    @models.command("build")
+    def build(
+        ctx: typer.Context,
+        model: str | None = typer.Option(None, "--model", help=MODEL_HELP + " Default: model.name."),
+        k_users: int = typer.Option(200, "--k-users", help="Items precomputed per user."),
+        k_items: int = typer.Option(50, "--k-items", help="Similar items precomputed per item."),
+        k_popular: int = typer.Option(200, "--k-popular", help="Length of the popular fallback list."),
+        start: str | None = typer.Option(None, "--start", help="Only events at or after (ISO 8601)."),
+        end: str | None = typer.Option(None, "--end", help="Only events before (ISO 8601)."),
+        publish: bool = typer.Option(False, "--publish", help="Publish the new version."),
+        store: str | None = typer.Option(
+            None, "--store", help="With --publish: load its lists into this Redis first."
+        ),
+    ) -> None:
+        """Fit a model on the stored events and store it as a new version (a candidate, or
+        published with --publish). Hyperparameters come from the model.<name> table of the config."""
+        from recforge.artifacts import ModelRegistry
+
+        state = _state(ctx)
+        started = time.perf_counter()
+        info = build_version(
+            state,
+            model or state.config.model.name,
+            k_users=k_users,
+            k_items=k_items,
+            k_popular=k_popular,
+            start=start,
+            end=end,
+        )
+        typer.echo(
+            f"built {info.version} ({info.manifest['model']}, {info.manifest['n_users']:,} users x "
+            f"{info.manifest['n_items']:,} items) in {time.perf_counter() - started:.1f} s"
+        )
+        if publish:
+            registry = ModelRegistry(state.home)
+            _load_lists(state, registry, info.version, store)
+            registry.publish(info.version)
+            typer.echo(f"published {info.version}")
+
+
+def build_version(
+    state: State,
+    model_name: str,
+    *,
+    k_users: int = 200,
+    k_items: int = 50,
+    k_popular: int = 200,
+    start: str | None = None,
+    end: str | None = None,
+) -> Any:
+    """build -> fit -> precompute -> ``ModelRegistry.create``; returns the new ``VersionInfo``."""
+    import recforge.models  # noqa: F401 - registers the models
+    from recforge.artifacts import ModelRegistry
+    from recforge.data.build import build_interactions, parse_time
+    from recforge.data.store import EventStore
+    from recforge.errors import RecforgeError
+    from recforge.models.base import Recommender
+    from recforge.precompute import precompute
+
+    cls = Recommender.registry.get(model_name)
+    if cls is None:
+        known = ", ".join(sorted(Recommender.registry))
+        raise RecforgeError(f"unknown model {model_name!r}; known: {known}")
+    params = state.config.model.params.get(model_name, {})
+    try:
+        model = cls(**params)
+    except TypeError as error:
+        raise RecforgeError(f"bad [model.{model_name}] parameters: {error}") from None
+    interactions = build_interactions(
+        EventStore(state.home),
+        state.config,
+        start=parse_time(start) if start else None,
+        end=parse_time(end) if end else None,
+    )
+    model.fit(interactions)
+    lists = precompute(model, interactions, k_users=k_users, k_items=k_items, k_popular=k_popular)
+    info = interactions.info
+    window = {
+        "start": info.get("window_start"),
+        "end": info.get("window_end"),
+        "first": info.get("first"),
+        "last": info.get("last"),
+        "events": info.get("events"),
+        "reference_time": info.get("reference_time"),
+    }
+    return ModelRegistry(state.home).create(
+        model,
+        user_lists=lists.users,
+        item_lists=lists.items,
+        popular=lists.popular,
+        data_window=window,
+        config_hash=state.config.output_hash(),
+        item_source=lists.item_source,
+    )
+
+
+def _load_lists(state: State, registry: Any, version: str, store: str | None, required: bool = False) -> bool:
+    """Load a version's lists into the Redis store (``--store`` or ``serving.store``), if any."""
+    from recforge.errors import RecforgeError
+    from recforge.serving.backend import is_redis_url
+    from recforge.serving.stores import RedisLists, safe_url
+
+    url = store or state.config.serving.store
+    if not is_redis_url(url):
+        if required or store is not None:
+            raise RecforgeError(f"--store must be a redis:// URL, got {url!r}")
+        return False
+    serving = state.config.serving
+    lists = RedisLists(url, serving.redis_prefix, serving.redis_keep_versions)
+    started = time.perf_counter()
+    loaded = lists.load(registry.open(version))
+    if loaded:
+        typer.echo(
+            f"loaded the lists of {version} into {safe_url(url)} in {time.perf_counter() - started:.1f} s"
+        )
+    return loaded
+
+
+def _state(ctx: typer.Context) -> State:
+    state: State = ctx.obj
+    return state
+
+
+def _summary(record: dict[str, Any], published: bool) -> dict[str, Any]:
+    return {key: value for key, value in {**record, "published": published}.items() if key != "checksums"}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

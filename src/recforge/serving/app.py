@@ -1,0 +1,133 @@
+"""The FastAPI application: ``create_app(config)``.
+
+The lifespan opens the stores, loads the published model version once (and starts the thread
+that swaps in newer ones), and starts the event committer; routes get all of it through
+dependencies (:mod:`recforge.serving.deps`), which tests override. Handlers that compute
+(recommendations, similar items) are plain ``def`` and run in the thread pool; the rest are
+``async``.
+
+Errors are JSON ``{"detail": "..."}`` with a 4xx status for anything a client sent (422 with
+``errors`` listing each bad parameter), 503 when no model is loaded or a store is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import recforge
+from recforge.artifacts import ModelRegistry
+from recforge.config import Config
+from recforge.data.store import EventStore
+from recforge.serving.backend import Backend, open_backend
+from recforge.serving.intake import EventIntake
+from recforge.serving.metrics import Metrics, MetricsMiddleware
+from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
+from recforge.serving.routers import events, health, items, metrics, model, users
+from recforge.serving.security import ApiKeys
+from recforge.serving.stores import StoreUnavailable
+
+__all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
+
+log = logging.getLogger("recforge.serving")
+
+#: Where ``recforge serve --workers N`` passes the effective configuration (JSON) to workers.
+CONFIG_ENV = "RECFORGE_SERVE_CONFIG"
+
+
+def create_app(config: Config, *, backend: Backend | None = None, watch: bool = True) -> FastAPI:
+    """The API over the models and event store under ``config.home``.
+
+    ``backend`` replaces the one ``serving.store`` names (tests); ``watch=False`` loads the
+    published version once at start-up and never polls for another (``app.state.holder.check()``
+    still swaps on demand).
+    """
+    metrics_ = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = backend or open_backend(config)
+        holder = ModelHolder(
+            ModelRegistry(config.home),
+            opened.open_lists,
+            poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
+            on_load=lambda old, new: metrics_.model_loaded_now(_labels(old), (new.version, new.model.name)),
+            on_failure=lambda name, error: metrics_.reloads.labels("failed").inc(),
+        )
+        holder.check()
+        holder.start()
+
+        def cutoff() -> int:
+            served = holder.current
+            return NO_CUTOFF if served is None else served.cutoff_us
+
+        intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics_)
+        intake.start()
+        app.state.holder = holder
+        app.state.intake = intake
+        app.state.fresh = opened.fresh
+        try:
+            yield
+        finally:
+            holder.stop()
+            intake.stop()
+            opened.close()
+
+    app = FastAPI(
+        title="recforge",
+        version=recforge.__version__,
+        description="Recommendations, similar items and event intake over the published model.",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.metrics = metrics_
+    app.state.api_keys = ApiKeys(config.serving.api_keys)
+    for router in (users.router, items.router, events.router, model.router, health.router, metrics.router):
+        app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_middleware(MetricsMiddleware, metrics=metrics_)
+    return app
+
+
+def _labels(served: ServedModel | None) -> tuple[str, str] | None:
+    return None if served is None else (served.version, served.model.name)
+
+
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """422 with one readable line and the list of bad parameters (their values left out)."""
+    assert isinstance(error, RequestValidationError)
+    problems = [
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+        }
+        for e in error.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in problems)
+    return JSONResponse({"detail": summary or "invalid request", "errors": problems}, status_code=422)
+
+
+async def _store_unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.error("%s", error)
+    return JSONResponse({"detail": str(error)}, status_code=503)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of a uvicorn worker process: the configuration comes from :data:`CONFIG_ENV`."""
+    from recforge.config import load_config
+
+    raw = os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise RuntimeError(f"{CONFIG_ENV} is not set; start the server with recforge serve")
+    import json
+
+    overrides: dict[str, Any] = json.loads(raw)
+    return create_app(load_config(environ={}, overrides=overrides))

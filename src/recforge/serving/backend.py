@@ -1,0 +1,49 @@
+"""Where a server keeps lists and fresh events: memory-mapped files, or Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from recforge.artifacts import Artifact
+from recforge.config import Config
+from recforge.errors import RecforgeError
+from recforge.serving.fresh import FreshEvents, MemoryFreshEvents, RedisFreshEvents
+from recforge.serving.stores import ListStore, MmapListStore, RedisLists
+
+__all__ = ["Backend", "is_redis_url", "open_backend"]
+
+
+@dataclass
+class Backend:
+    """How to open a version's list store, the fresh-event store, and how to let go of both."""
+
+    name: str
+    open_lists: Callable[[Artifact], ListStore]
+    fresh: FreshEvents
+
+    def close(self) -> None:
+        self.fresh.close()
+
+
+def is_redis_url(store: str) -> bool:
+    return store.startswith(("redis://", "rediss://", "unix://"))
+
+
+def open_backend(config: Config) -> Backend:
+    """The backend ``serving.store`` names: ``"mmap"`` or a Redis URL."""
+    serving = config.serving
+    if serving.store == "mmap":
+        fresh = MemoryFreshEvents(serving.fresh_events_per_user, serving.fresh_max_users)
+        return Backend("mmap", MmapListStore, fresh)
+    if is_redis_url(serving.store):
+        lists = RedisLists(serving.store, serving.redis_prefix, serving.redis_keep_versions)
+        redis_fresh = RedisFreshEvents(
+            lists.client,
+            serving.store,
+            serving.redis_prefix,
+            serving.fresh_events_per_user,
+            serving.fresh_ttl_seconds,
+        )
+        return Backend("redis", lists.open, redis_fresh)
+    raise RecforgeError(f"serving.store must be 'mmap' or a redis:// URL, got {serving.store!r}")

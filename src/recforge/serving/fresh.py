@@ -1,0 +1,189 @@
+"""Fresh events: what users did after the served model's data ends, kept for fold-in.
+
+Events posted to ``POST /v1/events`` are durable in the event store, but the model only learns
+them at its next training. Until then, the newest ``fresh_events_per_user`` events of each user
+whose timestamp is after the model's data cutoff are kept here, and that user's
+recommendations are folded in from them (:mod:`recforge.serving.recommend`).
+
+An event is kept as ``(event_id, item_id, r, timestamp_us)`` with ``r = weight(event_type) *
+value`` (the event weights of ``[weighting]``; no time decay: fresh events are newer than
+everything the model saw, so their decay factor is close to 1). A repeated ``event_id`` counts
+once. Two stores:
+
+* :class:`MemoryFreshEvents`: in process memory, bounded per user and in users (the least
+  recently updated user is dropped first);
+* :class:`RedisFreshEvents`: a Redis list per user (``<prefix>:fresh:<user_id>``), trimmed to
+  the newest events, expiring ``fresh_ttl_seconds`` after the last one; shared by every API
+  process.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recforge.serving.stores import translate_errors
+
+__all__ = ["FreshEvent", "FreshEvents", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
+
+
+class FreshEvent(NamedTuple):
+    event_id: str
+    item_id: str
+    r: float
+    timestamp_us: int
+
+
+class FreshEvents(ABC):
+    """Recent events per user, newer than a cutoff."""
+
+    @abstractmethod
+    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+        """Keep the events (validated, :data:`~recforge.data.schema.EVENT_SCHEMA`) newer than
+        ``cutoff_us``; returns how many were newer."""
+
+    @abstractmethod
+    def get(self, user_id: str, cutoff_us: int) -> list[FreshEvent]:
+        """The user's kept events newer than ``cutoff_us``, oldest first."""
+
+    def users(self) -> int | None:
+        """Users with kept events, where the store can tell cheaply."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def fresh_rows(
+    events: pa.Table, weights: Mapping[str, float], cutoff_us: int
+) -> Iterator[tuple[str, list[FreshEvent]]]:
+    """The events newer than ``cutoff_us`` grouped by user (in time order within a user):
+    filtering, weights and grouping are vectorised; Python touches each kept event once."""
+    ts = events.column("timestamp").cast(pa.int64())
+    newer = pc.greater(ts, pa.scalar(cutoff_us, pa.int64()))
+    events = events.filter(newer)
+    if not events.num_rows:
+        return
+    types = events.column("event_type")
+    names = list(weights)
+    codes = pc.index_in(types, value_set=pa.array(names, pa.large_string())).fill_null(-1).to_numpy()
+    table = np.append(np.asarray([float(weights[n]) for n in names], dtype=np.float64), 1.0)
+    r = table[codes] * np.asarray(events.column("value").to_numpy(), dtype=np.float64)
+    ts_us = np.asarray(events.column("timestamp").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    users = events.column("user_id")
+    order = pc.sort_indices(
+        pa.table({"u": users, "t": ts_us}), sort_keys=[("u", "ascending"), ("t", "ascending")]
+    ).to_numpy()
+    user_list = users.take(pa.array(order)).to_pylist()
+    event_ids = events.column("event_id").take(pa.array(order)).to_pylist()
+    items = events.column("item_id").take(pa.array(order)).to_pylist()
+    r_list = r[order].tolist()
+    ts_list = ts_us[order].tolist()
+    start = 0
+    n = len(user_list)
+    for stop in range(1, n + 1):
+        if stop == n or user_list[stop] != user_list[start]:
+            yield (
+                user_list[start],
+                [FreshEvent(event_ids[j] or "", items[j], r_list[j], ts_list[j]) for j in range(start, stop)],
+            )
+            start = stop
+
+
+class MemoryFreshEvents(FreshEvents):
+    """Fresh events in process memory: ``per_user`` newest per user, ``max_users`` users."""
+
+    def __init__(self, per_user: int = 100, max_users: int = 100_000) -> None:
+        if per_user < 1 or max_users < 1:
+            raise ValueError("per_user and max_users must be >= 1")
+        self.per_user = per_user
+        self.max_users = max_users
+        self._users: OrderedDict[str, deque[FreshEvent]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+        kept = 0
+        with self._lock:
+            for user, rows in fresh_rows(events, weights, cutoff_us):
+                queue = self._users.get(user)
+                if queue is None:
+                    queue = self._users[user] = deque(maxlen=self.per_user)
+                else:
+                    self._users.move_to_end(user)
+                known = {e.event_id for e in queue}
+                for event in rows:
+                    if event.event_id not in known:
+                        queue.append(event)
+                        known.add(event.event_id)
+                kept += len(rows)
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+        return kept
+
+    def get(self, user_id: str, cutoff_us: int) -> list[FreshEvent]:
+        with self._lock:
+            queue = self._users.get(user_id)
+            if not queue:
+                return []
+            return [e for e in queue if e.timestamp_us > cutoff_us]
+
+    def users(self) -> int:
+        return len(self._users)
+
+
+class RedisFreshEvents(FreshEvents):
+    """Fresh events in Redis lists, one per user, shared by several API processes."""
+
+    def __init__(
+        self, client: Any, url: str, prefix: str, per_user: int = 100, ttl_seconds: int = 604_800
+    ) -> None:
+        if per_user < 1 or ttl_seconds < 1:
+            raise ValueError("per_user and ttl_seconds must be >= 1")
+        self.client = client
+        self.url = url
+        self.prefix = prefix
+        self.per_user = per_user
+        self.ttl_seconds = ttl_seconds
+
+    def _key(self, user_id: str) -> str:
+        return f"{self.prefix}:fresh:{user_id}"
+
+    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+        kept = 0
+        with translate_errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for user, rows in fresh_rows(events, weights, cutoff_us):
+                key = self._key(user)
+                pipe.rpush(key, *(orjson.dumps(tuple(e)) for e in rows))
+                pipe.ltrim(key, -self.per_user, -1)
+                pipe.expire(key, self.ttl_seconds)
+                kept += len(rows)
+            if kept:
+                pipe.execute()
+        return kept
+
+    def get(self, user_id: str, cutoff_us: int) -> list[FreshEvent]:
+        with translate_errors(self.url):
+            raw = self.client.lrange(self._key(user_id), 0, -1)
+        if not raw:
+            return []
+        seen: set[str] = set()
+        out = []
+        for blob in raw:
+            event = FreshEvent(*orjson.loads(blob))
+            if event.event_id in seen or event.timestamp_us <= cutoff_us:
+                continue
+            seen.add(event.event_id)
+            out.append(event)
+        return out
+
+    def close(self) -> None:
+        self.client.close()

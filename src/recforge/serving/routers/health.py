@@ -1,0 +1,35 @@
+"""``GET /healthz`` (the process answers) and ``GET /readyz`` (a model is loaded)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Response
+
+from recforge.serving.deps import get_holder
+from recforge.serving.model import ModelHolder
+from recforge.serving.schemas import Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=None, responses={200: {"model": Health}}, summary="Liveness")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={200: {"model": Ready}, 503: {"model": Ready, "description": "No model loaded yet."}},
+    summary="Readiness: a model is loaded",
+)
+async def readyz(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Response:
+    served = holder.current
+    if served is None:
+        body = {"status": "not ready", "reason": holder.last_error or "no model is published yet"}
+        return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+    return Response(
+        orjson.dumps({"status": "ready", "model_version": served.version}), media_type="application/json"
+    )

@@ -1,0 +1,23 @@
+"""``GET /metrics``: Prometheus text exposition."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.concurrency import run_in_threadpool
+
+from recforge.serving.deps import get_metrics
+from recforge.serving.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get(
+    "/metrics",
+    response_model=None,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}},
+    summary="Prometheus metrics",
+)
+async def metrics(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
+    return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE)

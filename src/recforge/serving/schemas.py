@@ -1,0 +1,118 @@
+"""The shapes of request and response bodies, for the OpenAPI document.
+
+Handlers build their JSON with orjson directly (faster than validating a model per answer);
+these models describe it, and the schemathesis tests check every answer against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Error",
+    "Event",
+    "EventsAccepted",
+    "Health",
+    "ModelManifest",
+    "Ready",
+    "Recommendations",
+    "SimilarItems",
+]
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    model_version: str
+    source: Literal["precomputed", "foldin", "popular"] = Field(
+        description="precomputed: the user's list; foldin: folded in from events newer than the "
+        "model; popular: the time-decayed popular list (a user the model does not know)."
+    )
+    items: list[ScoredItem]
+
+
+class SimilarItems(BaseModel):
+    item_id: str
+    model_version: str
+    source: Literal["factors", "cooccurrence", "popular"] = Field(
+        description="factors: cosine of item factors; cooccurrence: item-kNN neighbours; popular: "
+        "the popular list (an item the model does not know, or a Popular model)."
+    )
+    items: list[ScoredItem]
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request (0-based).")
+    reason: str
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events stored durably by this request.")
+    duplicates: int = Field(description="Valid events already stored (same event_id): not stored again.")
+    rejected: list[RejectedEvent]
+
+
+class Event(BaseModel):
+    """One event (extra fields are ignored)."""
+
+    event_id: str | None = Field(None, description="Dedupe key; derived from the content when absent.")
+    user_id: str
+    item_id: str
+    event_type: str = Field(description="view, like, cart, purchase, rating (configurable).")
+    value: float | None = Field(1.0, description="Default 1.0; the rating for explicit data.")
+    timestamp: str | float = Field(description="ISO 8601 (UTC when no zone) or Unix seconds.")
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Error(BaseModel):
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ModelManifest(BaseModel):
+    """The served version's manifest (file checksums left out)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    created: str
+    model: str
+    params: dict[str, Any]
+    data_window: dict[str, Any]
+    metrics: dict[str, Any]
+    n_users: int
+    n_items: int
+    loaded_at: float = Field(description="When this process loaded the version (Unix time).")
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with the :class:`Error` body."""
+    text = {
+        400: "Bad request (e.g. a body that is not JSON).",
+        401: "Missing or wrong API key.",
+        403: "No API keys are configured.",
+        413: "Body or event count over the limit.",
+        422: "Bad parameters.",
+        503: "No model loaded yet, or a store is unavailable.",
+    }
+    return {code: {"model": Error, "description": text[code]} for code in codes}
