@@ -96,7 +96,7 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "recforge_fallbacks",
-            "Answers from the popular list, by reason (unknown_user, unknown_item, no_list).",
+            "Popular-list answers by reason: unknown_user, unknown_item, no_list, store_unavailable.",
             ["reason"],
             registry=registry,
         )

@@ -15,11 +15,17 @@ Recommendations for ``user_id`` (``k`` already capped, ``exclude`` as item indic
 
 Similar items for ``item_id``: the precomputed list (source ``factors`` or ``cooccurrence``, as
 the artifact says), or the popular list for an item the model does not know.
+
+When the list store cannot be reached (Redis down), answers degrade to the popular list, which
+every process holds locally, instead of failing (fallback reason ``store_unavailable``; the
+error is logged at most every :data:`WARN_EVERY` seconds).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +33,26 @@ import orjson
 
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
+from recforge.serving.stores import StoreUnavailable
 
 __all__ = ["Answer", "item_answer", "render", "user_answer"]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
+#: Seconds between two log lines about an unreachable store.
+WARN_EVERY = 10.0
+_warned = [0.0]
+_warn_lock = threading.Lock()
+
+
+def warn_store(error: StoreUnavailable) -> None:
+    """Log a store failure, at most once every :data:`WARN_EVERY` seconds."""
+    with _warn_lock:
+        now = time.monotonic()
+        if now - _warned[0] < WARN_EVERY:
+            return
+        _warned[0] = now
+    log.error("%s; answering from the popular list meanwhile", error)
 
 
 @dataclass(frozen=True)
@@ -67,11 +88,16 @@ def user_answer(
         if answer is not None:
             return answer
     if user >= 0:
-        row = served.lists.user(user, user_id)
+        try:
+            row = served.lists.user(user, user_id)
+        except StoreUnavailable as error:
+            warn_store(error)
+            row, reason = None, "store_unavailable"
+        else:
+            reason = "no_list"
         if row is not None:
             ids, scores = first_k(row[0], row[1], k, exclude)
             return Answer("precomputed", ids, scores)
-        reason = "no_list"
     else:
         reason = "unknown_user"
     ids, scores = served.lists.popular()
@@ -111,11 +137,16 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
     """Similar items for one item (see the module docstring)."""
     item = served.items.get(item_id)
     if item >= 0:
-        row = served.lists.item(item, item_id)
+        try:
+            row = served.lists.item(item, item_id)
+        except StoreUnavailable as error:
+            warn_store(error)
+            row, reason = None, "store_unavailable"
+        else:
+            reason = "no_list"
         if row is not None:
             ids, scores = first_k(row[0], row[1], k, _NONE)
             return Answer(served.item_source, ids, scores)
-        reason = "no_list"
     else:
         reason = "unknown_item"
     ids, scores = served.lists.popular()

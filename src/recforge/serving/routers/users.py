@@ -12,7 +12,7 @@ from recforge.serving.deps import get_fresh, get_metrics, get_settings, read_acc
 from recforge.serving.fresh import FreshEvents
 from recforge.serving.metrics import Metrics
 from recforge.serving.model import ServedModel
-from recforge.serving.recommend import render, user_answer
+from recforge.serving.recommend import render, user_answer, warn_store
 from recforge.serving.routers.params import (
     EXCLUDE_DESCRIPTION,
     K_DESCRIPTION,
@@ -21,6 +21,7 @@ from recforge.serving.routers.params import (
     exclude_indices,
 )
 from recforge.serving.schemas import Recommendations, errors
+from recforge.serving.stores import StoreUnavailable
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"], dependencies=[Depends(read_access)])
 
@@ -45,7 +46,11 @@ def recommendations(
     check_id(user_id, "user_id", settings)
     count = effective_k(k, settings)
     drop = exclude_indices(exclude, served, settings)
-    events = fresh.get(user_id, served.cutoff_us)
+    try:
+        events = fresh.get(user_id, served.cutoff_us)
+    except StoreUnavailable as error:  # answer without fresh events rather than not at all
+        warn_store(error)
+        events = []
     started = time.perf_counter()
     answer = user_answer(served, user_id, count, drop, events)
     if answer.source == "foldin":
