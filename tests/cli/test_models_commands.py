@@ -1,0 +1,61 @@
+"""``recforge models build | list | show | publish | rollback`` end to end."""
+
+import json
+
+from recforge.artifacts import ModelRegistry
+from recforge.cli.main import main
+from recforge.data.generate import generate_events
+from recforge.data.store import EventStore
+
+
+def run(capsys, *args):
+    code = main([*args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_list_show_publish_rollback(tmp_path, capsys):
+    home = tmp_path / "home"
+    EventStore(home).append(generate_events(users=120, items=40, events=3_000, seed=2))
+    h = ["--home", str(home)]
+
+    code, out, _ = run(capsys, *h, "models", "list")
+    assert code == 0 and "no model versions" in out
+    code, _, err = run(capsys, *h, "models", "show")
+    assert code == 2 and "nothing is published" in err
+
+    code, out, _ = run(capsys, *h, "models", "build", "--model", "popular", "--k-users", "20", "--publish")
+    assert code == 0 and "built v" in out and "published v" in out
+    first = ModelRegistry(home).current()
+    code, out, _ = run(capsys, *h, "models", "build", "--model", "popular", "--end", "2024-02-01")
+    assert code == 0
+    second = ModelRegistry(home).list()[-1].version
+    assert ModelRegistry(home).current() == first  # built, not published
+
+    code, out, _ = run(capsys, *h, "models", "list", "--json")
+    listed = json.loads(out)
+    assert [v["version"] for v in listed] == [first, second]
+    assert [v["published"] for v in listed] == [True, False] and listed[1]["status"] == "candidate"
+    assert "checksums" not in listed[0]
+    code, out, _ = run(capsys, *h, "models", "list")
+    assert f"* {first}" in out and f"  {second}" in out
+
+    code, out, _ = run(capsys, *h, "models", "show", second, "--json")
+    shown = json.loads(out)
+    assert shown["model"] == "popular" and shown["data_window"]["end"] == "2024-02-01T00:00:00Z"
+    assert shown["k_users"] == 200
+    assert shown["published"] is False
+
+    assert json.loads(run(capsys, *h, "models", "show", first, "--json")[1])["k_users"] == 20
+
+    code, out, _ = run(capsys, *h, "models", "publish", second)
+    assert code == 0 and ModelRegistry(home).current() == second
+    code, out, _ = run(capsys, *h, "models", "show")
+    assert f"version: {second}" in out and "data_window" in out
+    code, out, _ = run(capsys, *h, "models", "rollback")
+    assert code == 0 and f"rolled back to {first}" in out and ModelRegistry(home).current() == first
+
+    code, _, err = run(capsys, *h, "models", "build", "--model", "nonsense")
+    assert code == 2 and "unknown model 'nonsense'" in err and "popular" in err
+    code, _, err = run(capsys, *h, "models", "publish", "v-not-a-version")
+    assert code == 2 and "not a model version name" in err
