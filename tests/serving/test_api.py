@@ -370,7 +370,7 @@ def test_fresh_cutoff_comes_from_the_data_window(client, artifact):
 
 
 def test_a_failing_fold_in_falls_back_instead_of_failing(client, artifact, monkeypatch, caplog):
-    served = client.app.state.holder.current
+    served = client.app.state.serving.holder.current
 
     def broken(*args, **kwargs):
         raise np.linalg.LinAlgError("Singular matrix")

@@ -32,7 +32,7 @@ def test_publishing_and_rolling_back_while_requests_run_fails_none(home):
         for model in (Popular(), ToyFactors(factors=4), ToyFactors(factors=6, seed=1))
     ]
     with TestClient(create_app(config)) as client:
-        holder = client.app.state.holder
+        holder = client.app.state.serving.holder
         stop = threading.Event()
         failures: list[str] = []
         seen: set[str] = set()
@@ -86,7 +86,7 @@ def test_a_broken_version_is_skipped_and_the_old_one_kept(home):
     broken = publish_version(home, config, Popular(), publish=False)
     (home / "models" / "versions" / broken / "lists" / "users.ids.npy").unlink()
     with TestClient(create_app(config)) as client:
-        holder = client.app.state.holder
+        holder = client.app.state.serving.holder
         registry.publish(broken)
         assert wait_for(lambda: holder.last_error is not None)
         assert holder.current.version == good

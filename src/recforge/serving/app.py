@@ -1,10 +1,10 @@
 """The FastAPI application: ``create_app(config)``.
 
 The lifespan opens the stores, loads the published model version once (and starts the thread
-that swaps in newer ones), and starts the event committer; routes get all of it through
-dependencies (:mod:`recforge.serving.deps`), which tests override. Handlers that compute
-(recommendations, similar items) are plain ``def`` and run in the thread pool; the rest are
-``async``.
+that swaps in newer ones), and starts the event committer; routes get all of it through one
+dependency (:func:`recforge.serving.deps.get_serving`), which tests override. Work that holds
+the CPU or waits on the network (a fold-in, a Redis lookup, validating a body) runs in the
+thread pool; lookups in memory-mapped lists are microseconds and run on the event loop.
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status for anything a client sent (422 with
 ``errors`` listing each bad parameter), 503 when no model is loaded or a store is down.
@@ -27,6 +27,7 @@ from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.serving.backend import Backend, open_backend
+from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.metrics import Metrics, MetricsMiddleware
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
@@ -46,7 +47,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
     """The API over the models and event store under ``config.home``.
 
     ``backend`` replaces the one ``serving.store`` names (tests); ``watch=False`` loads the
-    published version once at start-up and never polls for another (``app.state.holder.check()``
+    published version once at start-up and never polls for another (``app.state.serving.holder.check()``
     still swaps on demand).
     """
     metrics_ = Metrics()
@@ -70,9 +71,15 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
         intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics_)
         intake.start()
-        app.state.holder = holder
-        app.state.intake = intake
-        app.state.fresh = opened.fresh
+        app.state.serving = Serving(
+            config=config,
+            metrics=metrics_,
+            holder=holder,
+            fresh=opened.fresh,
+            intake=intake,
+            api_keys=ApiKeys(config.serving.api_keys),
+            blocking_reads=opened.blocking,
+        )
         try:
             yield
         finally:
@@ -86,9 +93,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         description="Recommendations, similar items and event intake over the published model.",
         lifespan=lifespan,
     )
-    app.state.config = config
     app.state.metrics = metrics_
-    app.state.api_keys = ApiKeys(config.serving.api_keys)
     for router in (users.router, items.router, events.router, model.router, health.router, metrics.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -21,6 +21,8 @@ class Backend:
     name: str
     open_lists: Callable[[Artifact], ListStore]
     fresh: FreshEvents
+    #: Lookups do network I/O.
+    blocking: bool = False
 
     def close(self) -> None:
         self.fresh.close()
@@ -45,5 +47,5 @@ def open_backend(config: Config) -> Backend:
             serving.fresh_events_per_user,
             serving.fresh_ttl_seconds,
         )
-        return Backend("redis", lists.open, redis_fresh)
+        return Backend("redis", lists.open, redis_fresh, blocking=True)
     raise RecforgeError(f"serving.store must be 'mmap' or a redis:// URL, got {serving.store!r}")

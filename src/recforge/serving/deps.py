@@ -1,7 +1,16 @@
-"""FastAPI dependencies: settings, stores and checks that routes declare and tests override."""
+"""What routes get through FastAPI's dependency injection, and tests override.
+
+Everything a route needs is built once by the lifespan into one :class:`Serving` object, and
+routes take it through the single dependency :func:`get_serving` (override it in tests).
+One dependency instead of one per store: FastAPI resolves every dependency of every request,
+and on the hot path of a lookup that costs more than the lookup itself. The dependency is
+``async def`` because it only reads app state: an async dependency runs inline on the event
+loop instead of costing a thread hop.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,88 +23,69 @@ from recforge.serving.metrics import Metrics
 from recforge.serving.model import ModelHolder, ServedModel
 from recforge.serving.security import ApiKeys
 
-__all__ = [
-    "get_api_keys",
-    "get_fresh",
-    "get_holder",
-    "get_intake",
-    "get_metrics",
-    "get_settings",
-    "read_access",
-    "require_api_key",
-    "served_model",
-]
-
-# Dependencies are ``async def`` on purpose: they only read app state, and an async dependency
-# runs inline on the event loop instead of costing a thread hop per request.
+__all__ = ["Serving", "bearer", "get_serving", "require_api_key"]
 
 bearer = HTTPBearer(auto_error=False, description="An API key from serving.api_keys / RECFORGE_API_KEYS.")
 
 
-async def get_settings(request: Request) -> Config:
-    config: Config = request.app.state.config
-    return config
+@dataclass
+class Serving:
+    """The settings, stores and state of one app."""
+
+    config: Config
+    metrics: Metrics
+    holder: ModelHolder
+    fresh: FreshEvents
+    intake: EventIntake
+    api_keys: ApiKeys
+    #: Whether list and fresh-event lookups do network I/O (Redis): then reads run in the
+    #: thread pool; with memory-mapped lists they run on the event loop.
+    blocking_reads: bool
+
+    def served(self) -> ServedModel:
+        """The version this request is answered from (read once: a reload never changes it);
+        503 when none is loaded."""
+        served = self.holder.current
+        if served is None:
+            last = self.holder.last_error
+            reason = f" (last error: {last})" if last else ""
+            raise HTTPException(
+                503, f"no model is loaded yet; publish one with recforge models publish{reason}"
+            )
+        return served
+
+    def authorize(self, scheme: str | None, key: str | None) -> None:
+        """401 without a valid ``Authorization: Bearer <key>``; 403 when no keys are configured."""
+        if not self.api_keys:
+            raise HTTPException(
+                403,
+                "this endpoint is disabled: no API keys are configured (serving.api_keys, RECFORGE_API_KEYS)",
+            )
+        if scheme is None or key is None or scheme.lower() != "bearer" or not self.api_keys.check(key):
+            raise HTTPException(
+                401,
+                "a valid API key is required: Authorization: Bearer <key>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    def authorize_read(self, request: Request) -> None:
+        """The API key check of read routes, when ``serving.auth_reads`` asks for it."""
+        if self.config.serving.auth_reads:
+            scheme, _, key = request.headers.get("authorization", "").partition(" ")
+            self.authorize(scheme or None, key.strip() or None)
 
 
-async def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
-
-
-async def get_holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.holder
-    return holder
-
-
-async def get_fresh(request: Request) -> FreshEvents:
-    fresh: FreshEvents = request.app.state.fresh
-    return fresh
-
-
-async def get_intake(request: Request) -> EventIntake:
-    intake: EventIntake = request.app.state.intake
-    return intake
-
-
-async def get_api_keys(request: Request) -> ApiKeys:
-    keys: ApiKeys = request.app.state.api_keys
-    return keys
-
-
-async def served_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> ServedModel:
-    """The version this request is answered from (read once: a reload never changes it)."""
-    served = holder.current
-    if served is None:
-        reason = f" (last error: {holder.last_error})" if holder.last_error else ""
-        raise HTTPException(503, f"no model is loaded yet; publish one with recforge models publish{reason}")
-    return served
+async def get_serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
 
 
 async def require_api_key(
-    keys: Annotated[ApiKeys, Depends(get_api_keys)],
+    serving: Annotated[Serving, Depends(get_serving)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    """401 without a valid ``Authorization: Bearer <key>``; 403 when no keys are configured."""
-    if not keys:
-        raise HTTPException(
-            403,
-            "this endpoint is disabled: no API keys are configured (serving.api_keys or RECFORGE_API_KEYS)",
-        )
-    if (
-        credentials is None
-        or credentials.scheme.lower() != "bearer"
-        or not keys.check(credentials.credentials)
-    ):
-        raise HTTPException(
-            401, "a valid API key is required: Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
-        )
-
-
-async def read_access(
-    settings: Annotated[Config, Depends(get_settings)],
-    keys: Annotated[ApiKeys, Depends(get_api_keys)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """The API key check for read endpoints, when ``serving.auth_reads`` asks for it."""
-    if settings.serving.auth_reads:
-        await require_api_key(keys, credentials)
+    """The API key check of write routes (declared as a dependency: it documents the scheme)."""
+    if credentials is None:
+        serving.authorize(None, None)
+    else:
+        serving.authorize(credentials.scheme, credentials.credentials)

@@ -88,7 +88,7 @@ def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListS
         model=model,
         lists=open_lists(artifact),
         users=IdIndex(model.users_),
-        items=IdIndex(model.items_),
+        items=IdIndex(model.items_, keep_names=True),
         cutoff_us=data_cutoff_us(artifact.manifest),
         item_source=str(artifact.manifest.get("item_source") or "factors"),
     )

@@ -77,8 +77,10 @@ class MmapListStore(ListStore):
 
     def __init__(self, artifact: Artifact) -> None:
         self.version = artifact.version
-        self._user_ids, self._user_scores = artifact.user_ids, artifact.user_scores
-        self._item_ids, self._item_scores = artifact.item_ids, artifact.item_scores
+        # plain ndarray views of the mapped files (no copy): slicing a np.memmap subclass
+        # costs microseconds of bookkeeping per row that a lookup does not need
+        self._user_ids, self._user_scores = np.asarray(artifact.user_ids), np.asarray(artifact.user_scores)
+        self._item_ids, self._item_scores = np.asarray(artifact.item_ids), np.asarray(artifact.item_scores)
         self._popular = (np.asarray(artifact.popular_ids), np.asarray(artifact.popular_scores))
 
     def user(self, index: int, user_id: str) -> Pair | None:

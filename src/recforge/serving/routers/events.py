@@ -11,9 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from recforge.config import Config
-from recforge.serving.deps import get_intake, get_settings, require_api_key
-from recforge.serving.intake import BadEvents, EventIntake
+from recforge.serving.deps import Serving, get_serving, require_api_key
+from recforge.serving.intake import BadEvents
 from recforge.serving.schemas import Event, EventsAccepted, errors
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -41,14 +40,14 @@ _BODY = {
 )
 async def post_events(
     request: Request,
-    intake: Annotated[EventIntake, Depends(get_intake)],
-    settings: Annotated[Config, Depends(get_settings)],
+    serving: Annotated[Serving, Depends(get_serving)],
 ) -> Response:
     """Validates the events (each bad one is listed with its index and reason), stores the good
     ones durably in the event store, and only then answers. Events newer than the served model
     are folded into their users' recommendations right away. An event whose ``event_id`` is
     already stored counts as a duplicate and is not stored twice."""
-    body = await _read_body(request, settings.serving.max_body_bytes)
+    intake = serving.intake
+    body = await _read_body(request, serving.config.serving.max_body_bytes)
     try:
         table, rejections = await run_in_threadpool(intake.prepare, body)
     except BadEvents as error:

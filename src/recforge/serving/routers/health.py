@@ -7,8 +7,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Response
 
-from recforge.serving.deps import get_holder
-from recforge.serving.model import ModelHolder
+from recforge.serving.deps import Serving, get_serving
 from recforge.serving.schemas import Health, Ready
 
 router = APIRouter(tags=["health"])
@@ -25,7 +24,8 @@ async def healthz() -> Response:
     responses={200: {"model": Ready}, 503: {"model": Ready, "description": "No model loaded yet."}},
     summary="Readiness: a model is loaded",
 )
-async def readyz(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Response:
+async def readyz(serving: Annotated[Serving, Depends(get_serving)]) -> Response:
+    holder = serving.holder
     served = holder.current
     if served is None:
         body = {"status": "not ready", "reason": holder.last_error or "no model is published yet"}

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
-from recforge.serving.deps import get_metrics
-from recforge.serving.metrics import CONTENT_TYPE, Metrics
+from recforge.serving.deps import Serving, get_serving
+from recforge.serving.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["metrics"])
 
@@ -19,5 +19,5 @@ router = APIRouter(tags=["metrics"])
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}},
     summary="Prometheus metrics",
 )
-async def metrics(metrics: Annotated[Metrics, Depends(get_metrics)]) -> Response:
-    return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE)
+async def metrics(serving: Annotated[Serving, Depends(get_serving)]) -> Response:
+    return Response(await run_in_threadpool(serving.metrics.render), media_type=CONTENT_TYPE)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
-from recforge.serving.deps import read_access, served_model
-from recforge.serving.model import ServedModel
+from recforge.serving.deps import Serving, get_serving
 from recforge.serving.schemas import ModelManifest, errors
 
-router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(read_access)])
+router = APIRouter(prefix="/v1", tags=["model"])
 
 
 @router.get(
@@ -20,7 +19,9 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(read_acce
     responses={200: {"model": ModelManifest}, **errors(401, 403, 503)},
     summary="The served model version",
 )
-async def model(served: Annotated[ServedModel, Depends(served_model)]) -> Response:
+async def model(request: Request, serving: Annotated[Serving, Depends(get_serving)]) -> Response:
     """Version, creation time, model and parameters, data window, metrics, list sizes."""
+    serving.authorize_read(request)
+    served = serving.served()
     body = {**served.public_manifest, "loaded_at": served.loaded_at}
     return Response(orjson.dumps(body, default=str), media_type="application/json")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
-from recforge.config import Config
-from recforge.serving.deps import get_fresh, get_metrics, get_settings, read_access, served_model
-from recforge.serving.fresh import FreshEvents
-from recforge.serving.metrics import Metrics
+from recforge.serving.deps import Serving, get_serving
+from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 from recforge.serving.recommend import render, user_answer, warn_store
 from recforge.serving.routers.params import (
@@ -23,7 +23,7 @@ from recforge.serving.routers.params import (
 from recforge.serving.schemas import Recommendations, errors
 from recforge.serving.stores import StoreUnavailable
 
-router = APIRouter(prefix="/v1/users", tags=["recommendations"], dependencies=[Depends(read_access)])
+router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
 
 @router.get(
@@ -32,25 +32,54 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"], dependencies=[D
     responses={200: {"model": Recommendations}, **errors(401, 403, 422, 503)},
     summary="Top-k items for a user",
 )
-def recommendations(
+async def recommendations(
+    request: Request,
     user_id: Annotated[str, Path(description="External user id (at most data.max_id_length characters).")],
-    served: Annotated[ServedModel, Depends(served_model)],
-    settings: Annotated[Config, Depends(get_settings)],
-    fresh: Annotated[FreshEvents, Depends(get_fresh)],
-    metrics: Annotated[Metrics, Depends(get_metrics)],
+    serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
-    time-decayed popular items for everyone else."""
-    check_id(user_id, "user_id", settings)
-    count = effective_k(k, settings)
-    drop = exclude_indices(exclude, served, settings)
+    time-decayed popular items for everyone else. (An API key is needed when
+    ``serving.auth_reads`` is on.)
+
+    A precomputed or popular answer is a few microseconds of lookups and is answered on the
+    event loop; a fold-in (CPU-bound) and any Redis lookup (network I/O) run in the thread pool.
+    """
+    serving.authorize_read(request)
+    served = serving.served()
+    check_id(user_id, "user_id", serving.config)
+    count = effective_k(k, serving.config)
+    drop = exclude_indices(exclude, served, serving.config)
+    if serving.blocking_reads:
+        return await run_in_threadpool(_recommend, serving, served, user_id, count, drop)
+    events = _fresh(serving, served, user_id)
+    if events:
+        return await run_in_threadpool(_answer, serving, served, user_id, count, drop, events)
+    return _answer(serving, served, user_id, count, drop, events)
+
+
+def _recommend(serving: Serving, served: ServedModel, user_id: str, count: int, drop: np.ndarray) -> Response:
+    return _answer(serving, served, user_id, count, drop, _fresh(serving, served, user_id))
+
+
+def _fresh(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
     try:
-        events = fresh.get(user_id, served.cutoff_us)
+        return serving.fresh.get(user_id, served.cutoff_us)
     except StoreUnavailable as error:  # answer without fresh events rather than not at all
         warn_store(error)
-        events = []
+        return []
+
+
+def _answer(
+    serving: Serving,
+    served: ServedModel,
+    user_id: str,
+    count: int,
+    drop: np.ndarray,
+    events: list[FreshEvent],
+) -> Response:
+    metrics = serving.metrics
     started = time.perf_counter()
     answer = user_answer(served, user_id, count, drop, events)
     if answer.source == "foldin":

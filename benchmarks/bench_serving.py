@@ -1,0 +1,605 @@
+"""Serving benchmark: the issue's four targets, server and load generator on 127.0.0.1.
+
+    PYTHONPATH=src:. python benchmarks/bench_serving.py [--work /tmp/recforge-bench-serving]
+
+Set-up (cached in ``--work``): 1M generated events over 20,000 users and a 50,000-item
+catalogue; a 64-factor model (``ToyFactors``: truncated SVD with an implicit-ALS fold-in, the
+stand-in for ALS until it lands; a real model when ``--model`` names a registered one); its
+top-200 lists per user and top-50 per item (blocked GEMM + argpartition), and five more
+versions for the publish test. The server is ``recforge serve`` (one uvicorn process, BLAS
+pinned to one thread) in a subprocess; the load generator is an open-loop asyncio client in
+this process: request ``i`` is sent at ``t0 + i / rate`` whatever the server does, over a pool
+of keep-alive connections. Latency is from sending to the last byte of the answer; the
+``sched`` columns measure from the scheduled time (they add the generator's own lateness and
+any wait for a free connection, so they bound the send-based numbers from above).
+
+Stages (``--stages``, all by default):
+
+* ``precomputed``: known users (Zipf ids), ``k=10``, ``--rate`` requests/s for ``--seconds``;
+* ``foldin``: 2,000 users (half known, half new) with 1..50 fresh events each (posted first),
+  then recommendations for them at ``--foldin-rate``; every answer must say ``foldin``;
+* ``intake``: batches of 1,000 events from ``--intake-clients`` concurrent clients for
+  ``--intake-seconds``; events/s, and the events are counted in the store afterwards;
+* ``publish``: a mixed load (users, similar items) while five versions are published; zero
+  failures, and the answers must move to each new version.
+
+Prints one JSON line per stage and a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "src"), str(REPO)]
+
+N_USERS, N_ITEMS, N_EVENTS, FACTORS = 20_000, 50_000, 1_000_000, 64
+API_KEY = "bench-key"
+
+
+# set-up ------------------------------------------------------------------------------------
+def topk_lists(
+    query: np.ndarray, items: np.ndarray, k: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` of ``query @ items.T`` per row: blocked GEMM + argpartition."""
+    ids = np.empty((len(query), k), np.int32)
+    scores = np.empty((len(query), k), np.float32)
+    block = 512
+    for start in range(0, len(query), block):
+        s = query[start : start + block] @ items.T
+        if exclude_self:
+            rows = np.arange(len(s))
+            s[rows, start + rows] = -np.inf
+        part = np.argpartition(-s, k, axis=1)[:, :k]
+        top = np.take_along_axis(s, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        ids[start : start + block] = np.take_along_axis(part, order, axis=1)
+        scores[start : start + block] = np.take_along_axis(top, order, axis=1)
+    return ids, scores
+
+
+def build_home(work: Path, model_name: str) -> Path:
+    from tests.serving.factors import ToyFactors
+
+    from recforge.artifacts import ModelRegistry
+    from recforge.config import Config
+    from recforge.data.build import build_interactions
+    from recforge.data.generate import generate_events
+    from recforge.data.store import EventStore
+    from recforge.models.base import Recommender
+    from recforge.precompute import popular_list
+
+    home = work / f"home-{model_name}"
+    registry = ModelRegistry(home)
+    if registry.current() is not None and len(registry.list()) >= 6:
+        return home
+    started = time.perf_counter()
+    store = EventStore(home)
+    if not store.segments():
+        store.append(generate_events(users=N_USERS, items=N_ITEMS, events=N_EVENTS, seed=0))
+    interactions = build_interactions(store, Config())
+    model = ToyFactors(factors=FACTORS) if model_name == "toyfactors" else Recommender.registry[model_name]()
+    model.fit(interactions)
+    seen = interactions.matrix
+    user_f = np.asarray(model.user_factors_, np.float32)
+    item_f = np.asarray(model.item_factors_, np.float32)
+    popular = popular_list(interactions, 200)
+    info = interactions.info
+    window = {"first": info["first"], "last": info["last"], "events": info["events"]}
+    rng = np.random.default_rng(1)
+    for n in range(6):  # the served version, then five to publish during a load test
+        if n:
+            model.user_factors_ = user_f * rng.uniform(0.9, 1.1, FACTORS).astype(np.float32)
+        scores = np.asarray(model.user_factors_, np.float32)
+        users = topk_lists(scores, item_f, 200 + 64, exclude_self=False)
+        ids, sc = _drop_seen(users, seen, 200)
+        normed = item_f / np.maximum(np.linalg.norm(item_f, axis=1, keepdims=True), 1e-12)
+        items = topk_lists(normed, normed, 50, exclude_self=True)
+        version = registry.create(
+            model,
+            user_lists=(ids, sc),
+            item_lists=items,
+            popular=popular,
+            data_window=window,
+            item_source="factors",
+        )
+        if n == 0:
+            registry.publish(version.version)
+        print(
+            f"  built {version.version} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True
+        )
+    return home
+
+
+def _drop_seen(lists: tuple[np.ndarray, np.ndarray], seen, k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, scores = lists
+    out_ids = np.full((len(ids), k), -1, np.int32)
+    out_scores = np.full((len(ids), k), -np.inf, np.float32)
+    for u in range(len(ids)):  # set-up only
+        mask = ~np.isin(ids[u], seen.indices[seen.indptr[u] : seen.indptr[u + 1]])
+        keep = ids[u][mask][:k]
+        out_ids[u, : len(keep)] = keep
+        out_scores[u, : len(keep)] = scores[u][mask][:k]
+    return out_ids, out_scores
+
+
+# server ------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, home: Path, port: int) -> None:
+        code = "import sys, tests.serving.factors; from recforge.cli.main import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+            RECFORGE_API_KEYS=API_KEY,
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            NUMBA_NUM_THREADS="1",
+        )
+        command = [
+            sys.executable,
+            "-c",
+            code,
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        self.process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+        self.port = port
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("the server did not become ready")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.process.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+# load generator ----------------------------------------------------------------------------
+@dataclass
+class Result:
+    sent: list[float] = field(default_factory=list)
+    scheduled: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        sent = np.asarray(self.sent) * 1e3
+        sched = np.asarray(self.scheduled) * 1e3
+        pct = lambda a, q: round(float(np.percentile(a, q)), 2) if len(a) else None  # noqa: E731
+        return {
+            "requests": len(sent),
+            "failures": len(self.failures),
+            "rps": round(len(sent) / self.seconds, 1) if self.seconds else None,
+            "p50_ms": pct(sent, 50),
+            "p95_ms": pct(sent, 95),
+            "p99_ms": pct(sent, 99),
+            "max_ms": pct(sent, 100),
+            "sched_p99_ms": pct(sched, 99),
+            "sched_max_ms": pct(sched, 100),
+            "first_failures": self.failures[:3],
+        }
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+
+
+def post(path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def open_loop(
+    port: int,
+    rate: float,
+    seconds: float,
+    next_request: Callable[[], bytes],
+    *,
+    connections: int = 64,
+    expect: int = 200,
+    keep_bodies: int = 0,
+) -> Result:
+    """Send ``rate * seconds`` requests on schedule, whatever the server does."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await Connection.open(port))
+    result = Result()
+
+    async def one(at: float, raw: bytes) -> None:
+        conn = await pool.get()
+        sent = time.perf_counter()
+        try:
+            status, body = await conn.request(raw)
+            if status != expect:
+                result.failures.append(f"{status}: {body[:200]!r}")
+            elif len(result.bodies) < keep_bodies:
+                result.bodies.append(body)
+        except Exception as error:  # a failed request is counted, the connection replaced
+            result.failures.append(repr(error))
+            conn.close()
+            conn = await Connection.open(port)
+        finally:
+            done = time.perf_counter()
+            result.sent.append(done - sent)
+            result.scheduled.append(done - at)
+            pool.put_nowait(conn)
+
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.05
+    tasks = []
+    for i in range(total):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(at, next_request())))
+    await asyncio.gather(*tasks)
+    result.seconds = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait().close()
+    return result
+
+
+async def closed_loop(port: int, clients: int, seconds: float, next_request: Callable[[], bytes]) -> Result:
+    """``clients`` connections, each sending its next request when the last is answered."""
+    result = Result()
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        conn = await Connection.open(port)
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            status, body = await conn.request(next_request())
+            result.sent.append(time.perf_counter() - sent)
+            result.scheduled.append(time.perf_counter() - sent)
+            if status != 202:
+                result.failures.append(f"{status}: {body[:200]!r}")
+            else:
+                result.bodies.append(body)
+        conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def zipf_sampler(ids: list[str], seed: int, exponent: float = 1.1) -> Callable[[], str]:
+    rng = random.Random(seed)
+    order = list(ids)
+    rng.shuffle(order)
+    weights = np.arange(1, len(order) + 1, dtype=np.float64) ** -exponent
+    cumulative = np.cumsum(weights / weights.sum())
+    draws = np.minimum(
+        np.searchsorted(cumulative, np.random.default_rng(seed).random(2_000_000)), len(order) - 1
+    )
+    position = [0]
+
+    def draw() -> str:
+        position[0] = (position[0] + 1) % len(draws)
+        return order[draws[position[0]]]
+
+    return draw
+
+
+def metric(port: int, name: str) -> float:
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# stages ------------------------------------------------------------------------------------
+def stage_precomputed(port: int, users: list[str], args: argparse.Namespace) -> dict:
+    draw = zipf_sampler(users, seed=1)
+    result = asyncio.run(
+        open_loop(
+            port,
+            args.rate,
+            args.seconds,
+            lambda: get(f"/v1/users/{draw()}/recommendations?k=10"),
+            keep_bodies=50,
+        )
+    )
+    sources = {json.loads(b)["source"] for b in result.bodies}
+    return {
+        "stage": "precomputed",
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "sources": sorted(sources),
+        **result.summary(),
+    }
+
+
+def stage_foldin(port: int, users: list[str], items: list[str], args: argparse.Namespace) -> dict:
+    rng = random.Random(7)
+    targets = rng.sample(users, 1000) + [f"fresh-{n}" for n in range(1000)]
+    draw_item = zipf_sampler(items, seed=2)
+    now = time.time()
+    sizes = {}
+    events = []
+    for user in targets:
+        sizes[user] = rng.randint(1, 50)
+        events += [
+            {"event_id": f"bench-{user}-{j}", "user_id": user, "item_id": draw_item(), "event_type": "view",
+             "timestamp": now}
+            for j in range(sizes[user])
+        ]  # fmt: skip
+
+    async def post_all() -> None:
+        conn = await Connection.open(port)
+        for start in range(0, len(events), 1000):
+            status, body = await conn.request(
+                post("/v1/events", json.dumps(events[start : start + 1000]).encode())
+            )
+            assert status == 202, body
+        conn.close()
+
+    asyncio.run(post_all())
+    foldins_before = metric(port, "recforge_foldins_total")
+    result = asyncio.run(
+        open_loop(
+            port,
+            args.foldin_rate,
+            args.foldin_seconds,
+            lambda: get(f"/v1/users/{rng.choice(targets)}/recommendations?k=10"),
+            keep_bodies=10**9,
+        )
+    )
+    sources = {json.loads(b)["source"] for b in result.bodies}
+    seconds_sum = metric(port, "recforge_foldin_duration_seconds_sum")
+    count = metric(port, "recforge_foldin_duration_seconds_count")
+    return {
+        "stage": "foldin",
+        "rate": args.foldin_rate,
+        "seconds": args.foldin_seconds,
+        "users": len(targets),
+        "fresh_events_per_user": "1..50",
+        "sources": sorted(sources),
+        "foldins": int(metric(port, "recforge_foldins_total") - foldins_before),
+        "server_foldin_mean_ms": round(1e3 * seconds_sum / max(count, 1), 2),
+        **result.summary(),
+    }
+
+
+def stage_intake(port: int, home: Path, users: list[str], items: list[str], args: argparse.Namespace) -> dict:
+    from recforge.data.store import EventStore
+
+    store = EventStore(home)
+    before = store.stats()
+    draw_user, draw_item = zipf_sampler(users, seed=3), zipf_sampler(items, seed=4)
+    counter = [0]
+    now = time.time()
+    event = {"user_id": "", "item_id": "", "event_type": "view", "timestamp": now, "event_id": "@@"}
+    templates = [
+        json.dumps([{**event, "user_id": draw_user(), "item_id": draw_item()} for _ in range(1000)]).split(
+            '"@@"'
+        )
+        for _ in range(20)
+    ]
+
+    def batch() -> bytes:  # 1,000 events with ids never used before
+        counter[0] += 1
+        parts = templates[counter[0] % len(templates)]
+        ids = (f'"b{counter[0]}-{j}"' for j in range(len(parts) - 1))
+        body = parts[0] + "".join(i + part for i, part in zip(ids, parts[1:], strict=True))
+        return post("/v1/events", body.encode())
+
+    commits_before = metric(port, "recforge_event_commit_events_count")
+    result = asyncio.run(closed_loop(port, args.intake_clients, args.intake_seconds, batch))
+    commits = metric(port, "recforge_event_commit_events_count") - commits_before
+    accepted = sum(json.loads(b)["accepted"] for b in result.bodies)
+    after = store.stats()
+    return {
+        "stage": "intake",
+        "clients": args.intake_clients,
+        "batch": 1000,
+        "accepted": accepted,
+        "events_per_s": round(accepted / result.seconds),
+        "stored_in_store": after["events"] - before["events"],
+        "commits": int(commits),
+        "events_per_commit": round(accepted / max(commits, 1)),
+        "segments_before_after": [before["segments"], after["segments"]],
+        **result.summary(),
+    }
+
+
+def stage_publish(
+    port: int, home: Path, users: list[str], items: list[str], args: argparse.Namespace
+) -> dict:
+    from recforge.artifacts import ModelRegistry
+
+    registry = ModelRegistry(home)
+    current = registry.current()
+    candidates = [v.version for v in registry.list() if v.version != current][-5:]
+    draw_user, draw_item = zipf_sampler(users, seed=5), zipf_sampler(items, seed=6)
+    requests = [lambda: get(f"/v1/users/{draw_user()}/recommendations?k=10")] * 3 + [
+        lambda: get(f"/v1/items/{draw_item()}/similar?k=10")
+    ]
+    seconds = args.publish_seconds
+
+    async def run() -> Result:
+        load = asyncio.create_task(
+            open_loop(port, args.rate, seconds, lambda: random.choice(requests)(), keep_bodies=10**9)
+        )
+        for version in candidates:
+            await asyncio.sleep(seconds / (len(candidates) + 1))
+            await asyncio.to_thread(registry.publish, version)
+        return await load
+
+    result = asyncio.run(run())
+    seen = [json.loads(b)["model_version"] for b in result.bodies]
+    order = list(dict.fromkeys(seen))
+    return {
+        "stage": "publish",
+        "rate": args.rate,
+        "seconds": seconds,
+        "publishes": len(candidates),
+        "versions_answered_in_order": len(order),
+        "ends_on_last": order[-1] == candidates[-1] if order else False,
+        "reloads": int(metric(port, "recforge_model_reloads_total")),
+        **result.summary(),
+    }
+
+
+def stage_foldin_compute(home: Path, items: list[str]) -> dict:
+    """The fold-in alone, in process (no HTTP): what a request pays for it."""
+    from recforge.artifacts import ModelRegistry
+
+    model = ModelRegistry(home).open().model
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(300):
+        history = rng.choice(len(model.items_), size=50, replace=False).astype(np.int32)
+        started = time.perf_counter()
+        model.recommend_for_history(history, np.ones(50, np.float32), k=10)
+        times.append(time.perf_counter() - started)
+    t = np.asarray(times) * 1e3
+    return {
+        "stage": "foldin_compute",
+        "history": 50,
+        "items": len(model.items_),
+        "factors": int(model.item_factors_.shape[1]),
+        "p50_ms": round(float(np.percentile(t, 50)), 2),
+        "p99_ms": round(float(np.percentile(t, 99)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/recforge-bench-serving"))
+    parser.add_argument("--model", default="toyfactors")
+    parser.add_argument("--stages", default="precomputed,foldin,intake,publish")
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--foldin-rate", type=float, default=100.0)
+    parser.add_argument("--foldin-seconds", type=float, default=30.0)
+    parser.add_argument("--intake-clients", type=int, default=4)
+    parser.add_argument("--intake-seconds", type=float, default=20.0)
+    parser.add_argument("--publish-seconds", type=float, default=30.0)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+
+    from threadpoolctl import threadpool_limits
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    threadpool_limits(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    home = build_home(args.work, args.model)
+    from tests.serving.redis_server import free_port
+
+    from recforge.artifacts import ModelRegistry
+
+    model = ModelRegistry(home).open().model
+    users, items = model.users_.array.to_pylist(), model.items_.array.to_pylist()
+    stages = args.stages.split(",")
+    results = []
+    if "foldin" in stages:
+        results.append(stage_foldin_compute(home, items))
+        print(json.dumps(results[-1]), flush=True)
+    server = Server(home, args.port or free_port())
+    try:
+        server.wait_ready()
+        for stage in stages:
+            load_before = os.getloadavg()[0]
+            cpu_before = server.cpu_seconds()
+            if stage == "precomputed":
+                out = stage_precomputed(server.port, users, args)
+            elif stage == "foldin":
+                out = stage_foldin(server.port, users, items, args)
+            elif stage == "intake":
+                out = stage_intake(server.port, home, users, items, args)
+            elif stage == "publish":
+                out = stage_publish(server.port, home, users, items, args)
+            else:
+                raise SystemExit(f"unknown stage {stage}")
+            out["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 1)
+            out["load_avg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            results.append(out)
+            print(json.dumps(out), flush=True)
+    finally:
+        server.stop()
+    print(f"\n{'stage':<14} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'fail':>5}")
+    for r in results:
+        print(
+            f"{r['stage']:<14} {r.get('rps') or '':>7} {r.get('p50_ms') or '':>7} {r.get('p95_ms') or '':>7} "
+            f"{r.get('p99_ms') or '':>7} {r.get('max_ms') or '':>7} {r.get('failures', ''):>5}"
+        )
+
+
+if __name__ == "__main__":
+    main()
