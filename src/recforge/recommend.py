@@ -47,7 +47,7 @@ def select_topk(
         keep[np.asarray(include_items, dtype=np.int64)] = True
         scores[:, ~keep] = -np.inf
     kk = min(k, n_items)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    order = _top_order(scores, kk)
     top = np.take_along_axis(scores, order, axis=1)
     ids = np.full((n_rows, k), -1, dtype=np.int32)
     out = np.full((n_rows, k), -np.inf, dtype=np.float32)
@@ -55,6 +55,27 @@ def select_topk(
     ids[:, :kk] = np.where(valid, order, -1)
     out[:, :kk] = np.where(valid, top, -np.inf)
     return ids, out
+
+
+def _top_order(scores: np.ndarray, kk: int) -> np.ndarray:
+    """Column indices of each row's ``kk`` largest scores, best first, ties by lower index.
+
+    ``argpartition`` finds the ``kk`` best in ``O(n_items)``; only they are sorted (by score,
+    then index). A row where the ``kk``-th score is tied with entries left outside the
+    partition is sorted in full, so ties are always broken by the lower index.
+    """
+    n_items = scores.shape[1]
+    if kk * 8 >= n_items:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    neg = -scores
+    part = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
+    values = np.take_along_axis(neg, part, axis=1)
+    order = np.take_along_axis(part, np.lexsort((part, values), axis=1), axis=1)
+    kth = values.max(axis=1, keepdims=True)
+    ambiguous = np.flatnonzero((neg == kth).sum(axis=1) > (values == kth).sum(axis=1))
+    if len(ambiguous):
+        order[ambiguous] = np.argsort(neg[ambiguous], axis=1, kind="stable")[:, :kk]
+    return order
 
 
 def recommend_all(
