@@ -156,8 +156,10 @@ class EventIntake:
         if not records:
             return pa.table({}), []
         fast = None if broken else columns_of(records)
+        extra: dict[int, list[str]] = {}
+        not_objects: list[int] = []
         if fast is not None:
-            table, extra, not_objects = fast, {}, []
+            table = fast
         else:
             table, extra, not_objects = records_to_table(records)
         malformed = dict.fromkeys(not_objects, "not a JSON object")
