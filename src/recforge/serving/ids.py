@@ -24,7 +24,7 @@ from recforge.data.vocabulary import Vocabulary
 
 __all__ = ["IdIndex"]
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 14
 #: ``keep_names`` is ignored above this many ids (memory).
 MAX_KEPT_NAMES = 2_000_000
 
@@ -37,16 +37,18 @@ class IdIndex:
     def __init__(self, vocabulary: Vocabulary, *, keep_names: bool = False) -> None:
         self._ids: pa.LargeStringArray = vocabulary.array
         n = len(self._ids)
-        self._names: list[str] | None = None
+        keep = keep_names and n <= MAX_KEPT_NAMES
+        names: list[str] = []
         hashes = np.empty(n, dtype=np.int64)
-        if keep_names and n <= MAX_KEPT_NAMES:
-            self._names = names = self._ids.to_pylist()
-            hashes[:] = np.fromiter(map(hash, names), dtype=np.int64, count=n)
-        for start in range(0, n if self._names is None else 0, _CHUNK):  # bounded transient memory
+        # in chunks: bounded transient memory, and a server loading a new version in a
+        # background thread gives the event loop the GIL between chunks
+        for start in range(0, n, _CHUNK):
             chunk = self._ids.slice(start, _CHUNK).to_pylist()
-            hashes[start : start + len(chunk)] = np.fromiter(
-                map(hash, chunk), dtype=np.int64, count=len(chunk)
-            )
+            stop = start + len(chunk)
+            hashes[start:stop] = np.fromiter(map(hash, chunk), dtype=np.int64, count=len(chunk))
+            if keep:
+                names.extend(chunk)
+        self._names: list[str] | None = names if keep else None
         order = np.argsort(hashes, kind="stable")
         self._hashes = hashes[order]
         self._order = order.astype(np.int32 if n < 2**31 else np.int64)

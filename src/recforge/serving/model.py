@@ -3,7 +3,7 @@
 A :class:`ServedModel` is everything a request needs about one published version, built
 completely before it is used: the artifact (model and lists memory-mapped), its list store,
 id indices for users and items, the data cutoff, and a fold-in already run once (numba kernels
-compiled, pages touched). :class:`ModelHolder` keeps one reference to the current
+compiled, files read into the page cache). :class:`ModelHolder` keeps one reference to the current
 :class:`ServedModel`; a request reads that reference once and uses that version to the end,
 so a swap never changes a request half-way. A background thread polls the registry's
 ``CURRENT`` pointer; when it names another version, the new version is loaded fully and the
@@ -16,11 +16,13 @@ server keeps answering from the version it has.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ from recforge.models.base import Recommender
 from recforge.serving.ids import IdIndex
 from recforge.serving.stores import ListStore
 
-__all__ = ["ModelHolder", "ServedModel", "data_cutoff_us", "load_served_model"]
+__all__ = ["ModelHolder", "ServedModel", "data_cutoff_us", "load_served_model", "prefetch"]
 
 log = logging.getLogger("recforge.serving")
 
@@ -39,6 +41,8 @@ log = logging.getLogger("recforge.serving")
 NO_CUTOFF = -(2**62)
 #: A version that failed to load is tried again after this many seconds.
 RETRY_SECONDS = 30.0
+#: Bytes of a new version read into the page cache before it is served.
+PREFETCH_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ def data_cutoff_us(manifest: dict[str, Any]) -> int:
 
 def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListStore]) -> ServedModel:
     """Everything about ``artifact`` a request needs, built and warmed before first use."""
+    prefetch(artifact.path)
     model = artifact.model
     served = ServedModel(
         version=artifact.version,
@@ -95,6 +100,25 @@ def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListS
     if len(model.items_):  # compile and page in the fold-in path before the first request
         model.recommend_for_history(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.float32), k=1)
     return served
+
+
+def prefetch(path: Path, limit: int = PREFETCH_BYTES) -> None:
+    """Read a version's files once so their pages are in the page cache before requests map
+    them (a page fault on the event loop is a disk read in the middle of a request). Reads
+    happen in the loading thread, without the GIL; beyond ``limit`` bytes the kernel is only
+    advised to read ahead."""
+    budget = limit
+    buffer = bytearray(1 << 22)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        with file.open("rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > budget:
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+                continue
+            budget -= size
+            while handle.readinto(buffer):
+                pass
 
 
 class ModelHolder:
