@@ -61,13 +61,16 @@ def columns_of(records: list[Any]) -> pa.Table | None:
         return None
     columns = {}
     for name in EVENT_SCHEMA.names:
+        values = [record.get(name) for record in records]
         try:
-            column = pa.array([record.get(name) for record in records])
+            column = pa.array(values)
         except (pa.ArrowException, OverflowError, TypeError, ValueError):
             return None
         allowed = _NUMBER_TYPES if name in ("value", "timestamp") else _ID_TYPES
         if not any(check(column.type) for check in allowed):
             return None
+        if pa.types.is_floating(column.type) and any(type(v) is int for v in values):
+            return None  # integers among floats: messages would show 5 as 5.0
         columns[name] = column
     return pa.table(columns)
 
