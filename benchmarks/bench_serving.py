@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,6 +349,37 @@ def zipf_sampler(ids: list[str], seed: int, exponent: float = 1.1) -> Callable[[
     return draw
 
 
+def histogram(port: int, route: str) -> dict[float, float]:
+    """Cumulative bucket counts of the server's latency histogram for ``route`` (all statuses)."""
+    import httpx
+
+    counts: dict[float, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("recforge_http_request_duration_seconds_bucket{") and f'route="{route}"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            counts[bound] = counts.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def server_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """``histogram_quantile`` (linear within a bucket) of the requests between two snapshots, in ms:
+    the server's own view (from routing to the answer, without HTTP parsing and queueing)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return round(lower * 1e3, 2)
+            return round((lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)) * 1e3, 2)
+        lower, below = bound, count
+    return None
+
+
 def metric(port: int, name: str) -> float:
     import httpx
 
@@ -361,6 +393,8 @@ def metric(port: int, name: str) -> float:
 # stages ------------------------------------------------------------------------------------
 def stage_precomputed(port: int, users: list[str], args: argparse.Namespace) -> dict:
     draw = zipf_sampler(users, seed=1)
+    route = "/v1/users/{user_id}/recommendations"
+    before = histogram(port, route)
     result = asyncio.run(
         open_loop(
             port,
@@ -373,6 +407,7 @@ def stage_precomputed(port: int, users: list[str], args: argparse.Namespace) -> 
     sources = {json.loads(b)["source"] for b in result.bodies}
     return {
         "stage": "precomputed",
+        "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
         "rate": args.rate,
         "seconds": args.seconds,
         "sources": sorted(sources),
@@ -406,6 +441,8 @@ def stage_foldin(port: int, users: list[str], items: list[str], args: argparse.N
 
     asyncio.run(post_all())
     foldins_before = metric(port, "recforge_foldins_total")
+    route = "/v1/users/{user_id}/recommendations"
+    before = histogram(port, route)
     result = asyncio.run(
         open_loop(
             port,
@@ -427,6 +464,7 @@ def stage_foldin(port: int, users: list[str], items: list[str], args: argparse.N
         "sources": sorted(sources),
         "foldins": int(metric(port, "recforge_foldins_total") - foldins_before),
         "server_foldin_mean_ms": round(1e3 * seconds_sum / max(count, 1), 2),
+        "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
         **result.summary(),
     }
 
@@ -438,6 +476,7 @@ def stage_intake(port: int, home: Path, users: list[str], items: list[str], args
     before = store.stats()
     draw_user, draw_item = zipf_sampler(users, seed=3), zipf_sampler(items, seed=4)
     counter = [0]
+    run = uuid.uuid4().hex[:8]  # ids never stored before, also across runs on the same home
     now = time.time()
     event = {"user_id": "", "item_id": "", "event_type": "view", "timestamp": now, "event_id": "@@"}
     templates = [
@@ -450,7 +489,7 @@ def stage_intake(port: int, home: Path, users: list[str], items: list[str], args
     def batch() -> bytes:  # 1,000 events with ids never used before
         counter[0] += 1
         parts = templates[counter[0] % len(templates)]
-        ids = (f'"b{counter[0]}-{j}"' for j in range(len(parts) - 1))
+        ids = (f'"{run}-{counter[0]}-{j}"' for j in range(len(parts) - 1))
         body = parts[0] + "".join(i + part for i, part in zip(ids, parts[1:], strict=True))
         return post("/v1/events", body.encode())
 
@@ -458,12 +497,14 @@ def stage_intake(port: int, home: Path, users: list[str], items: list[str], args
     result = asyncio.run(closed_loop(port, args.intake_clients, args.intake_seconds, batch))
     commits = metric(port, "recforge_event_commit_events_count") - commits_before
     accepted = sum(json.loads(b)["accepted"] for b in result.bodies)
+    duplicates = sum(json.loads(b)["duplicates"] for b in result.bodies)
     after = store.stats()
     return {
         "stage": "intake",
         "clients": args.intake_clients,
         "batch": 1000,
         "accepted": accepted,
+        "duplicates": duplicates,
         "events_per_s": round(accepted / result.seconds),
         "stored_in_store": after["events"] - before["events"],
         "commits": int(commits),
@@ -486,6 +527,8 @@ def stage_publish(
         lambda: get(f"/v1/items/{draw_item()}/similar?k=10")
     ]
     seconds = args.publish_seconds
+    route = "/v1/users/{user_id}/recommendations"
+    before = histogram(port, route)
 
     async def run() -> Result:
         load = asyncio.create_task(
@@ -507,6 +550,7 @@ def stage_publish(
         "versions_answered_in_order": len(order),
         "ends_on_last": order[-1] == candidates[-1] if order else False,
         "reloads": int(metric(port, "recforge_model_reloads_total")),
+        "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
         **result.summary(),
     }
 

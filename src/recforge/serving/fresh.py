@@ -8,7 +8,7 @@ recommendations are folded in from them (:mod:`recforge.serving.recommend`).
 An event is kept as ``(event_id, item_id, r, timestamp_us)`` with ``r = weight(event_type) *
 value`` (the event weights of ``[weighting]``; no time decay: fresh events are newer than
 everything the model saw, so their decay factor is close to 1). A repeated ``event_id`` counts
-once. Two stores:
+once when read. Two stores:
 
 * :class:`MemoryFreshEvents`: in process memory, bounded per user and in users (the least
   recently updated user is dropped first);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -65,37 +65,41 @@ class FreshEvents(ABC):
 def fresh_rows(
     events: pa.Table, weights: Mapping[str, float], cutoff_us: int
 ) -> Iterator[tuple[str, list[FreshEvent]]]:
-    """The events newer than ``cutoff_us`` grouped by user (in time order within a user):
-    filtering, weights and grouping are vectorised; Python touches each kept event once."""
+    """The events newer than ``cutoff_us`` grouped by user (in time order within a user).
+    Filtering, weights, sorting and finding each user's run are vectorised; Python builds one
+    tuple per kept event and loops over users, not events."""
     ts = events.column("timestamp").cast(pa.int64())
-    newer = pc.greater(ts, pa.scalar(cutoff_us, pa.int64()))
-    events = events.filter(newer)
-    if not events.num_rows:
+    events = events.filter(pc.greater(ts, pa.scalar(cutoff_us, pa.int64())))
+    n = events.num_rows
+    if not n:
         return
-    types = events.column("event_type")
     names = list(weights)
-    codes = pc.index_in(types, value_set=pa.array(names, pa.large_string())).fill_null(-1).to_numpy()
-    table = np.append(np.asarray([float(weights[n]) for n in names], dtype=np.float64), 1.0)
-    r = table[codes] * np.asarray(events.column("value").to_numpy(), dtype=np.float64)
+    codes = pc.index_in(events.column("event_type"), value_set=pa.array(names, pa.large_string()))
+    table = np.append(np.asarray([float(weights[name]) for name in names], dtype=np.float64), 1.0)
+    r = table[np.asarray(codes.fill_null(-1).to_numpy(), dtype=np.int64)]
+    r *= np.asarray(events.column("value").to_numpy(), dtype=np.float64)
     ts_us = np.asarray(events.column("timestamp").cast(pa.int64()).to_numpy(), dtype=np.int64)
-    users = events.column("user_id")
-    order = pc.sort_indices(
-        pa.table({"u": users, "t": ts_us}), sort_keys=[("u", "ascending"), ("t", "ascending")]
-    ).to_numpy()
-    user_list = users.take(pa.array(order)).to_pylist()
-    event_ids = events.column("event_id").take(pa.array(order)).to_pylist()
-    items = events.column("item_id").take(pa.array(order)).to_pylist()
-    r_list = r[order].tolist()
-    ts_list = ts_us[order].tolist()
-    start = 0
-    n = len(user_list)
-    for stop in range(1, n + 1):
-        if stop == n or user_list[stop] != user_list[start]:
-            yield (
-                user_list[start],
-                [FreshEvent(event_ids[j] or "", items[j], r_list[j], ts_list[j]) for j in range(start, stop)],
-            )
-            start = stop
+    users = pc.dictionary_encode(events.column("user_id")).combine_chunks()
+    user_codes = np.asarray(users.indices.to_numpy(), dtype=np.int64)
+    order = np.lexsort((ts_us, user_codes))
+    take = pa.array(order)
+    rows = list(
+        map(
+            FreshEvent._make,
+            zip(
+                events.column("event_id").take(take).to_pylist(),
+                events.column("item_id").take(take).to_pylist(),
+                r[order].tolist(),
+                ts_us[order].tolist(),
+                strict=True,
+            ),
+        )
+    )
+    sorted_codes = user_codes[order]
+    starts = np.flatnonzero(np.diff(sorted_codes, prepend=-1)).tolist()
+    user_names = users.dictionary.to_pylist()
+    for start, stop in zip(starts, [*starts[1:], n], strict=True):
+        yield user_names[int(sorted_codes[start])], rows[start:stop]
 
 
 class MemoryFreshEvents(FreshEvents):
@@ -106,26 +110,26 @@ class MemoryFreshEvents(FreshEvents):
             raise ValueError("per_user and max_users must be >= 1")
         self.per_user = per_user
         self.max_users = max_users
-        self._users: OrderedDict[str, deque[FreshEvent]] = OrderedDict()
+        self._users: OrderedDict[str, list[FreshEvent]] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
         kept = 0
+        keep = self.per_user
+        users = self._users
         with self._lock:
             for user, rows in fresh_rows(events, weights, cutoff_us):
-                queue = self._users.get(user)
-                if queue is None:
-                    queue = self._users[user] = deque(maxlen=self.per_user)
-                else:
-                    self._users.move_to_end(user)
-                known = {e.event_id for e in queue}
-                for event in rows:
-                    if event.event_id not in known:
-                        queue.append(event)
-                        known.add(event.event_id)
                 kept += len(rows)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
+                queue = users.get(user)
+                if queue is None:
+                    users[user] = rows[-keep:]
+                    continue
+                users.move_to_end(user)
+                queue.extend(rows)
+                if len(queue) > keep:
+                    del queue[:-keep]
+            while len(users) > self.max_users:
+                users.popitem(last=False)
         return kept
 
     def get(self, user_id: str, cutoff_us: int) -> list[FreshEvent]:
@@ -133,10 +137,24 @@ class MemoryFreshEvents(FreshEvents):
             queue = self._users.get(user_id)
             if not queue:
                 return []
-            return [e for e in queue if e.timestamp_us > cutoff_us]
+            queue = list(queue)
+        return _distinct_newer(queue, cutoff_us)
 
     def users(self) -> int:
         return len(self._users)
+
+
+def _distinct_newer(events: list[FreshEvent], cutoff_us: int) -> list[FreshEvent]:
+    """The events newer than the cutoff, each ``event_id`` once (a reposted event is kept
+    again by ``add``; it counts once here)."""
+    seen: set[str] = set()
+    out = []
+    for event in events:
+        if event.timestamp_us <= cutoff_us or event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        out.append(event)
+    return out
 
 
 class RedisFreshEvents(FreshEvents):
@@ -175,15 +193,7 @@ class RedisFreshEvents(FreshEvents):
             raw = self.client.lrange(self._key(user_id), 0, -1)
         if not raw:
             return []
-        seen: set[str] = set()
-        out = []
-        for blob in raw:
-            event = FreshEvent(*orjson.loads(blob))
-            if event.event_id in seen or event.timestamp_us <= cutoff_us:
-                continue
-            seen.add(event.event_id)
-            out.append(event)
-        return out
+        return _distinct_newer([FreshEvent(*orjson.loads(blob)) for blob in raw], cutoff_us)
 
     def close(self) -> None:
         self.client.close()
