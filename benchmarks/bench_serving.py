@@ -21,7 +21,9 @@ Stages (``--stages``, all by default):
 * ``intake``: batches of 1,000 events from ``--intake-clients`` concurrent clients for
   ``--intake-seconds``; events/s, and the events are counted in the store afterwards;
 * ``publish``: a mixed load (users, similar items) while five versions are published; zero
-  failures, and the answers must move to each new version.
+  failures, and the answers must move to each new version;
+* ``appends`` (in process, no server): 1,000 ``EventStore.append`` of 1,000 events each into
+  a fresh store; the time per append must stay flat as segments accumulate.
 
 Prints one JSON line per stage and a summary table.
 """
@@ -555,6 +557,37 @@ def stage_publish(
     }
 
 
+def stage_appends(work: Path, count: int = 1000) -> dict:
+    """``EventStore.append`` of 1,000-event batches into a fresh store, ``count`` times: the
+    time per append must not grow with the number of segments."""
+    import shutil
+
+    from recforge.data.generate import generate_events
+    from recforge.data.store import EventStore
+
+    home = work / "appends"
+    shutil.rmtree(home, ignore_errors=True)
+    store = EventStore(home)
+    table = generate_events(users=10_000, items=5_000, events=count * 1000, seed=9)
+    times = []
+    for j in range(count):
+        started = time.perf_counter()
+        store.append(table.slice(j * 1000, 1000))
+        times.append(time.perf_counter() - started)
+    t = np.asarray(times) * 1e3
+    tenth = max(count // 10, 1)
+    out = {
+        "stage": "appends",
+        "appends": count,
+        "segments": len(store.segments()),
+        "first_tenth_median_ms": round(float(np.median(t[1:tenth])), 2),
+        "last_tenth_median_ms": round(float(np.median(t[-tenth:])), 2),
+        "p99_ms": round(float(np.percentile(t[1:], 99)), 2),
+    }
+    shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
 def stage_foldin_compute(home: Path, items: list[str]) -> dict:
     """The fold-in alone, in process (no HTTP): what a request pays for it."""
     from recforge.artifacts import ModelRegistry
@@ -582,7 +615,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/recforge-bench-serving"))
     parser.add_argument("--model", default="toyfactors")
-    parser.add_argument("--stages", default="precomputed,foldin,intake,publish")
+    parser.add_argument("--stages", default="appends,precomputed,foldin,intake,publish")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--foldin-rate", type=float, default=100.0)
@@ -612,6 +645,10 @@ def main() -> None:
     users, items = model.users_.array.to_pylist(), model.items_.array.to_pylist()
     stages = args.stages.split(",")
     results = []
+    if "appends" in stages:
+        results.append(stage_appends(args.work))
+        print(json.dumps(results[-1]), flush=True)
+        stages.remove("appends")
     if "foldin" in stages:
         results.append(stage_foldin_compute(home, items))
         print(json.dumps(results[-1]), flush=True)
