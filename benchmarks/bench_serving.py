@@ -532,16 +532,26 @@ def stage_publish(
     route = "/v1/users/{user_id}/recommendations"
     before = histogram(port, route)
 
+    published_at: list[float] = []
+
     async def run() -> Result:
         load = asyncio.create_task(
             open_loop(port, args.rate, seconds, lambda: random.choice(requests)(), keep_bodies=10**9)
         )
+        started = time.perf_counter()
         for version in candidates:
             await asyncio.sleep(seconds / (len(candidates) + 1))
+            published_at.append(time.perf_counter() - started)
             await asyncio.to_thread(registry.publish, version)
         return await load
 
     result = asyncio.run(run())
+    # requests are sent at i / rate: split them into the 2 s after each publish and the rest
+    sent_at = np.arange(len(result.scheduled)) / args.rate
+    near = np.zeros(len(sent_at), dtype=bool)
+    for at in published_at:
+        near |= (sent_at >= at) & (sent_at < at + 2.0)
+    latency = np.asarray(result.scheduled) * 1e3
     seen = [json.loads(b)["model_version"] for b in result.bodies]
     order = list(dict.fromkeys(seen))
     return {
@@ -553,6 +563,10 @@ def stage_publish(
         "ends_on_last": order[-1] == candidates[-1] if order else False,
         "reloads": int(metric(port, "recforge_model_reloads_total")),
         "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
+        "sched_p99_ms_2s_after_publishes": round(float(np.percentile(latency[near], 99)), 2),
+        "sched_p99_ms_elsewhere": round(float(np.percentile(latency[~near], 99)), 2),
+        "sched_max_ms_2s_after_publishes": round(float(latency[near].max()), 2),
+        "sched_max_ms_elsewhere": round(float(latency[~near].max()), 2),
         **result.summary(),
     }
 
