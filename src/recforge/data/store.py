@@ -28,6 +28,7 @@ once; the leftovers are deleted by the next compaction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import re
@@ -63,10 +64,10 @@ class Segment:
     path: Path
     first: int
     last: int
+    name: str = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return self.path.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.path.name)
 
     @property
     def rows(self) -> int:
@@ -102,6 +103,8 @@ class EventStore:
         (self.root / "_index").mkdir(exist_ok=True)
         self._keys: dict[str, Keys] = {}
         self._listed: dict[str, Segment] = {}
+        self._live_of: dict[str, Segment] = {}
+        self._live: list[Segment] = []
         # Every key of the segments with sequence numbers up to _indexed_upto, merged into a few
         # sorted sets, so a writer checks a batch against O(log n) arrays, not one per segment.
         self._index = KeyLog()
@@ -114,28 +117,34 @@ class EventStore:
     # listing ------------------------------------------------------------------------------
     def segments(self) -> list[Segment]:
         """The live segments in sequence order (superseded ones left out)."""
+        listed = self._all_segments()
+        if listed.keys() == self._live_of.keys():  # nothing changed since the last listing
+            return list(self._live)
         live: list[Segment] = []
         reach = -1
-        for segment in sorted(self._all_segments(), key=lambda s: (s.first, -s.last)):
+        for segment in sorted(listed.values(), key=lambda s: (s.first, -s.last)):
             if segment.last <= reach:
                 continue  # inside a compacted segment that replaced it
             live.append(segment)
             reach = segment.last
-        return live
+        self._live_of, self._live = listed, live
+        return list(live)
 
-    def _all_segments(self) -> list[Segment]:
+    def _all_segments(self) -> dict[str, Segment]:
+        """Every segment file by name (Segment objects are reused across listings)."""
         listed = self._listed
         found: dict[str, Segment] = {}
         for entry in os.scandir(self.root):
-            segment = listed.get(entry.name)
+            name = entry.name
+            segment = listed.get(name)
             if segment is None:
-                match = _SEGMENT.match(entry.name)
+                match = _SEGMENT.match(name)
                 if not match:
                     continue
                 segment = Segment(Path(entry.path), int(match[1]), int(match[2]))
-            found[entry.name] = segment
+            found[name] = segment
         self._listed = found
-        return list(found.values())
+        return found
 
     # writing ------------------------------------------------------------------------------
     def writer(self) -> SegmentWriter:
@@ -267,7 +276,7 @@ class EventStore:
     def _collect_garbage(self) -> None:
         """Delete superseded segments, keys of missing segments, dead writers' temporary files."""
         live = {s.name for s in self.segments()}
-        for segment in self._all_segments():
+        for segment in self._all_segments().values():
             if segment.name not in live:
                 self._delete(segment.path)
         for entry in os.scandir(self.root / "_index"):
@@ -335,7 +344,7 @@ class EventStore:
         return self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
 
     def _next_sequence(self) -> int:
-        return max((s.last for s in self._all_segments()), default=0) + 1
+        return max((s.last for s in self._all_segments().values()), default=0) + 1
 
 
 class SegmentWriter:
