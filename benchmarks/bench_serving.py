@@ -666,10 +666,10 @@ def main() -> None:
     if "foldin" in stages:
         results.append(stage_foldin_compute(home, items))
         print(json.dumps(results[-1]), flush=True)
-    server = Server(home, args.port or free_port())
-    try:
-        server.wait_ready()
-        for stage in stages:
+    for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
+        server = Server(home, args.port or free_port())
+        try:
+            server.wait_ready()
             load_before = os.getloadavg()[0]
             cpu_before = server.cpu_seconds()
             if stage == "precomputed":
@@ -686,8 +686,8 @@ def main() -> None:
             out["load_avg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             results.append(out)
             print(json.dumps(out), flush=True)
-    finally:
-        server.stop()
+        finally:
+            server.stop()
     print(f"\n{'stage':<14} {'req/s':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'fail':>5}")
     for r in results:
         print(
