@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -659,6 +660,8 @@ def main() -> None:
     users, items = model.users_.array.to_pylist(), model.items_.array.to_pylist()
     stages = args.stages.split(",")
     results = []
+    gc.collect()
+    gc.freeze()  # the generator's own full collections would pause it ~100 ms (and skew "sched")
     if "appends" in stages:
         results.append(stage_appends(args.work))
         print(json.dumps(results[-1]), flush=True)
