@@ -208,6 +208,12 @@ class EventIntake:
                 self._thread = None
 
     def _run(self) -> None:
+        try:  # build the dedupe index now rather than in the first request's commit
+            started = time.perf_counter()
+            self.store.stored_keys(self.store.segments())
+            log.info("event key index ready in %.1f s", time.perf_counter() - started)
+        except Exception as error:  # the first commit builds it again (and reports failures)
+            log.warning("could not read the event store's keys ahead: %s", error)
         running = True
         while running:
             first = self._queue.get()
