@@ -19,7 +19,10 @@ binary search in ``u``'s sorted row); after ``MAX_NEGATIVE_TRIES`` draws the tri
 and counted. The result is uniform over the items ``u`` has not interacted with.
 
 Random numbers come from splitmix64 streams, one ``uint64`` state per stream, so a stream's
-draws are fixed by its seed. Two schedules:
+draws are fixed by its seed. A stream works in batches of ``BATCH`` triples: it draws all their
+positives, then each one's negative, then runs their steps in order (the draws only read the
+CSR, so this changes no result, and the independent memory loads of a batch overlap). Steps
+run in the factors' precision (float32 by default). Two schedules:
 
 * :func:`bpr_epoch_hogwild`: ``len(seeds)`` streams (one per thread) each draw
   ``samples / len(seeds)`` triples and update the shared factors without locks (Hogwild!,
@@ -42,6 +45,7 @@ import numpy as np
 from recforge._numba import kernel, prange
 
 __all__ = [
+    "BATCH",
     "MAX_NEGATIVE_TRIES",
     "bpr_epoch_blocked",
     "bpr_epoch_blocked_reference",
@@ -58,6 +62,8 @@ __all__ = [
 #: Draws of a negative before a triple is given up (only matters for users who have seen
 #: nearly every candidate item).
 MAX_NEGATIVE_TRIES = 32
+#: Triples drawn at once before their SGD steps run (see ``_draw_batch``).
+BATCH = 64
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -115,23 +121,111 @@ def _contains(indices, start, stop, item):
     return lo < stop and indices[lo] == item
 
 
+@kernel()
+def _draw_batch(
+    state,
+    m,
+    indptr,
+    indices,
+    row_of_nnz,
+    entries,
+    first,
+    n_entries,
+    candidates,
+    lo,
+    n_candidates,
+    users,
+    positives,
+    negatives,
+    starts,
+):
+    """Draw ``m`` triples into ``users/positives/negatives[:m]``; returns the new stream state.
+
+    Positive number ``r`` uniform in ``[0, n_entries)`` is stored entry ``entries[first + r]``
+    (entry ``r`` itself when ``entries`` is empty); negative number ``r`` uniform in
+    ``[0, n_candidates)`` is item ``candidates[lo + r]`` (item ``r`` when ``candidates`` is
+    empty). All ``m`` positives are drawn first, then the negatives in order: the phases issue
+    independent memory loads, which overlap, instead of one chain of dependent misses.
+    """
+    for b in range(m):
+        state, z = _splitmix64(state)
+        r = _bounded(z, n_entries)
+        positives[b] = entries[first + r] if entries.shape[0] > 0 else r
+    for b in range(m):
+        k = positives[b]
+        users[b] = row_of_nnz[k]
+        positives[b] = indices[k]
+    for b in range(m):
+        starts[b] = indptr[users[b]]
+        negatives[b] = indptr[users[b] + 1]  # the row's end, until the negative is found
+    for b in range(m):
+        stop = negatives[b]
+        negatives[b] = -1
+        for _t in range(MAX_NEGATIVE_TRIES):
+            state, z = _splitmix64(state)
+            r = _bounded(z, n_candidates)
+            candidate = candidates[lo + r] if candidates.shape[0] > 0 else r
+            if not _contains(indices, starts[b], stop, candidate):
+                negatives[b] = candidate
+                break
+    return state
+
+
+def _draw_batch_reference(
+    state: int,
+    m: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    row_of_nnz: np.ndarray,
+    entries: np.ndarray | None,
+    n_entries: int,
+    candidates: np.ndarray | None,
+    n_candidates: int,
+) -> tuple[int, list[tuple[int, int, int]]]:
+    """``m`` triples ``(u, i, j)`` (``j = -1``: none found) in :func:`_draw_batch`'s order."""
+    picked = []
+    for _ in range(m):
+        state, z = _splitmix64_reference(state)
+        r = _bounded_reference(z, n_entries)
+        picked.append(int(entries[r]) if entries is not None else r)
+    triples = []
+    for k in picked:
+        u = int(row_of_nnz[k])
+        row = set(indices[indptr[u] : indptr[u + 1]].tolist())
+        j = -1
+        for _t in range(MAX_NEGATIVE_TRIES):
+            state, z = _splitmix64_reference(state)
+            r = _bounded_reference(z, n_candidates)
+            candidate = int(candidates[r]) if candidates is not None else r
+            if candidate not in row:
+                j = candidate
+                break
+        triples.append((u, int(indices[k]), j))
+    return state, triples
+
+
 @kernel(fastmath=True)
 def _sgd_step(X, Y, u, i, j, learning_rate, regularization):
-    """One SGD step on the triple ``(u, i, j)`` (see the module docstring)."""
+    """One SGD step on the triple ``(u, i, j)`` (module docstring), in the factors' precision:
+    ``theta <- (1 - lr * lambda) theta + lr * z * d(x)/d(theta)``."""
     bias = X.shape[1] - 1
-    score = 0.0
-    for f in range(bias + 1):
-        score += X[u, f] * (Y[i, f] - Y[j, f])
-    z = 1.0 / (1.0 + np.exp(score))
+    xu = X[u]
+    yi = Y[i]
+    yj = Y[j]
+    score = xu[0] * (yi[0] - yj[0])
+    for f in range(1, bias + 1):
+        score += xu[f] * (yi[f] - yj[f])
+    step = learning_rate / (np.float32(1.0) + np.exp(score))  # lr * z
+    keep = np.float32(1.0) - learning_rate * regularization
     for f in range(bias):
-        xu = X[u, f]
-        yi = Y[i, f]
-        yj = Y[j, f]
-        X[u, f] = xu + learning_rate * (z * (yi - yj) - regularization * xu)
-        Y[i, f] = yi + learning_rate * (z * xu - regularization * yi)
-        Y[j, f] = yj + learning_rate * (-z * xu - regularization * yj)
-    Y[i, bias] += learning_rate * (z - regularization * Y[i, bias])
-    Y[j, bias] += learning_rate * (-z - regularization * Y[j, bias])
+        a = xu[f]
+        b = yi[f]
+        c = yj[f]
+        xu[f] = keep * a + step * (b - c)
+        yi[f] = keep * b + step * a
+        yj[f] = keep * c - step * a
+    yi[bias] = keep * yi[bias] + step
+    yj[bias] = keep * yj[bias] - step
 
 
 def _sgd_step_reference(
@@ -145,6 +239,89 @@ def _sgd_step_reference(
     Y[j, :-1] = yj[:-1] + learning_rate * (-z * xu - regularization * yj[:-1])
     Y[i, -1] = yi[-1] + learning_rate * (z - regularization * yi[-1])
     Y[j, -1] = yj[-1] + learning_rate * (-z - regularization * yj[-1])
+
+
+@kernel(fastmath=True)
+def _run_stream(
+    state,
+    samples,
+    indptr,
+    indices,
+    row_of_nnz,
+    X,
+    Y,
+    learning_rate,
+    regularization,
+    entries,
+    first,
+    n_entries,
+    candidates,
+    lo,
+    n_candidates,
+):
+    """``samples`` SGD steps from one stream, in batches of ``BATCH`` triples; returns the
+    number skipped for want of a negative."""
+    users = np.empty(BATCH, np.int64)
+    positives = np.empty(BATCH, np.int64)
+    negatives = np.empty(BATCH, np.int64)
+    starts = np.empty(BATCH, np.int64)
+    miss = 0
+    done = 0
+    while done < samples:
+        m = min(BATCH, samples - done)
+        state = _draw_batch(
+            state,
+            m,
+            indptr,
+            indices,
+            row_of_nnz,
+            entries,
+            first,
+            n_entries,
+            candidates,
+            lo,
+            n_candidates,
+            users,
+            positives,
+            negatives,
+            starts,
+        )
+        for b in range(m):
+            if negatives[b] < 0:
+                miss += 1
+            else:
+                _sgd_step(X, Y, users[b], positives[b], negatives[b], learning_rate, regularization)
+        done += m
+    return miss
+
+
+def _run_stream_reference(
+    state: int,
+    samples: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    row_of_nnz: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    learning_rate: float,
+    regularization: float,
+    entries: np.ndarray | None,
+    n_entries: int,
+    candidates: np.ndarray | None,
+    n_candidates: int,
+) -> int:
+    miss = 0
+    for done in range(0, samples, BATCH):
+        m = min(BATCH, samples - done)
+        state, triples = _draw_batch_reference(
+            state, m, indptr, indices, row_of_nnz, entries, n_entries, candidates, n_candidates
+        )
+        for u, i, j in triples:
+            if j < 0:
+                miss += 1
+            else:
+                _sgd_step_reference(X, Y, u, i, j, learning_rate, regularization)
+    return miss
 
 
 # Hogwild epoch ---------------------------------------------------------------------------------
@@ -165,30 +342,27 @@ def bpr_epoch_hogwild(
     n_streams = seeds.shape[0]
     n_items = Y.shape[0]
     nnz = indices.shape[0]
+    none = np.empty(0, np.int64)
     skipped = np.zeros(n_streams, np.int64)
     for s in prange(n_streams):
-        state = seeds[s]
         todo = samples // n_streams + (1 if s < samples % n_streams else 0)
-        miss = 0
-        for _ in range(todo):
-            state, z = _splitmix64(state)
-            k = _bounded(z, nnz)
-            u = row_of_nnz[k]
-            start = indptr[u]
-            stop = indptr[u + 1]
-            j = -1
-            if stop - start < n_items:
-                for _t in range(MAX_NEGATIVE_TRIES):
-                    state, z = _splitmix64(state)
-                    candidate = _bounded(z, n_items)
-                    if not _contains(indices, start, stop, candidate):
-                        j = candidate
-                        break
-            if j < 0:
-                miss += 1
-            else:
-                _sgd_step(X, Y, u, indices[k], j, learning_rate, regularization)
-        skipped[s] = miss
+        skipped[s] = _run_stream(
+            seeds[s],
+            todo,
+            indptr,
+            indices,
+            row_of_nnz,
+            X,
+            Y,
+            learning_rate,
+            regularization,
+            none,
+            0,
+            nnz,
+            none,
+            0,
+            n_items,
+        )
     return skipped.sum()
 
 
@@ -205,28 +379,25 @@ def bpr_epoch_hogwild_reference(
 ) -> int:
     """:func:`bpr_epoch_hogwild` with the streams run one after another (what the kernel does
     on one thread)."""
-    n_streams, n_items, nnz = len(seeds), Y.shape[0], len(indices)
+    n_streams = len(seeds)
     skipped = 0
     for s in range(n_streams):
-        state = int(seeds[s])
         todo = samples // n_streams + (1 if s < samples % n_streams else 0)
-        for _ in range(todo):
-            state, z = _splitmix64_reference(state)
-            k = _bounded_reference(z, nnz)
-            u = int(row_of_nnz[k])
-            row = set(indices[indptr[u] : indptr[u + 1]].tolist())
-            j = -1
-            if len(row) < n_items:
-                for _t in range(MAX_NEGATIVE_TRIES):
-                    state, z = _splitmix64_reference(state)
-                    candidate = _bounded_reference(z, n_items)
-                    if candidate not in row:
-                        j = candidate
-                        break
-            if j < 0:
-                skipped += 1
-            else:
-                _sgd_step_reference(X, Y, u, int(indices[k]), j, learning_rate, regularization)
+        skipped += _run_stream_reference(
+            int(seeds[s]),
+            todo,
+            indptr,
+            indices,
+            row_of_nnz,
+            X,
+            Y,
+            learning_rate,
+            regularization,
+            None,
+            len(indices),
+            None,
+            Y.shape[0],
+        )
     return skipped
 
 
@@ -290,30 +461,24 @@ def bpr_epoch_blocked(
         for b in prange(n_blocks):
             item_blk = (b + stratum) % n_blocks
             cell = b * n_blocks + item_blk
-            first = cell_ptr[cell]
-            size = cell_ptr[cell + 1] - first
-            lo = block_ptr[item_blk]
-            width = block_ptr[item_blk + 1] - lo
-            state = seeds[cell]
-            miss = 0
-            for _ in range(size):
-                state, z = _splitmix64(state)
-                k = cell_nnz[first + _bounded(z, size)]
-                u = row_of_nnz[k]
-                start = indptr[u]
-                stop = indptr[u + 1]
-                j = -1
-                for _t in range(MAX_NEGATIVE_TRIES):
-                    state, z = _splitmix64(state)
-                    candidate = block_items[lo + _bounded(z, width)]
-                    if not _contains(indices, start, stop, candidate):
-                        j = candidate
-                        break
-                if j < 0:
-                    miss += 1
-                else:
-                    _sgd_step(X, Y, u, indices[k], j, learning_rate, regularization)
-            skipped[cell] = miss
+            size = cell_ptr[cell + 1] - cell_ptr[cell]
+            skipped[cell] = _run_stream(
+                seeds[cell],
+                size,
+                indptr,
+                indices,
+                row_of_nnz,
+                X,
+                Y,
+                learning_rate,
+                regularization,
+                cell_nnz,
+                cell_ptr[cell],
+                size,
+                block_items,
+                block_ptr[item_blk],
+                block_ptr[item_blk + 1] - block_ptr[item_blk],
+            )
     return skipped.sum()
 
 
@@ -340,23 +505,21 @@ def bpr_epoch_blocked_reference(
             cell = b * n_blocks + item_blk
             entries = cell_nnz[cell_ptr[cell] : cell_ptr[cell + 1]]
             block = block_items[block_ptr[item_blk] : block_ptr[item_blk + 1]]
-            state = int(seeds[cell])
-            for _ in range(len(entries)):
-                state, z = _splitmix64_reference(state)
-                k = int(entries[_bounded_reference(z, len(entries))])
-                u = int(row_of_nnz[k])
-                row = set(indices[indptr[u] : indptr[u + 1]].tolist())
-                j = -1
-                for _t in range(MAX_NEGATIVE_TRIES):
-                    state, z = _splitmix64_reference(state)
-                    candidate = int(block[_bounded_reference(z, len(block))])
-                    if candidate not in row:
-                        j = candidate
-                        break
-                if j < 0:
-                    skipped += 1
-                else:
-                    _sgd_step_reference(X, Y, u, int(indices[k]), j, learning_rate, regularization)
+            skipped += _run_stream_reference(
+                int(seeds[cell]),
+                len(entries),
+                indptr,
+                indices,
+                row_of_nnz,
+                X,
+                Y,
+                learning_rate,
+                regularization,
+                entries,
+                len(entries),
+                block,
+                len(block),
+            )
     return skipped
 
 
@@ -365,50 +528,47 @@ def bpr_epoch_blocked_reference(
 def sample_triples(
     indptr: np.ndarray, indices: np.ndarray, row_of_nnz: np.ndarray, n_items: int, seed: np.uint64, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` triples ``(users, positives, negatives)`` drawn as in the epochs from one stream;
-    ``negatives[t] == -1`` where no negative was found."""
+    """``n`` triples ``(users, positives, negatives)`` drawn as in the Hogwild epoch from one
+    stream; ``negatives[t] == -1`` where no negative was found."""
     users = np.empty(n, np.int64)
     positives = np.empty(n, np.int64)
-    negatives = np.full(n, -1, np.int64)
-    nnz = indices.shape[0]
+    negatives = np.empty(n, np.int64)
+    starts = np.empty(BATCH, np.int64)
+    none = np.empty(0, np.int64)
     state = seed
-    for t in range(n):
-        state, z = _splitmix64(state)
-        k = _bounded(z, nnz)
-        u = row_of_nnz[k]
-        users[t] = u
-        positives[t] = indices[k]
-        start = indptr[u]
-        stop = indptr[u + 1]
-        if stop - start < n_items:
-            for _t in range(MAX_NEGATIVE_TRIES):
-                state, z = _splitmix64(state)
-                candidate = _bounded(z, n_items)
-                if not _contains(indices, start, stop, candidate):
-                    negatives[t] = candidate
-                    break
+    for t in range(0, n, BATCH):
+        m = min(BATCH, n - t)
+        state = _draw_batch(
+            state,
+            m,
+            indptr,
+            indices,
+            row_of_nnz,
+            none,
+            0,
+            indices.shape[0],
+            none,
+            0,
+            n_items,
+            users[t:],
+            positives[t:],
+            negatives[t:],
+            starts,
+        )
     return users, positives, negatives
 
 
 def sample_triples_reference(
     indptr: np.ndarray, indices: np.ndarray, row_of_nnz: np.ndarray, n_items: int, seed: int, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    users, positives, negatives = np.empty(n, np.int64), np.empty(n, np.int64), np.full(n, -1, np.int64)
-    state = int(seed)
-    for t in range(n):
-        state, z = _splitmix64_reference(state)
-        k = _bounded_reference(z, len(indices))
-        u = int(row_of_nnz[k])
-        users[t], positives[t] = u, indices[k]
-        row = set(indices[indptr[u] : indptr[u + 1]].tolist())
-        if len(row) < n_items:
-            for _t in range(MAX_NEGATIVE_TRIES):
-                state, z = _splitmix64_reference(state)
-                candidate = _bounded_reference(z, n_items)
-                if candidate not in row:
-                    negatives[t] = candidate
-                    break
-    return users, positives, negatives
+    state, triples = int(seed), []
+    for t in range(0, n, BATCH):
+        state, batch = _draw_batch_reference(
+            state, min(BATCH, n - t), indptr, indices, row_of_nnz, None, len(indices), None, n_items
+        )
+        triples += batch
+    out = np.array(triples, dtype=np.int64).reshape(-1, 3)
+    return out[:, 0].copy(), out[:, 1].copy(), out[:, 2].copy()
 
 
 @kernel(parallel=True, fastmath=True)
