@@ -76,10 +76,11 @@ def column_dot_topn(
         for i in range(chunk_bounds[c], chunk_bounds[c + 1]):
             n_touched = 0
             for p in range(t_indptr[i], t_indptr[i + 1]):
-                u = t_indices[p]
+                # unsigned indices: no negative-index wraparound test in the hot loop (2x)
+                u = np.uint64(t_indices[p])
                 weight = np.float64(t_data[p])
-                for q in range(indptr[u], indptr[u + 1]):
-                    j = indices[q]
+                for q in range(indptr[u], indptr[u + np.uint64(1)]):
+                    j = np.uint64(indices[q])
                     if stamp[j] != i:
                         stamp[j] = i
                         touched[n_touched] = j
