@@ -31,12 +31,14 @@ popular item is not similar to everything).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from recforge._numba import thread_limits
 from recforge._validation import check_number, check_random_state
@@ -59,7 +61,7 @@ MIN_BLOCK_SIZE = 16
 #: Triples in the fixed sample that ``FitProgress.loss()`` evaluates.
 LOSS_SAMPLES = 100_000
 #: Fold-in: at most this many negatives (a fixed pseudo-random sample beyond), Newton steps.
-FOLD_IN_NEGATIVES = 4096
+FOLD_IN_NEGATIVES = 1024
 FOLD_IN_STEPS = 50
 
 
@@ -172,58 +174,74 @@ class BPR(FactorRecommender):
             f(w) = mean over i in H, j in N of  ln sigma(w . (h_i - h_j) + b_i - b_j)  -  (lambda / 2) |w|^2
 
         ``H`` the history's items with a positive value, ``N`` the other items (all of them when
-        there are at most 4096, else the unseen items among a fixed pseudo-random sample of 4096,
+        there are at most 1024, else the unseen items among a fixed pseudo-random sample of 1024,
         the same for every call). ``f`` is strictly concave (``lambda > 0``), so the maximiser is
         unique; it is found by Newton's method with backtracking from ``w = 0``. It is the
         fixed point of the training updates for this user, and deterministic given the model.
-        An empty history gives ``w = 0``: items ranked by their bias.
+        An empty history gives ``w = 0``: items ranked by their bias. (With ``regularization=0`` a
+        ridge of 1e-6 keeps the maximiser finite.)
         """
-        V = np.asarray(self.item_factors_, dtype=np.float64)
-        n_items, width = V.shape
+        Y = self.item_factors_
+        n_items, width = Y.shape
         positives = np.unique(items[values > 0])
         w = np.zeros(width - 1)
-        if len(positives) == 0 or len(positives) == n_items:
-            return np.append(w, 1.0).astype(self.item_factors_.dtype)
         if n_items <= FOLD_IN_NEGATIVES:
             candidates = np.arange(n_items)
         else:
             candidates = np.sort(np.random.default_rng(0).choice(n_items, FOLD_IN_NEGATIVES, replace=False))
         negatives = np.setdiff1d(candidates, positives, assume_unique=True)
-        if len(negatives) == 0:
-            return np.append(w, 1.0).astype(self.item_factors_.dtype)
-        H, N = V[positives, :-1], V[negatives, :-1]
-        bias_gap = V[positives, -1][:, None] - V[negatives, -1][None, :]
-        lam = float(self.regularization)
-        pairs = H.shape[0] * N.shape[0]
-
-        def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
-            x = (H @ w)[:, None] - (N @ w)[None, :] + bias_gap
-            return float(-np.logaddexp(0.0, -x).sum() / pairs - 0.5 * lam * w @ w), x
-
-        value, x = objective(w)
-        for _ in range(FOLD_IN_STEPS):
-            z = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 - sigma(x), without overflow
-            a = z * (1.0 - z)  # sigma(x) (1 - sigma(x))
-            gradient = (H.T @ z.sum(axis=1) - N.T @ z.sum(axis=0)) / pairs - lam * w
-            cross = H.T @ (a @ N)
-            curvature = (
-                (H.T * a.sum(axis=1)) @ H + (N.T * a.sum(axis=0)) @ N - cross - cross.T
-            ) / pairs + lam * np.eye(len(w))
-            step = np.linalg.solve(curvature, gradient)
-            decrease = float(gradient @ step)
-            if decrease < 1e-12:
-                break
-            t = 1.0
-            while True:
-                candidate_value, candidate_x = objective(w + t * step)
-                if candidate_value >= value + 0.25 * t * decrease or t < 1e-8:
-                    break
-                t *= 0.5
-            w, value, x = w + t * step, candidate_value, candidate_x
-        return np.append(w, 1.0).astype(self.item_factors_.dtype)
+        if len(positives) and len(negatives):
+            # the products are small: one BLAS thread (several spin-wait badly on a busy machine)
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                w = _newton_fold_in(
+                    np.asarray(Y[positives], dtype=np.float64),
+                    np.asarray(Y[negatives], dtype=np.float64),
+                    max(float(self.regularization), 1e-6),
+                )
+        return np.append(w, 1.0).astype(Y.dtype)
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return similar_items_all(self.item_factors_[:, :-1], k, items=items)
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """Found once: ``threadpool_limits`` searches the loaded libraries on every call (~10 ms)."""
+    return ThreadpoolController()
+
+
+def _newton_fold_in(H: np.ndarray, N: np.ndarray, lam: float) -> np.ndarray:
+    """Maximise ``mean_ij ln sigma(w . (h_i - h_j) + b_i - b_j) - (lam / 2) |w|^2`` over ``w`` for
+    item rows ``H`` (positives) and ``N`` (negatives), bias in the last column: damped Newton
+    from ``w = 0`` (the objective is strictly concave), Armijo backtracking."""
+    bias_gap = H[:, -1][:, None] - N[:, -1][None, :]
+    H, N = H[:, :-1], N[:, :-1]
+    pairs = H.shape[0] * N.shape[0]
+    w = np.zeros(H.shape[1])
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        x = (H @ w)[:, None] - (N @ w)[None, :] + bias_gap
+        return float(-np.logaddexp(0.0, -x).sum() / pairs - 0.5 * lam * w @ w), x
+
+    value, x = objective(w)
+    for _ in range(FOLD_IN_STEPS):
+        z = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 - sigma(x), without overflow
+        a = z * (1.0 - z)  # sigma(x) (1 - sigma(x))
+        gradient = (H.T @ z.sum(axis=1) - N.T @ z.sum(axis=0)) / pairs - lam * w
+        cross = H.T @ (a @ N)
+        curvature = ((H.T * a.sum(axis=1)) @ H + (N.T * a.sum(axis=0)) @ N - cross - cross.T) / pairs
+        step = np.linalg.solve(curvature + lam * np.eye(len(w)), gradient)
+        decrease = float(gradient @ step)
+        if decrease < 1e-12:
+            break
+        t = 1.0
+        while True:
+            candidate_value, candidate_x = objective(w + t * step)
+            if candidate_value >= value + 0.25 * t * decrease or t < 1e-8:
+                break
+            t *= 0.5
+        w, value, x = w + t * step, candidate_value, candidate_x
+    return w
 
 
 def _blocked_epoch(
