@@ -142,7 +142,7 @@ def _hits(recommended: np.ndarray, relevant: sp.spmatrix | sp.sparray | np.ndarr
     return _Hits(k, rec, hit, gain, n_relevant, rel)
 
 
-# per-user values -------------------------------------------------------------------------------
+# per-user values ----------------------------------------------------------------------------------
 def _masked(values: np.ndarray, h: _Hits) -> np.ndarray:
     """Per-user values with ``nan`` for users without relevant items."""
     return np.where(h.n_relevant > 0, values, np.nan)
@@ -219,7 +219,7 @@ def _one(
     return values if per_user else _mean(values)
 
 
-# the public functions ----------------------------------------------------------------------------
+# the public functions -----------------------------------------------------------------------------
 Relevant: TypeAlias = sp.spmatrix | sp.sparray | np.ndarray
 
 

@@ -107,15 +107,13 @@ class Evaluator:
 
     def score(self, model: Recommender) -> dict[str, float]:
         """The mean of each metric over the evaluated users: the cheap call for tuning."""
-        if len(self.users) == 0:
-            return {m: float("nan") for m in self.metrics}
         result = metrics_at_k(self.recommend(model), self.relevant, self.k, self.metrics)
         return {name: float(value) for name, value in result.items()}
 
     def evaluate(self, model: Recommender, name: str | None = None, *, per_user: bool = False) -> Evaluation:
         """Score ``model`` and describe it: metrics, users, timings (and per-user values)."""
         start = time.perf_counter()
-        ids = self.recommend(model) if len(self.users) else np.zeros((0, self.k), dtype=np.int32)
+        ids = self.recommend(model)
         recommended = time.perf_counter()
         means = metrics_at_k(ids, self.relevant, self.k, self.metrics)
         values = metrics_at_k(ids, self.relevant, self.k, self.metrics, per_user=True) if per_user else None

@@ -218,7 +218,8 @@ def plot_report(report: Report, path: str | Path, *, dpi: int = 120) -> Path:
     ax = fig.add_subplot()
     colours = iter(["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"])
     top = 0.0
-    for j, e in enumerate(report.evaluations):
+    ordered = sorted(report.evaluations, key=lambda e: e.name != report.baseline)  # baseline first
+    for j, e in enumerate(ordered):
         values = np.array([e.metrics.get(m, float("nan")) for m in metrics], dtype=np.float64)
         shown = np.where(np.isfinite(values), values, 0.0)
         top = max(top, float(shown.max(initial=0.0)))

@@ -82,7 +82,7 @@ class Split:
         }
 
 
-# the splits -------------------------------------------------------------------------------------
+# the splits ---------------------------------------------------------------------------------------
 def random_split(
     data: pa.Table | Interactions,
     test_fraction: float = 0.2,
@@ -195,7 +195,7 @@ def temporal_split(
     return _finish(events, test_mask, params, weights, half_life_days)
 
 
-# building the parts -----------------------------------------------------------------------------
+# building the parts -------------------------------------------------------------------------------
 def _finish(
     data: pa.Table | Interactions,
     test_mask: np.ndarray,
@@ -281,7 +281,7 @@ def _split_interactions(data: Interactions, test_mask: np.ndarray, params: dict[
     )
 
 
-# helpers -----------------------------------------------------------------------------------------
+# helpers ------------------------------------------------------------------------------------------
 def _check_events(events: object, columns: tuple[str, ...]) -> None:
     if not isinstance(events, pa.Table):
         raise TypeError(f"expected an event table (pyarrow.Table), got {type(events).__name__}")
