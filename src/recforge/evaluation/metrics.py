@@ -27,9 +27,10 @@ at least one relevant item (``nan`` when there is none), or with ``per_user=True
 per-user values, ``nan`` for users without relevant items. :func:`metrics_at_k` computes many at
 once from one membership pass.
 
-Everything is vectorised NumPy: membership of the ``n_users * k`` recommended ids in the
-relevant sets is one ``searchsorted`` over the row-major keys ``u * n_items + i`` of the CSR
-entries (sorted, because CSR rows are in order and indices sorted within each row).
+The per-row work (which of the ``k`` ids are relevant, with their gains; the ideal DCG) is done
+by the numba kernels of :mod:`recforge.kernels.ranking`, in parallel over rows; every metric is
+then a vectorised NumPy expression over the ``[n_users, k]`` hit and gain arrays. No Python
+loop runs over users.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import scipy.sparse as sp
+
+from recforge.kernels.ranking import ideal_dcg, match_topk
 
 __all__ = [
     "METRICS",
@@ -131,14 +134,7 @@ def _hits(recommended: np.ndarray, relevant: sp.spmatrix | sp.sparray | np.ndarr
     if rec.shape[0] != n_users:
         raise ValueError(f"recommended has {rec.shape[0]} rows but relevant has {n_users}")
     n_relevant = np.diff(rel.indptr).astype(np.int64)
-    keys = np.repeat(np.arange(n_users, dtype=np.int64), n_relevant) * n_items + rel.indices
-    query = np.arange(n_users, dtype=np.int64)[:, None] * n_items + rec
-    hit = np.zeros(rec.shape, dtype=bool)
-    gain = np.zeros(rec.shape, dtype=np.float64)
-    if keys.size:
-        pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-        hit = (keys[pos] == query) & (rec >= 0)
-        gain = np.where(hit, rel.data[pos], 0.0)
+    hit, gain = match_topk(rel.indptr, rel.indices, rel.data, rec)
     return _Hits(k, rec, hit, gain, n_relevant, rel)
 
 
@@ -180,14 +176,8 @@ def _per_user_ndcg(h: _Hits) -> np.ndarray:
 
 
 def _per_user_ndcg_graded(h: _Hits) -> np.ndarray:
-    discount = _discounts(h.k)
-    dcg = h.gain @ discount
-    rel = h.relevant
-    rows = np.repeat(np.arange(rel.shape[0], dtype=np.int64), h.n_relevant)
-    order = np.lexsort((-rel.data, rows))  # within each row: gains descending
-    rank = np.arange(rel.nnz, dtype=np.int64) - rel.indptr[rows]  # rows[order] == rows
-    top = rank < h.k
-    ideal = np.bincount(rows[top], weights=rel.data[order][top] * discount[rank[top]], minlength=rel.shape[0])
+    dcg = h.gain @ _discounts(h.k)
+    ideal = ideal_dcg(h.relevant.indptr, h.relevant.data, h.k)
     return _masked(dcg / np.where(ideal > 0, ideal, 1.0), h)
 
 
