@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
+#: ../shared/datasets beside the project, or wherever RECFORGE_DATASETS points (a git worktree
+#: lives elsewhere).
+DATASETS = Path(os.environ.get("RECFORGE_DATASETS") or REPO.parent / "shared" / "datasets")
 
 
 def dataset_path(*parts: str) -> Path:

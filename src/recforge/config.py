@@ -52,6 +52,9 @@ class DataConfig:
     max_id_length: int = MAX_ID_LENGTH
     #: Rows read per chunk: bounds memory while reading large files.
     chunk_rows: int = 1_000_000
+    #: ``recforge events compact`` merges adjacent event-store segments smaller than this
+    #: many rows into segments of up to this many rows.
+    compact_rows: int = 4_000_000
 
 
 @dataclass

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import info
+from recforge.cli import data, info
 
-MODULES: list[ModuleType] = [info]
+MODULES: list[ModuleType] = [info, data]

@@ -1,0 +1,138 @@
+"""``recforge generate | ingest | build | events stats | events compact``: the data commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from recforge.cli.main import State
+
+FORMAT_HELP = "csv, tsv, jsonl, parquet, ml-100k (u.data), ml-dat (ratings.dat), ml-csv, ml-pairs"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generate")
+    def generate(
+        out: Path = typer.Option(..., "--out", help="Output file: .csv, .jsonl or .parquet (+ .gz)."),
+        users: int = typer.Option(10_000, "--users", help="Number of users."),
+        items: int = typer.Option(2_000, "--items", help="Number of items."),
+        events: int = typer.Option(1_000_000, "--events", help="Number of events."),
+        days: float = typer.Option(90.0, "--days", help="Days the events span."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same file)."),
+    ) -> None:
+        """Generate synthetic marketplace events (views, likes, carts, purchases)."""
+        from recforge.data.generate import generate_events, write_events
+
+        started = time.perf_counter()
+        table = generate_events(users=users, items=items, events=events, days=days, seed=seed)
+        write_events(table, out)
+        took = time.perf_counter() - started
+        typer.echo(
+            f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out} in {took:.1f} s"
+        )
+
+    @app.command("ingest")
+    def ingest(
+        ctx: typer.Context,
+        files: list[Path] = typer.Argument(..., help="Event files (gzip is read transparently)."),
+        format: str | None = typer.Option(None, "--format", help=f"Input format: {FORMAT_HELP}."),
+        map_: str | None = typer.Option(
+            None, "--map", help="Column mapping FIELD=COLUMN,..., e.g. user_id=userId,item_id=movieId."
+        ),
+        strict: bool = typer.Option(False, "--strict", help="Any bad row fails the whole file."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON report per file."),
+    ) -> None:
+        """Validate event files and add the good rows to the event store; bad rows go to
+        <home>/quarantine/ with their line number and reason."""
+        from recforge.data.ingest import ingest_file
+        from recforge.data.readers import parse_mapping
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        mapping = parse_mapping(map_)
+        store = EventStore(state.home)
+        for path in files:
+            started = time.perf_counter()
+            report = ingest_file(path, store, state.config, format=format, mapping=mapping, strict=strict)
+            took = time.perf_counter() - started
+            if as_json:
+                typer.echo(json.dumps({**report.to_dict(), "seconds": round(took, 3)}))
+                continue
+            typer.echo(
+                f"{path}: {report.accepted:,} accepted, {report.rejected:,} rejected, "
+                f"{report.duplicates:,} duplicate ({report.format}, {took:.1f} s)"
+            )
+            if report.quarantine:
+                typer.echo(f"  rejected rows: {report.quarantine}")
+
+    @app.command("build")
+    def build(
+        ctx: typer.Context,
+        start: str | None = typer.Option(None, "--start", help="Only events at or after (ISO 8601)."),
+        end: str | None = typer.Option(None, "--end", help="Only events before (ISO 8601)."),
+    ) -> None:
+        """Build the user x item interaction matrix from the stored events (weights and time
+        decay from [weighting] in the config) into <home>/interactions."""
+        from recforge.data.build import build_interactions, parse_time, save_interactions
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        started = time.perf_counter()
+        interactions = build_interactions(
+            EventStore(state.home),
+            state.config,
+            start=parse_time(start) if start else None,
+            end=parse_time(end) if end else None,
+        )
+        path = save_interactions(interactions, state.home)
+        took = time.perf_counter() - started
+        typer.echo(
+            f"built {interactions.n_users:,} users x {interactions.n_items:,} items, "
+            f"{interactions.nnz:,} pairs from {interactions.info['events']:,} events "
+            f"into {path} ({took:.1f} s)"
+        )
+
+    events = typer.Typer(help="Inspect and maintain the event store.", no_args_is_help=True)
+    app.add_typer(events, name="events")
+
+    @events.command("stats")
+    def stats(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Events, users, items, time span and segments of the event store."""
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        result = EventStore(state.home).stats()
+        if as_json:
+            typer.echo(json.dumps(result, sort_keys=True))
+            return
+        for key in ("events", "users", "items", "first", "last", "segments", "bytes"):
+            value = result[key]
+            typer.echo(f"{key:>10}: {value:,}" if isinstance(value, int) else f"{key:>10}: {value}")
+        for name, count in result["event_types"].items():
+            typer.echo(f"{name:>10}: {count:,} events")
+
+    @events.command("compact")
+    def compact(
+        ctx: typer.Context,
+        target_rows: int | None = typer.Option(
+            None,
+            "--target-rows",
+            help="Merge into segments of up to this many rows (default: data.compact_rows).",
+        ),
+    ) -> None:
+        """Merge small adjacent segments of the event store (safe beside running ingests)."""
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        rows = target_rows if target_rows is not None else state.config.data.compact_rows
+        result = EventStore(state.home).compact(target_rows=rows)
+        typer.echo(
+            f"merged {result.merged} segments into {result.written}; "
+            f"{result.before} segments before, {result.after} after"
+        )

@@ -1,0 +1,61 @@
+"""Precompute what serving looks up: top-K per user, similar items per item, a popular list.
+
+Serving does lookups, not matrix products: after every training, each known user's top
+``k_users`` unseen items, each item's ``k_items`` most similar items and the ``k_popular``
+most popular items (the fallback for users the model does not know) are computed once, with
+the model's own bounded-memory top-K path, and stored in the model's artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recforge.data.interactions import Interactions
+from recforge.models.base import FactorRecommender, Recommender
+
+__all__ = ["Lists", "item_source", "popular_list", "precompute"]
+
+
+@dataclass
+class Lists:
+    """Precomputed ``(ids, scores)`` pairs, indexed by the model's user / item indices."""
+
+    users: tuple[np.ndarray, np.ndarray]
+    items: tuple[np.ndarray, np.ndarray]
+    popular: tuple[np.ndarray, np.ndarray]
+    item_source: str
+
+
+def item_source(model: Recommender) -> str:
+    """Where a model's similar items come from: ``factors``, ``cooccurrence`` or ``popular``."""
+    if isinstance(model, FactorRecommender):
+        return "factors"
+    if model.name == "popular":
+        return "popular"
+    return "cooccurrence"
+
+
+def popular_list(interactions: Interactions, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` items with the largest time-decayed mass ``sum_u r_ui`` (ties: lower index)."""
+    mass = np.asarray(interactions.matrix.sum(axis=0), dtype=np.float64).ravel()
+    order = np.lexsort((np.arange(len(mass)), -mass))[:k]
+    order = order[mass[order] > 0]
+    return order.astype(np.int32), mass[order].astype(np.float32)
+
+
+def precompute(
+    model: Recommender,
+    interactions: Interactions,
+    *,
+    k_users: int = 100,
+    k_items: int = 50,
+    k_popular: int = 200,
+) -> Lists:
+    """All three lists for a model fitted on ``interactions`` (seen items filtered for users)."""
+    if len(model.users_) != interactions.n_users or len(model.items_) != interactions.n_items:
+        raise ValueError("the model was not fitted on these interactions (shapes differ)")
+    users = model.recommend(np.arange(interactions.n_users, dtype=np.int32), k=k_users, filter_seen=True)
+    items = model.similar_items(np.arange(interactions.n_items, dtype=np.int32), k=k_items)
+    return Lists(users, items, popular_list(interactions, k_popular), item_source(model))
