@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import os
 import platform
 import statistics
 import time
@@ -39,9 +40,10 @@ from threadpoolctl import threadpool_limits
 from recforge import BPR, ItemKNN, Popular
 from recforge.recommend import recommend_all
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-if not DATASETS.exists():
-    DATASETS = Path("/work/shared/datasets")
+#: ../shared/datasets beside the project, or wherever RECFORGE_DATASETS points (as in the tests)
+DATASETS = Path(
+    os.environ.get("RECFORGE_DATASETS") or Path(__file__).resolve().parents[2] / "shared" / "datasets"
+)
 
 
 # data ------------------------------------------------------------------------------------------
