@@ -49,7 +49,10 @@ def test_parse_well_formed_batch_in_one_read():
     assert parsed.table.column("event_id").to_pylist() == [f"e{i}" for i in range(5)]
 
 
-def test_parse_finds_each_malformed_message():
+@pytest.mark.parametrize("subtle", [False, True])
+def test_parse_finds_each_malformed_message(subtle):
+    """Plainly odd payloads are checked one by one; a subtly broken one (looks like ``{...}``)
+    makes Arrow refuse the bulk read, and then every payload is checked."""
     pretty = json.dumps(json.loads(event(7)), indent=2).encode()  # line breaks as whitespace
     values = [
         event(0),
@@ -59,21 +62,23 @@ def test_parse_finds_each_malformed_message():
         b"  \n ",
         b"[1, 2]",
         b"42",
-        event(1) + event(2),  # two objects in one message
+        b" " + event(4) + b"\t",  # padded, but fine
         pretty,
         b'{"event_id": "e\xff"}',  # invalid UTF-8
         event(3),
+        event(1) + event(2) if subtle else b"{oops",  # two objects in one message
+        b'{"event_id": oops}' if subtle else b"",
     ]
     parsed = parse_messages(values)
     reasons = {int(parsed.messages[row]): reason for row, reason in parsed.malformed.items()}
-    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7, 9]
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 9, 11, 12]
     assert reasons[2] == reasons[3] == reasons[4] == "empty message"
     assert reasons[5] == reasons[6] == "not a JSON object"
-    assert reasons[1].startswith("invalid JSON") and reasons[7].startswith("invalid JSON")
+    assert all(reasons[i].startswith("invalid JSON") for i in (1, 9, 11))
     good = [int(m) for r, m in enumerate(parsed.messages) if r not in parsed.malformed]
-    assert good == [0, 8, 10]
+    assert good == [0, 7, 8, 10]
     ids = parsed.table.column("event_id").to_pylist()
-    assert ids[: len(good)] == ["e0", "e7", "e3"] and ids[len(good) :] == [None] * 8
+    assert ids[: len(good)] == ["e0", "e4", "e7", "e3"] and ids[len(good) :] == [None] * 9
 
 
 def test_parse_mixed_types_falls_back_to_records():

@@ -5,8 +5,9 @@ Each message is one event: a JSON object with the fields of the event schema
 in batches (``[kafka] batch_events`` messages, or what arrived within ``max_batch_wait_s``), and
 each batch is
 
-1. parsed in bulk: Arrow's JSON reader over the payloads joined by newlines; a batch holding a
-   malformed message is parsed message by message with orjson to find it, the rest in bulk;
+1. parsed in bulk: Arrow's JSON reader over the payloads joined by newlines (only messages that
+   do not plainly hold one object on one line are parsed alone, with orjson, to find the bad
+   ones; see :func:`parse_messages`);
 2. validated as files are (:func:`~recforge.data.validation.validate_table`); bad messages go to
    the quarantine (``<home>/quarantine/kafka-<topic>.<time>.jsonl``) with their ``partition``
    and ``offset``, flushed and fsync'd;
@@ -42,7 +43,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,9 +69,6 @@ log = logging.getLogger("recforge.kafka")
 _POLL_S = 0.5
 #: Most messages asked of one ``consume`` call.
 _CONSUME_MAX = 100_000
-#: Bytes that are whitespace in JSON.
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 13, 32]] = True
 
 
 # parsing -------------------------------------------------------------------------------------
@@ -88,29 +86,104 @@ class ParsedMessages:
 def parse_messages(values: Sequence[bytes | None]) -> ParsedMessages:
     """Parse JSON payloads, one event per message.
 
-    The fast path joins the payloads with newlines and reads them with Arrow's JSON reader in one
-    call; it is taken when no payload is null, blank or holds a line break, the whole is valid
-    UTF-8 (Arrow does not check) and Arrow finds exactly one object per line. Otherwise each
-    payload is parsed alone with orjson (invalid JSON, not an object, empty: malformed), and the
-    good ones are read in bulk again (or, when Arrow refuses their mix of types, converted by
-    :func:`~recforge.data.validation.records_to_table`).
+    Payloads that plainly hold one object on one line (``{`` first, ``}`` last, no line break)
+    are joined by newlines and read by Arrow's JSON reader in one call. The others, and all of
+    them when Arrow refuses that read (a subtly broken message, a field whose JSON type varies,
+    invalid UTF-8, which Arrow does not check), are parsed one by one with orjson: invalid JSON,
+    not an object, or empty is malformed; the good ones, re-serialised on one line, are read in
+    bulk again, or, when Arrow still refuses their mix of types, converted by
+    :func:`~recforge.data.validation.records_to_table`.
     """
     n = len(values)
-    table = _read_lines(values)
-    if table is not None:
-        return ParsedMessages(table, np.arange(n))
-    return _parse_one_by_one(values)
+    texts = [v or b"" for v in values]
+    checked = _check(texts, _suspects(texts))
+    table = _read_json_lines(checked.lines(texts))
+    extra: dict[int, list[str]] = {}
+    if table is None:
+        checked = _check(texts, range(n))
+        table = _read_json_lines(checked.lines(texts))
+        if table is None:
+            table, extra, _ = records_to_table(checked.records)
+    bad = list(checked.bad)
+    if bad:
+        nulls = pa.table({f.name: pa.nulls(len(bad), f.type) for f in table.schema})
+        table = pa.concat_tables([table, nulls])
+    good = len(checked.good)
+    return ParsedMessages(
+        table,
+        np.array(checked.good + bad, dtype=np.int64),
+        {good + j: checked.bad[index] for j, index in enumerate(bad)},
+        extra,
+    )
 
 
-def _read_lines(values: Sequence[bytes | None]) -> pa.Table | None:
-    """The payloads, one object per payload, in one Arrow read; ``None`` when that cannot be
-    trusted (see :func:`parse_messages`)."""
-    n = len(values)
-    if n == 0 or None in values:
-        return None
-    blob = b"\n".join(values)  # type: ignore[arg-type]  # no None, checked above
-    if blob.count(b"\n") != n - 1 or _any_blank_line(blob):
-        return None
+def _suspects(texts: list[bytes]) -> np.ndarray:
+    """Indices of payloads that are not plainly one JSON object on one line: empty, not ``{`` first
+    and ``}`` last (whitespace included), or holding a line break. Vectorised over the batch."""
+    n = len(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    blob = b"\n".join(texts)
+    data = np.frombuffer(blob, dtype=np.uint8)
+    ends = np.cumsum(lengths + 1) - 1  # where each payload's separator (or the end) is
+    plain = lengths > 0
+    rows = np.flatnonzero(plain)
+    plain[rows] = (data[ends[rows] - lengths[rows]] == ord("{")) & (data[ends[rows] - 1] == ord("}"))
+    if blob.count(b"\n") != n - 1:
+        breaks = np.flatnonzero(data == ord("\n"))
+        inner = breaks[~np.isin(breaks, ends)]
+        plain[np.searchsorted(ends, inner)] = False
+    return np.flatnonzero(~plain)
+
+
+@dataclass
+class _Checked:
+    """Messages sorted into ``good`` (indices, in order) and ``bad`` (index: reason); ``normal``
+    holds one-line re-serialisations of good messages that were checked; ``records`` the parsed
+    good messages when every message was checked."""
+
+    good: list[int]
+    bad: dict[int, str]
+    normal: dict[int, bytes]
+    records: list[dict[str, Any]]
+
+    def lines(self, texts: list[bytes]) -> list[bytes]:
+        if not self.bad and not self.normal:
+            return texts
+        return [self.normal.get(i, texts[i]) for i in self.good]
+
+
+def _check(texts: list[bytes], indices: Iterable[int]) -> _Checked:
+    """Parse ``texts[i]`` for ``i`` in ``indices`` with orjson; the other messages count as good."""
+    import orjson
+
+    bad: dict[int, str] = {}
+    normal: dict[int, bytes] = {}
+    records: list[dict[str, Any]] = []
+    for i in map(int, indices):
+        text = texts[i]
+        if not text.strip():
+            bad[i] = "empty message"
+            continue
+        try:
+            record = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            bad[i] = f"invalid JSON: {error}"
+            continue
+        if not isinstance(record, dict):
+            bad[i] = "not a JSON object"
+            continue
+        normal[i] = orjson.dumps(record)
+        records.append(record)
+    good = [i for i in range(len(texts)) if i not in bad] if bad else list(range(len(texts)))
+    return _Checked(good, bad, normal, records)
+
+
+def _read_json_lines(lines: list[bytes]) -> pa.Table | None:
+    """``lines`` (each one non-blank line) joined and read by Arrow, one row per line; ``None``
+    when Arrow refuses them, the whole is not UTF-8, or the rows do not match the lines."""
+    if not lines:
+        return pa.table({})
+    blob = b"\n".join(lines)
     try:
         blob.decode("utf-8")
     except UnicodeDecodeError:
@@ -120,53 +193,8 @@ def _read_lines(values: Sequence[bytes | None]) -> pa.Table | None:
         table = pjson.read_json(io.BytesIO(blob), read_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    # Every line is non-blank, so each gave at least one row or an error: n rows is one each.
-    return table if table.num_rows == n else None
-
-
-def _any_blank_line(blob: bytes) -> bool:
-    """Whether a line of ``blob`` is empty or whitespace only (Arrow would skip it)."""
-    if not blob or blob.endswith(b"\n"):
-        return True
-    data = np.frombuffer(blob, dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(data == 10) + 1))
-    # reduceat over an empty line gives the line's own "\n", which is whitespace: still False.
-    return not bool(np.logical_or.reduceat(~_WHITESPACE[data], starts).all())
-
-
-def _parse_one_by_one(values: Sequence[bytes | None]) -> ParsedMessages:
-    import orjson
-
-    malformed_at: dict[int, str] = {}
-    records: list[dict[str, Any]] = []
-    good: list[int] = []
-    for index, value in enumerate(values):
-        if value is None or not value.strip():
-            malformed_at[index] = "empty message"
-            continue
-        try:
-            record = orjson.loads(value)
-        except orjson.JSONDecodeError as error:
-            malformed_at[index] = f"invalid JSON: {error}"
-            continue
-        if not isinstance(record, dict):
-            malformed_at[index] = "not a JSON object"
-            continue
-        records.append(record)
-        good.append(index)
-    # Valid JSON holds line breaks only as whitespace (never inside strings), so they can go.
-    lines = [(values[i] or b"").replace(b"\n", b" ").replace(b"\r", b" ") for i in good]
-    table = _read_lines(lines)
-    extra: dict[int, list[str]] = {}
-    if table is None:
-        table, extra, _ = records_to_table(records)
-    bad = list(malformed_at)
-    if bad:
-        nulls = pa.table({f.name: pa.nulls(len(bad), f.type) for f in table.schema})
-        table = pa.concat_tables([table, nulls])
-    messages = np.array(good + bad, dtype=np.int64)
-    malformed = {len(good) + j: malformed_at[index] for j, index in enumerate(bad)}
-    return ParsedMessages(table, messages, malformed, extra)
+    # No line is blank, so each gave at least one row or an error: n rows is one per line.
+    return table if table.num_rows == len(lines) else None
 
 
 # the report ----------------------------------------------------------------------------------
