@@ -81,6 +81,13 @@ def test_parse_finds_each_malformed_message(subtle):
     assert ids[: len(good)] == ["e0", "e4", "e7", "e3"] and ids[len(good) :] == [None] * 9
 
 
+def test_parse_a_batch_of_nothing_but_bad_messages():
+    parsed = parse_messages([b"{x", b"", None])
+    assert parsed.table.num_rows == 3 and parsed.messages.tolist() == [0, 1, 2]
+    assert parsed.malformed[1] == parsed.malformed[2] == "empty message"
+    assert parse_messages([]).table.num_rows == 0
+
+
 def test_parse_mixed_types_falls_back_to_records():
     values = [event(0), event(1, user_id=12), event(2, user_id=True)]
     parsed = parse_messages(values)
@@ -220,6 +227,19 @@ def test_batches_are_stored_then_committed(tmp_path):
     assert {(r["partition"], r["offset"]) for r in rejected} == bad
     assert all(r["source"] == f"kafka:{TOPIC}" and r["reason"] for r in rejected)
     assert {r["reason"] for r in rejected} >= {"missing user_id"}
+
+
+def test_a_batch_of_only_bad_messages_is_quarantined_and_committed(tmp_path):
+    store = EventStore(tmp_path)
+    consumer = FakeConsumer({0: [b"{x"] * 5, 1: [None, event(1, value="many")]}, store)
+    ingestor = KafkaIngestor(
+        store, small_config(), bootstrap="fake:1", topic=TOPIC, group="g", max_idle=0.2, consumer=consumer
+    )
+    report = ingestor.run()
+    assert (report.rejected, report.accepted, report.segments) == (7, 0, 0)
+    assert consumer.commits[-1][0] == {0: 5, 1: 2} and store.stats()["events"] == 0
+    reasons = {(r["partition"], r["offset"]): r["reason"] for r in quarantined(tmp_path)}
+    assert reasons[(1, 0)] == "empty message" and reasons[(1, 1)] == "value 'many' is not a number"
 
 
 def test_a_failed_store_commits_nothing_of_its_batch(tmp_path, monkeypatch):

@@ -182,7 +182,7 @@ def _read_json_lines(lines: list[bytes]) -> pa.Table | None:
     """``lines`` (each one non-blank line) joined and read by Arrow, one row per line; ``None``
     when Arrow refuses them, the whole is not UTF-8, or the rows do not match the lines."""
     if not lines:
-        return pa.table({})
+        return records_to_table([])[0]  # the event columns, no rows
     blob = b"\n".join(lines)
     try:
         blob.decode("utf-8")
@@ -347,18 +347,13 @@ class KafkaIngestor:
         signal-safe)."""
         self._stopping.set()
 
-    @property
-    def metrics(self) -> _Metrics | None:
-        """The metrics server while :meth:`run` runs with a metrics port."""
-        return self._metrics
-
     def run(self) -> KafkaReport:
         kafka = _client()
         consumer = self._consumer if self._consumer is not None else self._connect(kafka)
         self._started = time.monotonic()
-        if self.metrics_port:
-            self._metrics = _Metrics(self.topic, self.config.kafka.metrics_host, self.metrics_port)
         try:
+            if self.metrics_port:
+                self._metrics = _Metrics(self.topic, self.config.kafka.metrics_host, self.metrics_port)
             consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             with (
                 Quarantine(self.store.home, f"kafka-{self.topic}") as quarantine,
@@ -376,6 +371,7 @@ class KafkaIngestor:
             consumer.close()  # leaves the group; on_revoke finds no batch left
             if self._metrics is not None:
                 self._metrics.close()
+                self._metrics = None
         self.report.seconds = time.monotonic() - self._started
         return self.report
 
