@@ -30,6 +30,7 @@ from recforge.weighting import DEFAULT_WEIGHTS
 __all__ = [
     "Config",
     "DataConfig",
+    "KafkaConfig",
     "ModelConfig",
     "WeightingConfig",
     "load_config",
@@ -80,6 +81,24 @@ class ModelConfig:
 
 
 @dataclass
+class KafkaConfig:
+    """How ``recforge ingest kafka`` consumes a topic (see :mod:`recforge.data.kafka`)."""
+
+    #: Messages per batch at most. Each batch becomes one event-store segment, and its offsets
+    #: are committed once that segment is durable.
+    batch_events: int = 50_000
+    #: A batch is stored after at most this many seconds, even when smaller.
+    max_batch_wait_s: float = 2.0
+    #: Consumer-group session timeout: how soon the partitions of a consumer that died go to
+    #: another member (Kafka's default is 45 000; a lower value means a quicker take-over).
+    session_timeout_ms: int = 10_000
+    #: Serve Prometheus metrics (consumer lag, counts) over HTTP on this port; 0 turns it off.
+    metrics_port: int = 0
+    #: Address the metrics server listens on.
+    metrics_host: str = "127.0.0.1"
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -88,6 +107,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def output_hash(self) -> str:
         """A short hash of the settings that change what a trained model outputs.
