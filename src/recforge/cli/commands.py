@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import data, info
+from recforge.cli import data, demo, info, pipeline
 
-MODULES: list[ModuleType] = [info, data]
+MODULES: list[ModuleType] = [info, data, pipeline, demo]

@@ -1,0 +1,153 @@
+"""Scoring a stored model version on a holdout through exactly what it serves.
+
+:func:`score_artifact` takes a version's precomputed lists (what serving looks up), for each
+held-out user either the user's list or, for a user the version does not know, its popular
+fallback list, maps the item ids through their external names onto the holdout's item
+indices, and measures them against the holdout's relevant items. The version may have been
+trained on other data with other vocabularies: nothing but the external ids has to agree.
+
+:func:`score_published` is how the gate scores the published model on a candidate's holdout.
+"Same holdout" means the candidate's test events, with the relevant sets of the candidate's
+evaluator. That comparison is fair only if the published model has not seen those events:
+
+* when the published version's training data ends before the holdout's cut (the normal case:
+  the pipeline publishes models fitted on the train part, and new data moves the cut forward),
+  the served artifact itself is scored (``method = "artifact"``): "is the candidate better
+  than what users get now?", staleness included;
+* otherwise (its data reaches past the cut: e.g. trained by ``recforge train`` on all events, or
+  late events moved the cut back) its *configuration* (model and parameters) is refitted on the
+  candidate's train part and scored (``method = "refit"``); when that configuration equals the
+  candidate's, the candidate's own score is used (``method = "same-config"``);
+* when neither is possible (its model type is no longer available), there is no score and the
+  gate says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from recforge.artifacts import Artifact, ModelRegistry
+from recforge.data.build import parse_time
+from recforge.data.interactions import Interactions
+from recforge.errors import RecforgeError
+from recforge.evaluation.metrics import metrics_at_k
+from recforge.evaluation.protocol import Evaluator
+from recforge.evaluation.report import Evaluation
+from recforge.models.base import Recommender
+from recforge.pipeline.training import make_model
+
+__all__ = ["PublishedScore", "score_artifact", "score_published", "served_lists"]
+
+
+def served_lists(artifact: Artifact, user_ids: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` served items (artifact item indices, padding ``-1``) for external user
+    ids: the user's precomputed list, or the popular fallback for a user the version lacks."""
+    if artifact.user_ids.shape[1] < k:
+        raise RecforgeError(
+            f"version {artifact.version} holds {artifact.user_ids.shape[1]} items per user, fewer than k={k}"
+        )
+    rows = artifact.model.users_.lookup(user_ids)
+    known = rows >= 0
+    fallback = np.full(k, -1, dtype=np.int32)
+    popular = np.asarray(artifact.popular_ids[:k], dtype=np.int32)
+    fallback[: len(popular)] = popular
+    out = np.broadcast_to(fallback, (len(rows), k)).copy()
+    out[known] = np.asarray(artifact.user_ids[rows[known], :k], dtype=np.int32)
+    return out
+
+
+def score_artifact(artifact: Artifact, evaluator: Evaluator, name: str | None = None) -> Evaluation:
+    """The version's served lists scored on the evaluator's holdout (see the module doc)."""
+    test = evaluator.test
+    if not isinstance(test, Interactions):
+        raise TypeError("scoring a stored version needs the holdout as Interactions (for its ids)")
+    k = evaluator.k
+    start = time.perf_counter()
+    lists = served_lists(artifact, np.asarray(test.users.ids(evaluator.users)), k)
+    to_holdout = test.items.lookup(artifact.model.items_.array)  # artifact item -> holdout item
+    mapped = np.where(lists >= 0, to_holdout[np.maximum(lists, 0)], -1).astype(np.int32)
+    listed = time.perf_counter()
+    means = metrics_at_k(mapped, evaluator.relevant, k, evaluator.metrics)
+    done = time.perf_counter()
+    known = int(np.count_nonzero(artifact.model.users_.lookup(test.users.ids(evaluator.users)) >= 0))
+    return Evaluation(
+        name=name or artifact.manifest.get("model", artifact.version),
+        k=k,
+        metrics={key: float(value) for key, value in means.items()},
+        users=len(evaluator.users),
+        relevant=int(evaluator.relevant.nnz),
+        relevant_seen_in_train=evaluator.relevant_seen_in_train,
+        recommend_seconds=listed - start,
+        metric_seconds=done - listed,
+        info={"version": artifact.version, "users_known_to_version": known},
+    )
+
+
+class PublishedScore:
+    """How the published model scored on a holdout: ``evaluation`` (or ``None``), ``method``
+    (``artifact``, ``refit``, ``same-config`` or ``none``), and a ``note``."""
+
+    def __init__(self, version: str, evaluation: Evaluation | None, method: str, note: str) -> None:
+        self.version = version
+        self.evaluation = evaluation
+        self.method = method
+        self.note = note
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = self.evaluation.metrics if self.evaluation is not None else None
+        return {"version": self.version, "method": self.method, "note": self.note, "metrics": metrics}
+
+
+def score_published(
+    registry: ModelRegistry,
+    evaluator: Evaluator,
+    train: Interactions,
+    cut: datetime,
+    *,
+    candidate: tuple[str, dict[str, Any], str, Evaluation],
+    name: str = "published",
+) -> PublishedScore | None:
+    """Score the published version on the candidate's holdout (see the module doc); ``None``
+    when nothing is published. ``candidate`` is ``(model name, params, config hash, its
+    evaluation)``, for the same-configuration shortcut."""
+    version = registry.current()
+    if version is None:
+        return None
+    info = registry.get(version)
+    manifest = info.manifest
+    last = (manifest.get("data_window") or {}).get("last")
+    if last and parse_time(last) < cut:
+        evaluation = score_artifact(registry.open(version), evaluator, name)
+        return PublishedScore(
+            version, evaluation, "artifact", f"served lists of {version}, trained before the cut"
+        )
+    model_name, params = manifest.get("model", ""), dict(manifest.get("params", {}))
+    why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
+    cand_name, cand_params, cand_hash, cand_eval = candidate
+    if (model_name, params, manifest.get("config_hash")) == (cand_name, _plain(cand_params), cand_hash):
+        same = dataclasses.replace(cand_eval, name=name, info={"version": version})
+        return PublishedScore(version, same, "same-config", f"{why}; its configuration is the candidate's")
+    if model_name not in Recommender.registry:
+        return PublishedScore(
+            version, None, "none", f"{why}; its model {model_name!r} is not available to refit"
+        )
+    model: Recommender = make_model(model_name, params).fit(train)
+    evaluation = evaluator.evaluate(model, name)
+    return PublishedScore(
+        version, evaluation, "refit", f"{why}; its configuration was refitted on this train part"
+    )
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as a manifest stores them (JSON round trip)."""
+    return dict(json.loads(json.dumps(params, default=str)))
