@@ -39,8 +39,12 @@ def home(tmp_path: Path) -> Path:
 
 
 def drop(home: Path, table: pa.Table, name: str = "events.parquet") -> Path:
-    """Put an event file into the home's inbox."""
-    return write_events(table, home / "inbox" / name)
+    """Put an event file into the home's inbox: written under a hidden name, then renamed, as
+    the inbox expects (a running scheduler never sees half a file)."""
+    final = home / "inbox" / name
+    partial = write_events(table, final.with_name("." + name))
+    partial.rename(final)
+    return final
 
 
 def before(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:

@@ -35,6 +35,7 @@ import numpy as np
 from recforge.artifacts import Artifact, ModelRegistry
 from recforge.data.build import parse_time
 from recforge.data.interactions import Interactions
+from recforge.data.vocabulary import Vocabulary
 from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import metrics_at_k
 from recforge.evaluation.protocol import Evaluator
@@ -45,9 +46,12 @@ from recforge.pipeline.training import make_model
 __all__ = ["PublishedScore", "score_artifact", "score_published", "served_lists"]
 
 
-def served_lists(artifact: Artifact, user_ids: np.ndarray, k: int) -> np.ndarray:
-    """The first ``k`` served items (artifact item indices, padding ``-1``) for external user
-    ids: the user's precomputed list, or the popular fallback for a user the version lacks."""
+def served_lists(
+    artifact: Artifact, user_ids: np.ndarray, k: int, items: Vocabulary | None = None
+) -> np.ndarray:
+    """The first ``k`` served items (padding ``-1``) for external user ids: the user's
+    precomputed list, or the popular fallback for a user the version lacks. Item indices are
+    the artifact's, or, given ``items``, that vocabulary's (``-1`` for items it lacks)."""
     if artifact.user_ids.shape[1] < k:
         raise RecforgeError(
             f"version {artifact.version} holds {artifact.user_ids.shape[1]} items per user, fewer than k={k}"
@@ -59,7 +63,10 @@ def served_lists(artifact: Artifact, user_ids: np.ndarray, k: int) -> np.ndarray
     fallback[: len(popular)] = popular
     out = np.broadcast_to(fallback, (len(rows), k)).copy()
     out[known] = np.asarray(artifact.user_ids[rows[known], :k], dtype=np.int32)
-    return out
+    if items is None:
+        return out
+    to_items = items.lookup(artifact.model.items_.array)  # artifact item index -> items index
+    return np.where(out >= 0, to_items[np.maximum(out, 0)], -1).astype(np.int32)
 
 
 def score_artifact(artifact: Artifact, evaluator: Evaluator, name: str | None = None) -> Evaluation:
@@ -69,13 +76,12 @@ def score_artifact(artifact: Artifact, evaluator: Evaluator, name: str | None = 
         raise TypeError("scoring a stored version needs the holdout as Interactions (for its ids)")
     k = evaluator.k
     start = time.perf_counter()
-    lists = served_lists(artifact, np.asarray(test.users.ids(evaluator.users)), k)
-    to_holdout = test.items.lookup(artifact.model.items_.array)  # artifact item -> holdout item
-    mapped = np.where(lists >= 0, to_holdout[np.maximum(lists, 0)], -1).astype(np.int32)
+    users = np.asarray(test.users.ids(evaluator.users))
+    mapped = served_lists(artifact, users, k, items=test.items)
     listed = time.perf_counter()
     means = metrics_at_k(mapped, evaluator.relevant, k, evaluator.metrics)
     done = time.perf_counter()
-    known = int(np.count_nonzero(artifact.model.users_.lookup(test.users.ids(evaluator.users)) >= 0))
+    known = int(np.count_nonzero(artifact.model.users_.lookup(users) >= 0))
     return Evaluation(
         name=name or artifact.manifest.get("model", artifact.version),
         k=k,
