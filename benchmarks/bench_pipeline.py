@@ -27,9 +27,8 @@ STAGES = ("ingest", "build", "train", "evaluate", "gate", "precompute", "publish
 
 def child(args: argparse.Namespace) -> None:
     """One model: a fresh home with the events file in its inbox, a run, a rerun."""
-    from threadpoolctl import threadpool_limits
-
     import numba
+    from threadpoolctl import threadpool_limits
 
     from recforge.config import load_config
     from recforge.pipeline import run_pipeline
@@ -95,7 +94,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         events_file = Path(tmp) / "events.parquet"
         started = time.perf_counter()
-        table = generate_events(users=args.users, items=args.items, events=args.events, days=args.days, seed=0)
+        table = generate_events(
+            users=args.users, items=args.items, events=args.events, days=args.days, seed=0
+        )
         write_events(table, events_file)
         del table
         print(f"# generated {args.events:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
@@ -107,7 +108,9 @@ def main() -> None:
                 home = Path(tmp) / f"home-{model}-{repeat}"
                 command = [sys.executable, __file__, "--child", "--home", str(home), "--model", model,
                            "--events-file", str(events_file), "--threads", str(args.threads)]  # fmt: skip
-                out = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ).stdout
+                out = subprocess.run(
+                    command, check=True, capture_output=True, text=True, env=os.environ
+                ).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 print(json.dumps(result))
                 results.append(result)
@@ -116,12 +119,17 @@ def main() -> None:
     for result in results:
         if result["model"] not in best or result["total"] < best[result["model"]]["total"]:
             best[result["model"]] = result
-    print("\n| model | " + " | ".join(STAGES) + " | total | rerun (no new data) | NDCG@10 model / popular | peak RSS |")
+    print(
+        "\n| model | "
+        + " | ".join(STAGES)
+        + " | total | rerun (no new data) | NDCG@10 model / popular | peak RSS |"
+    )
     print("|---" * (len(STAGES) + 5) + "|")
     for model, r in best.items():
         cells = " | ".join(f"{r['stages'][s]:.1f}" for s in STAGES)
         ndcg = f"{r['ndcg'].get('candidate') or 0:.4f} / {r['ndcg'].get('popular') or 0:.4f}"
-        print(f"| {model} | {cells} | {r['total']:.1f} s | {r['rerun']:.1f} s | {ndcg} | {r['peak_rss_gb']} GB |")
+        times = f"{r['total']:.1f} s | {r['rerun']:.1f} s"
+        print(f"| {model} | {cells} | {times} | {ndcg} | {r['peak_rss_gb']} GB |")
 
 
 if __name__ == "__main__":

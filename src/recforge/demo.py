@@ -74,6 +74,7 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
     config = copy.deepcopy(config)
     config.home = str(home)
     config.pipeline.inbox = ""
+    config.pipeline.lock_path = ""
     config.model.name = settings.model or best_available()
     if settings.data is not None:
         report = ingest_file(settings.data, EventStore(home), config, format=settings.format)
@@ -113,7 +114,7 @@ def _print_metrics(run: Run, model: str, console: Console) -> None:
 
     evaluated = run.result("evaluate")
     metrics, k = evaluated["metrics"], evaluated["k"]
-    table = Table(title=f"Temporal holdout: {evaluated['users']:,} users, metrics @{k}", title_justify="left")
+    table = Table(title=f"Holdout: {evaluated['users']:,} users", title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("popularity", justify="right")
     table.add_column(model, justify="right")

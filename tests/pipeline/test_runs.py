@@ -167,3 +167,15 @@ def test_should_stop_leaves_the_run_open_and_resumable(home, events):
     run = Run.open(home, "s")
     assert run.done("build") and run.stage("train") is None
     assert run_pipeline(home, make_config(home), run_id="s").outcome == "published"
+
+
+def test_a_published_version_that_cannot_be_read_does_not_block_the_pipeline(home, events):
+    drop(home, events)
+    first = run_pipeline(home, make_config(home, "popular"))
+    saved = ModelRegistry(home).versions_dir / first.version / "model" / "model.json"
+    saved.write_text(saved.read_text().replace('"model": "popular"', '"model": "retired-model-type"'))
+    result = run_pipeline(home, make_config(home))
+    published = Run.load(result.path).result("evaluate")["published"]
+    assert published["method"] == "none" and published["metrics"] is None
+    assert "unknown model type 'retired-model-type'" in published["note"]
+    assert result.outcome == "published"  # judged against popularity alone, and the run says why

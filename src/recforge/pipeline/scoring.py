@@ -18,8 +18,9 @@ evaluator. That comparison is fair only if the published model has not seen thos
   late events moved the cut back) its *configuration* (model and parameters) is refitted on the
   candidate's train part and scored (``method = "refit"``); when that configuration equals the
   candidate's, the candidate's own score is used (``method = "same-config"``);
-* when neither is possible (its model type is no longer available), there is no score and the
-  gate says so.
+* when neither is possible (its files are unreadable, its model type is no longer available,
+  its parameters no longer fit the constructor), there is no score, the gate skips that check
+  and the run records why: a broken published version must not block every later candidate.
 """
 
 from __future__ import annotations
@@ -120,30 +121,35 @@ def score_published(
     name: str = "published",
 ) -> PublishedScore | None:
     """Score the published version on the candidate's holdout (see the module doc); ``None``
-    when nothing is published. ``candidate`` is ``(model name, params, config hash, its
-    evaluation)``, for the same-configuration shortcut."""
+    when nothing is published. ``candidate`` is ``(model name, constructor parameters as its
+    saved ``model.json`` records them, config hash, its evaluation)``, for the
+    same-configuration shortcut. A published version that cannot be read or refitted gets no
+    score (``method = "none"``) and a note saying why, so that it never blocks the pipeline."""
     version = registry.current()
     if version is None:
         return None
-    info = registry.get(version)
-    manifest = info.manifest
-    last = (manifest.get("data_window") or {}).get("last")
-    if last and parse_time(last) < cut:
-        evaluation = score_artifact(registry.open(version), evaluator, name)
-        return PublishedScore(
-            version, evaluation, "artifact", f"served lists of {version}, trained before the cut"
-        )
-    model_name, params = manifest.get("model", ""), dict(manifest.get("params", {}))
-    why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
-    cand_name, cand_params, cand_hash, cand_eval = candidate
-    if (model_name, params, manifest.get("config_hash")) == (cand_name, _plain(cand_params), cand_hash):
-        same = dataclasses.replace(cand_eval, name=name, info={"version": version})
-        return PublishedScore(version, same, "same-config", f"{why}; its configuration is the candidate's")
-    if model_name not in Recommender.registry:
-        return PublishedScore(
-            version, None, "none", f"{why}; its model {model_name!r} is not available to refit"
-        )
-    model: Recommender = make_model(model_name, params).fit(train)
+    try:
+        info = registry.get(version)
+        manifest = info.manifest
+        last = (manifest.get("data_window") or {}).get("last")
+        if last and parse_time(last) < cut:
+            evaluation = score_artifact(registry.open(version), evaluator, name)
+            return PublishedScore(
+                version, evaluation, "artifact", f"served lists of {version}, trained before the cut"
+            )
+        saved = json.loads((registry.versions_dir / version / "model" / "model.json").read_text())
+        model_name, params = str(saved["model"]), dict(saved["params"])
+        why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
+        cand_name, cand_params, cand_hash, cand_eval = candidate
+        if (model_name, params, manifest.get("config_hash")) == (cand_name, cand_params, cand_hash):
+            same = dataclasses.replace(cand_eval, name=name, info={"version": version})
+            return PublishedScore(
+                version, same, "same-config", f"{why}; its configuration is the candidate's"
+            )
+        model: Recommender = make_model(model_name, params).fit(train)
+    except (OSError, KeyError, ValueError, TypeError, RecforgeError) as error:
+        message = " ".join(str(error).split())
+        return PublishedScore(version, None, "none", f"{version} could not be scored: {message}")
     evaluation = evaluator.evaluate(model, name)
     return PublishedScore(
         version, evaluation, "refit", f"{why}; its configuration was refitted on this train part"
@@ -152,8 +158,3 @@ def score_published(
 
 def _iso(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
-
-
-def _plain(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as a manifest stores them (JSON round trip)."""
-    return dict(json.loads(json.dumps(params, default=str)))

@@ -164,7 +164,7 @@ def ingest(ctx: Context, run: Run) -> dict[str, Any]:
             failed.append({"file": path.name, "error": str(error), "moved_to": str(target)})
             log.warning("ingest: %s is unreadable, moved to %s: %s", path.name, target.parent, error)
             continue
-        _move(path, inbox / "done" / _dirname(run))
+        _move(path, inbox / "done" / run.path.name)
         files.append({**report.to_dict(), "source": path.name})
         log.info(
             "ingest: %s: %s accepted, %s rejected, %s duplicate",
@@ -188,10 +188,6 @@ def _move(path: Path, directory: Path) -> Path:
         n += 1
     os.replace(path, target)
     return target
-
-
-def _dirname(run: Run) -> str:
-    return run.path.name
 
 
 # build ------------------------------------------------------------------------------------------
@@ -335,7 +331,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
     else:
         popular = evaluator.evaluate(Popular().fit(data), "popular")
     cut = parse_time(built["cut"])
-    candidate_params = json.loads(json.dumps(model.get_params(), default=str))
+    candidate_params = json.loads((Path(trained["model_dir"]) / "model.json").read_text())["params"]
     published = score_published(
         ctx.registry,
         evaluator,
@@ -466,6 +462,9 @@ def publish(ctx: Context, run: Run) -> dict[str, Any]:
 # prune ------------------------------------------------------------------------------------------
 def prune(ctx: Context, run: Run) -> dict[str, Any]:
     settings = ctx.config.pipeline
+    for key in ("keep_versions", "keep_runs"):
+        if getattr(settings, key) < 1:
+            raise RecforgeError(f"[pipeline] {key} must be at least 1, got {getattr(settings, key)}")
     deleted = ctx.registry.prune(settings.keep_versions) if ctx.registry.versions_dir.exists() else []
     versioned = {(v.manifest.get("extra") or {}).get("train_key") for v in ctx.registry.list()}
     unversioned = [p.name for p in _by_age(ctx.staged_models) if p.name not in versioned]

@@ -50,7 +50,8 @@ def best_available() -> str:
 
 def train_key(build: str, name: str, params: dict[str, Any], config: Config) -> str:
     """A hash of everything a fit depends on: the data (the build's fingerprint), the model and
-    its parameters, and the output-affecting settings. Equal keys mean an equal fit."""
+    its parameters, and the output-affecting settings. Equal keys: the same fit, not worth
+    repeating."""
     blob = json.dumps(
         {"build": build, "model": name, "params": params, "config": config.output_hash()},
         sort_keys=True,
