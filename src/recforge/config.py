@@ -32,6 +32,7 @@ __all__ = [
     "DataConfig",
     "KafkaConfig",
     "ModelConfig",
+    "PipelineConfig",
     "WeightingConfig",
     "load_config",
 ]
@@ -99,6 +100,36 @@ class KafkaConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """The retraining pipeline: holdout, quality gate, list sizes, retention, schedule, lock
+    (see :mod:`recforge.pipeline`)."""
+
+    #: Directory watched for event files to ingest; empty means ``<home>/inbox``.
+    inbox: str = ""
+    #: Temporal holdout: the newest this fraction of events is held out for evaluation.
+    holdout_fraction: float = 0.1
+    #: When positive, hold out the events of the last this many days instead of a fraction.
+    holdout_days: float = 0.0
+    #: Metrics are computed @k; the gate compares NDCG@k.
+    k: int = 10
+    #: A candidate is published only when its NDCG@k is at least ``(1 - gate_tolerance)`` times
+    #: the published model's on the same holdout (and above popularity's).
+    gate_tolerance: float = 0.05
+    #: Model versions kept by the prune stage (the published one is never deleted).
+    keep_versions: int = 5
+    #: Run records (``<home>/runs/<run-id>``) kept by the prune stage.
+    keep_runs: int = 100
+    #: Precomputed list sizes: items per user, similar items per item, popular fallback items.
+    k_users: int = 100
+    k_items: int = 50
+    k_popular: int = 200
+    #: Interval of ``recforge pipeline schedule`` when ``--every`` is not given (s, m, h, d).
+    schedule_every: str = "10m"
+    #: The lock that keeps runs from overlapping; empty means ``<home>/pipeline/pipeline.lock``.
+    lock_path: str = ""
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -108,6 +139,8 @@ class Config:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def output_hash(self) -> str:
         """A short hash of the settings that change what a trained model outputs.

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import data, info, ingest
+from recforge.cli import data, demo, info, ingest, pipeline
 
-MODULES: list[ModuleType] = [info, data, ingest]
+MODULES: list[ModuleType] = [info, data, ingest, pipeline, demo]
