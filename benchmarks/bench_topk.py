@@ -10,7 +10,8 @@ Runs, alternating, best of ``--repeats``:
   filter_already_liked_items=True)`` on the same factors (OpenMP ``num_threads=--threads``,
   BLAS at ``--implicit-blas-threads``, 1 by default, its fastest setting), and a bare NumPy
   ``U[block] @ V.T`` loop into a reused buffer, without any selection (BLAS threads =
-  ``--threads``);
+  ``--threads``, users per block the fastest of ``--bare-blocks``), and the other design:
+  that loop with recforge's numba selection (``select_topk``) over each block;
 * similar items for all items: ``recforge.similar_items_all`` against implicit's
   ``similar_items(all items, N=k + 1)`` (implicit returns the item itself first; recforge never
   does, so both give ``k`` neighbours);
@@ -43,7 +44,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from recforge.recommend import recommend_all, similar_items_all  # noqa: E402
+from recforge.recommend import recommend_all, select_topk, similar_items_all  # noqa: E402
 
 
 def implicit_version() -> str:
@@ -126,6 +127,26 @@ def agreement(ids_a: np.ndarray, ids_b: np.ndarray) -> float:
     return float(np.mean([set(a) == set(b) for a, b in zip(ids_a, ids_b, strict=True)]))
 
 
+def calibrate_bare_block(users: np.ndarray, items: np.ndarray, args: argparse.Namespace) -> int:
+    """The fastest users-per-block of the bare loop, from a quick run over some users."""
+    sample = users[: min(len(users), 16_384)]
+    best, best_time = 0, np.inf
+    for block in args.bare_blocks:
+        buffer = np.empty((block, len(items)), dtype=np.float32)
+        with threadpool_limits(args.threads, "blas"):
+            for _ in range(2):
+                start = time.perf_counter()
+                for row in range(0, len(sample), block):
+                    stop = min(row + block, len(sample))
+                    np.matmul(sample[row:stop], items.T, out=buffer[: stop - row])
+                seconds = time.perf_counter() - start
+                if seconds < best_time:
+                    best, best_time = block, seconds
+        del buffer
+    print(f"bare loop: {best} users per block, the fastest of {args.bare_blocks}")
+    return best
+
+
 def bench_recommend(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, object]:
     n_users, n_items, f, k = args.users, args.items, args.factors, args.k
     users = (rng.standard_normal((n_users, f)) * 0.1).astype(np.float32)
@@ -134,7 +155,7 @@ def bench_recommend(args: argparse.Namespace, rng: np.random.Generator) -> dict[
     model: Any = implicit_als(f, args.threads)
     model.user_factors, model.item_factors = users, items
     all_users = np.arange(n_users)
-    block = args.bare_block
+    block = calibrate_bare_block(users, items, args)
     buffer = np.empty((block, n_items), dtype=np.float32)
 
     def bare() -> None:
@@ -142,6 +163,15 @@ def bench_recommend(args: argparse.Namespace, rng: np.random.Generator) -> dict[
             for start in range(0, n_users, block):
                 stop = min(start + block, n_users)
                 np.matmul(users[start:stop], items.T, out=buffer[: stop - start])
+
+    def alternating() -> None:
+        """The other design: BLAS on all cores for a block of users x all items, then the numba
+        selection on all cores over that block."""
+        for start in range(0, n_users, block):
+            stop = min(start + block, n_users)
+            with threadpool_limits(args.threads, "blas"):
+                np.matmul(users[start:stop], items.T, out=buffer[: stop - start])
+            select_topk(buffer[: stop - start], k, seen[start:stop], num_threads=args.threads)
 
     def ours() -> tuple[np.ndarray, np.ndarray]:
         return recommend_all(users, items, k, seen, num_threads=args.threads, progress=False)
@@ -152,13 +182,22 @@ def bench_recommend(args: argparse.Namespace, rng: np.random.Generator) -> dict[
 
     recommend_all(users[:1000], items, k, seen[:1000], num_threads=args.threads)  # compile / load cache
     print(f"recommend: {n_users} users x {n_items} items, {f} factors, top-{k}, {seen.nnz} seen excluded")
-    runners: dict[str, Callable[[], object]] = {"recforge.recommend_all": ours, "numpy U@V.T loop": bare}
+    runners: dict[str, Callable[[], object]] = {
+        "recforge.recommend_all": ours,
+        "numpy U@V.T loop": bare,
+        "BLAS block + select": alternating,
+    }
     if not args.skip_implicit:
         runners["implicit recommend"] = theirs
     results = timed(runners, args.repeats)
     flops = 2.0 * n_users * n_items * f
     report("recommend for all users", results, flops, "numpy U@V.T loop")
-    out: dict[str, object] = {"results": results, "gflop": flops / 1e9, "seen": int(seen.nnz)}
+    out: dict[str, object] = {
+        "results": results,
+        "gflop": flops / 1e9,
+        "seen": int(seen.nnz),
+        "bare_block": block,
+    }
     if not args.skip_implicit:
         ids, _ = ours()
         sample = rng.choice(n_users, 2000, replace=False)
@@ -298,7 +337,12 @@ def main() -> None:
         default=1,
         help="BLAS threads under implicit's num_threads=--threads (1, as implicit advises, is its fastest)",
     )
-    parser.add_argument("--bare-block", type=int, default=1024, help="users per block of the bare loop")
+    parser.add_argument(
+        "--bare-blocks",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[64, 256, 1024, 4096],
+        help="users per block of the bare loop to try; the fastest is used",
+    )
     parser.add_argument("--memory-items", type=int, default=1_000_000)
     parser.add_argument("--memory-users", type=int, default=10_000)
     parser.add_argument("--skip-implicit", action="store_true")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numba
 from numba import prange
 
-__all__ = ["kernel", "num_threads", "prange", "thread_limits", "warn_if_oversubscribed"]
+__all__ = ["dynamic_schedule", "kernel", "num_threads", "prange", "thread_limits", "warn_if_oversubscribed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +68,15 @@ def thread_limits(numba_threads: int | None = None, blas_threads: int | None = N
                 yield
     finally:
         numba.set_num_threads(previous)
+
+
+@contextmanager
+def dynamic_schedule(chunk: int = 1) -> Iterator[None]:
+    """Hand ``prange`` iterations to threads ``chunk`` at a time as they free up, instead of one
+    equal share each up front: for loops whose iterations are few and heavy (blocks of a
+    blocked product), where one slow thread (a busy core) would otherwise hold up the rest."""
+    with numba.parallel_chunksize(chunk):
+        yield
 
 
 _warned = False

@@ -33,8 +33,8 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS numba calls, so threadpoolctl pins it
 import scipy.sparse as sp
 
+from recforge._numba import dynamic_schedule, thread_limits
 from recforge._numba import num_threads as resolve_threads
-from recforge._numba import thread_limits
 from recforge._progress import progress as progress_bar
 from recforge.kernels.topk import cosine_topk_pairs, pair_rounds, topk_dense, topk_factors
 
@@ -50,10 +50,10 @@ __all__ = [
 #: bytes of scores one thread holds at once (one tile); the default tile shape derives from it
 TILE_BYTES = 1 << 20
 #: rows per block for recommend_all, and the side of the square tiles of similar_items_all
-DEFAULT_ROW_BLOCK = 256
+DEFAULT_ROW_BLOCK = 512
 DEFAULT_SIMILAR_BLOCK = 512
 #: blocks per thread handed to one kernel call (progress and output stream per call)
-BLOCKS_PER_CALL = 16
+BLOCKS_PER_CALL = 32
 
 _NONE = np.zeros(0, dtype=np.int64)
 
@@ -126,9 +126,13 @@ def recommend_all(
     if len(banned) == n_items:  # no candidate at all
         ids[...], scores[...] = -1, -np.inf
         return ids, scores
-    rows, cols = _tile_shape(block_size, item_block_size, DEFAULT_ROW_BLOCK)
     threads = resolve_threads(num_threads)
-    with thread_limits(threads, blas_threads=1), progress_bar("recommend", n_users, progress) as bar:
+    rows, cols = _tile_shape(block_size, item_block_size, n_users, items.shape[1], threads)
+    with (
+        thread_limits(threads, blas_threads=1),
+        dynamic_schedule(),
+        progress_bar("recommend", n_users, progress) as bar,
+    ):
         for start, stop in _chunks(n_users, rows * threads * BLOCKS_PER_CALL):
             topk_factors(
                 users[start:stop],
@@ -194,14 +198,19 @@ def similar_items_all(
         rounds = list(pair_rounds((n_items + block - 1) // block))
         with (
             thread_limits(threads, blas_threads=1),
+            dynamic_schedule(),
             progress_bar("similar items", len(rounds), progress) as bar,
         ):
             for first, second in rounds:
                 cosine_topk_pairs(vectors, block, first, second, banned, np.asarray(ids), np.asarray(scores))
                 bar.advance()
         return ids, scores
-    rows, cols = _tile_shape(block_size, item_block_size, DEFAULT_ROW_BLOCK)
-    with thread_limits(threads, blas_threads=1), progress_bar("similar items", n_rows, progress) as bar:
+    rows, cols = _tile_shape(block_size, item_block_size, n_rows, vectors.shape[1], threads)
+    with (
+        thread_limits(threads, blas_threads=1),
+        dynamic_schedule(),
+        progress_bar("similar items", n_rows, progress) as bar,
+    ):
         for start, stop in _chunks(n_rows, rows * threads * BLOCKS_PER_CALL):
             chunk = np.arange(start, stop, dtype=np.int64) if query is None else query[start:stop]
             topk_factors(
@@ -337,12 +346,22 @@ def _outputs(out: tuple[np.ndarray, np.ndarray] | None, n_rows: int, k: int) -> 
     return ids, scores
 
 
-def _tile_shape(block_size: int | None, item_block_size: int | None, default_rows: int) -> tuple[int, int]:
-    """Rows per block and items per tile: the tile is ``TILE_BYTES`` of float32 by default."""
-    rows = default_rows if block_size is None else _check_block(block_size, "block_size")
+def _tile_shape(
+    block_size: int | None, item_block_size: int | None, n_rows: int, factors: int, threads: int
+) -> tuple[int, int]:
+    """Rows per block and items per tile.
+
+    By default a block has ``DEFAULT_ROW_BLOCK`` rows, fewer when that would leave a thread
+    without a block, and a tile holds ``TILE_BYTES`` of scores, with at most ``TILE_BYTES`` of
+    gathered item vectors: sizes from a memory budget, never from the catalogue.
+    """
+    if block_size is None:
+        rows = max(1, min(DEFAULT_ROW_BLOCK, -(-n_rows // threads)))
+    else:
+        rows = _check_block(block_size, "block_size")
     if item_block_size is not None:
         return rows, _check_block(item_block_size, "item_block_size")
-    return rows, max(64, TILE_BYTES // (4 * rows))
+    return rows, max(16, min(TILE_BYTES // (4 * rows), TILE_BYTES // (4 * factors)))
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
