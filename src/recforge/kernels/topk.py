@@ -44,6 +44,8 @@ __all__ = [
     "topk_dense_reference",
     "topk_factors",
     "topk_factors_reference",
+    "topk_sparse",
+    "topk_sparse_reference",
 ]
 
 #: scores compared at once against a row's threshold before any is looked at singly. The
@@ -55,12 +57,12 @@ CHUNK = 64
 
 # ----------------------------------------------------------------------------- building blocks
 @kernel()
-def _is_banned(banned: np.ndarray, item: int) -> bool:
-    """Whether ``item`` is in the sorted array ``banned``."""
-    if banned.size == 0:
+def _contains(sorted_items: np.ndarray, item: int) -> bool:
+    """Whether ``item`` is in the sorted array ``sorted_items`` (a binary search)."""
+    if sorted_items.size == 0:
         return False
-    p = np.searchsorted(banned, item)
-    return bool(p < banned.size and banned[p] == item)
+    p = np.searchsorted(sorted_items, item)
+    return bool(p < sorted_items.size and sorted_items[p] == item)
 
 
 @kernel()
@@ -109,7 +111,7 @@ def _select_row(
             x = chunk[c]
             if x >= t:
                 item = base + c0 + c if cand.size == 0 else cand[base + c0 + c]
-                if (x > t or item < ti) and not _is_banned(banned, item):
+                if (x > t or item < ti) and not _contains(banned, item):
                     _insert(top_s, top_i, x, item)
                     t = top_s[k - 1]
                     ti = top_i[k - 1]
@@ -263,6 +265,67 @@ def topk_dense_reference(
     return ids, out
 
 
+# ----------------------------------------------------------------------------- sparse score rows
+@kernel(parallel=True)
+def topk_sparse(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    cand: np.ndarray,
+    banned: np.ndarray,
+    excl_indptr: np.ndarray,
+    excl_indices: np.ndarray,
+    out_ids: np.ndarray,
+    out_scores: np.ndarray,
+) -> None:
+    """Top-k of each row of a CSR score matrix (rows x items; canonical: no duplicate entries).
+
+    Only stored entries are candidates (an item a row does not store has no score, e.g. never
+    viewed together); a candidate is checked against the whitelist ``cand``, the row's sorted
+    exclusions and ``banned`` only once its score reaches the row's threshold.
+    """
+    k = out_ids.shape[1]
+    for r in prange(indptr.size - 1):
+        top_s = np.full(k, -np.inf, dtype=np.float32)
+        top_i = np.full(k, -1, dtype=np.int32)
+        t = top_s[k - 1]
+        ti = top_i[k - 1]
+        excluded = excl_indices[excl_indptr[r] : excl_indptr[r + 1]]
+        for p in range(indptr[r], indptr[r + 1]):
+            x = data[p]
+            if x >= t:
+                item = indices[p]
+                if not (x > t or item < ti):
+                    continue
+                if cand.size > 0 and not _contains(cand, item):
+                    continue
+                if _contains(excluded, item) or _contains(banned, item):
+                    continue
+                _insert(top_s, top_i, x, item)
+                t = top_s[k - 1]
+                ti = top_i[k - 1]
+        out_ids[r] = top_i
+        out_scores[r] = top_s
+
+
+def topk_sparse_reference(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    n_items: int,
+    k: int,
+    cand: np.ndarray,
+    banned: np.ndarray,
+    excl_indptr: np.ndarray,
+    excl_indices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The specification of :func:`topk_sparse`: missing entries as ``-inf``, then a stable sort."""
+    n_rows = len(indptr) - 1
+    dense = np.full((n_rows, n_items), -np.inf, dtype=np.float32)
+    dense[np.repeat(np.arange(n_rows), np.diff(indptr)), indices] = data
+    return topk_dense_reference(dense, k, cand, banned, excl_indptr, excl_indices)
+
+
 # ----------------------------------------------------------------------------- factor products
 @kernel(parallel=True)
 def topk_factors(
@@ -394,7 +457,7 @@ def cosine_topk_pairs(
             thresholds = col_s[:, k - 1].copy()
             for r in range(ni):
                 _select_row(tile[r], nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
-                if not _is_banned(banned, i0 + r):
+                if not _contains(banned, i0 + r):
                     _select_columns(tile[r], nj, i0 + r, thresholds, col_s, col_i)
 
 
