@@ -29,13 +29,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 
-def kernel(*, parallel: bool = False, fastmath: bool = False) -> Callable[[F], F]:
-    """Compile a function as a recforge kernel: ``nopython``, ``nogil``, cached on disk."""
+def kernel(*, parallel: bool = False, fastmath: bool = False, inline: bool = False) -> Callable[[F], F]:
+    """Compile a function as a recforge kernel: ``nopython``, ``nogil``, cached on disk.
+
+    ``inline``: a small helper whose body numba pastes into each kernel that calls it (for
+    per-row checks called millions of times, where a call costs as much as the work).
+    """
 
     def wrap(fn: F) -> F:
         if JIT_DISABLED:
             return fn
-        compiled: Any = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=fastmath)(fn)
+        compiled: Any = numba.njit(
+            cache=True,
+            nogil=True,
+            parallel=parallel,
+            fastmath=fastmath,
+            inline="always" if inline else "never",
+        )(fn)
         return compiled
 
     return wrap

@@ -81,6 +81,25 @@ def _insert(top_s: np.ndarray, top_i: np.ndarray, x: float, item: int) -> None:
     top_i[p] = item
 
 
+@kernel(inline=True)
+def _reaches(values: np.ndarray, t: float) -> bool:
+    """Whether any of ``values`` reaches ``t``: one flat loop over a whole tile row, which LLVM
+    vectorises best (about 0.08 ns a score from cache here); most rows stop at this check."""
+    hit = False
+    for c in range(values.size):
+        hit |= values[c] >= t
+    return hit
+
+
+@kernel(inline=True)
+def _reaches_each(values: np.ndarray, thresholds: np.ndarray) -> bool:
+    """Whether any ``values[c]`` reaches its own ``thresholds[c]``."""
+    hit = False
+    for c in range(values.size):
+        hit |= values[c] >= thresholds[c]
+    return hit
+
+
 @kernel()
 def _select_row(
     row: np.ndarray,
@@ -378,11 +397,15 @@ def topk_factors(
             v = _gather(items, cand, j0, j1, normalize, item_buffer) if gather_items else items[j0:j1]
             tile = tile_buffer[: nr * nc].reshape((nr, nc))
             np.dot(q, v.T, tile)
+            last = j1 - 1 if cand.size == 0 else cand[j1 - 1]
             for r in range(nr):
-                cursor[r] = _exclude_in_tile(
-                    tile[r], j0, j1, cand, excl_indices, cursor[r], excl_indptr[r0 + r + 1]
-                )
-                _select_row(tile[r], nc, j0, cand, banned, top_s[r], top_i[r])
+                row = tile[r]
+                p = cursor[r]
+                end = excl_indptr[r0 + r + 1]
+                if p < end and excl_indices[p] <= last:
+                    cursor[r] = _exclude_in_tile(row, j0, j1, cand, excl_indices, p, end)
+                if _reaches(row, top_s[r, k - 1]):
+                    _select_row(row, nc, j0, cand, banned, top_s[r], top_i[r])
         out_ids[r0:r1] = top_i
         out_scores[r0:r1] = top_s
 
@@ -447,8 +470,10 @@ def cosine_topk_pairs(
         if i0 == j0:
             np.dot(a, a.T, tile)
             for r in range(ni):
-                tile[r, r] = -np.inf
-                _select_row(tile[r], nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
+                row = tile[r]
+                row[r] = -np.inf
+                if _reaches(row, out_scores[i0 + r, k - 1]):
+                    _select_row(row, nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
         else:
             b = _gather(items, none, j0, j1, True, np.empty(nj * f, dtype=np.float32))
             np.dot(a, b.T, tile)
@@ -456,9 +481,11 @@ def cosine_topk_pairs(
             col_i = out_ids[j0:j1]
             thresholds = col_s[:, k - 1].copy()
             for r in range(ni):
-                _select_row(tile[r], nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
-                if not _contains(banned, i0 + r):
-                    _select_columns(tile[r], nj, i0 + r, thresholds, col_s, col_i)
+                row = tile[r]
+                if _reaches(row, out_scores[i0 + r, k - 1]):
+                    _select_row(row, nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
+                if _reaches_each(row, thresholds) and not _contains(banned, i0 + r):
+                    _select_columns(row, nj, i0 + r, thresholds, col_s, col_i)
 
 
 def pair_rounds(n_blocks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
