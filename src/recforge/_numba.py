@@ -72,12 +72,26 @@ def thread_limits(numba_threads: int | None = None, blas_threads: int | None = N
         if blas_threads is None:
             yield
         else:
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(limits=int(blas_threads), user_api="blas"):
+            with _blas_controller().limit(limits=int(blas_threads), user_api="blas"):
                 yield
     finally:
         numba.set_num_threads(previous)
+
+
+_controller: Any = None
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, looked up once (a fresh lookup costs
+    about a millisecond, too much per call on a serving path). SciPy's BLAS, the one numba's
+    ``np.dot`` calls, is loaded first so that it is among them."""
+    global _controller
+    if _controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
 
 
 @contextmanager

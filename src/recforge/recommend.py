@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS numba calls, so threadpoolctl pins it
 import scipy.sparse as sp
 
 from recforge._numba import dynamic_schedule, thread_limits
@@ -176,7 +175,7 @@ def recommend_all(
         ids[...], scores[...] = -1, -np.inf
         return ids, scores
     threads = resolve_threads(num_threads)
-    rows, cols = _tile_shape(block_size, item_block_size, n_users, items.shape[1], threads)
+    rows, cols = _tile_shape(block_size, item_block_size, n_users, items.shape[1], k, threads)
     with (
         thread_limits(threads, blas_threads=1),
         dynamic_schedule(),
@@ -254,7 +253,7 @@ def similar_items_all(
                 cosine_topk_pairs(vectors, block, first, second, banned, np.asarray(ids), np.asarray(scores))
                 bar.advance()
         return ids, scores
-    rows, cols = _tile_shape(block_size, item_block_size, n_rows, vectors.shape[1], threads)
+    rows, cols = _tile_shape(block_size, item_block_size, n_rows, vectors.shape[1], k, threads)
     with (
         thread_limits(threads, blas_threads=1),
         dynamic_schedule(),
@@ -396,16 +395,18 @@ def _outputs(out: tuple[np.ndarray, np.ndarray] | None, n_rows: int, k: int) -> 
 
 
 def _tile_shape(
-    block_size: int | None, item_block_size: int | None, n_rows: int, factors: int, threads: int
+    block_size: int | None, item_block_size: int | None, n_rows: int, factors: int, k: int, threads: int
 ) -> tuple[int, int]:
     """Rows per block and items per tile.
 
     By default a block has ``DEFAULT_ROW_BLOCK`` rows, fewer when that would leave a thread
-    without a block, and a tile holds ``TILE_BYTES`` of scores, with at most ``TILE_BYTES`` of
-    gathered item vectors: sizes from a memory budget, never from the catalogue.
+    without a block or the block's running lists (``rows x k``) would pass ``TILE_BYTES``, and a
+    tile holds ``TILE_BYTES`` of scores, with at most ``TILE_BYTES`` of gathered item vectors:
+    sizes from a memory budget, never from the catalogue.
     """
     if block_size is None:
-        rows = max(1, min(DEFAULT_ROW_BLOCK, -(-n_rows // threads)))
+        rows = min(DEFAULT_ROW_BLOCK, -(-n_rows // threads), TILE_BYTES // (8 * k))
+        rows = max(1, rows)
     else:
         rows = _check_block(block_size, "block_size")
     if item_block_size is not None:
