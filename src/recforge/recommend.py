@@ -55,6 +55,9 @@ DEFAULT_SIMILAR_BLOCK = 512
 #: blocks per thread handed to one kernel call (progress and output stream per call)
 BLOCKS_PER_CALL = 32
 
+#: scores a pass computes before it shows a progress bar by itself (about a second here)
+PROGRESS_SCORES = 1 << 30
+
 _NONE = np.zeros(0, dtype=np.int64)
 
 
@@ -160,7 +163,7 @@ def recommend_all(
     many as fit ``TILE_BYTES`` of scores). ``out``, when given, is a pair of C-contiguous arrays
     ``(int32 [n_users, k], float32 [n_users, k])``, for example ``np.lib.format.open_memmap``
     files, the results are written into block by block. ``progress``: a progress bar on stderr
-    (``None``: only when stderr is a terminal).
+    (``None``: when stderr is a terminal and the pass scores at least ``PROGRESS_SCORES``).
     """
     k = _check_k(k)
     users = _factors(user_factors, "user_factors")
@@ -179,7 +182,7 @@ def recommend_all(
     with (
         thread_limits(threads, blas_threads=1),
         dynamic_schedule(),
-        progress_bar("recommend", n_users, progress) as bar,
+        progress_bar("recommend", n_users, _show(progress, n_users * n_items)) as bar,
     ):
         for start, stop in _chunks(n_users, rows * threads * BLOCKS_PER_CALL):
             topk_factors(
@@ -247,7 +250,7 @@ def similar_items_all(
         with (
             thread_limits(threads, blas_threads=1),
             dynamic_schedule(),
-            progress_bar("similar items", len(rounds), progress) as bar,
+            progress_bar("similar items", len(rounds), _show(progress, n_items * n_items // 2)) as bar,
         ):
             for first, second in rounds:
                 cosine_topk_pairs(vectors, block, first, second, banned, np.asarray(ids), np.asarray(scores))
@@ -257,7 +260,7 @@ def similar_items_all(
     with (
         thread_limits(threads, blas_threads=1),
         dynamic_schedule(),
-        progress_bar("similar items", n_rows, progress) as bar,
+        progress_bar("similar items", n_rows, _show(progress, n_rows * n_items)) as bar,
     ):
         for start, stop in _chunks(n_rows, rows * threads * BLOCKS_PER_CALL):
             chunk = np.arange(start, stop, dtype=np.int64) if query is None else query[start:stop]
@@ -412,6 +415,14 @@ def _tile_shape(
     if item_block_size is not None:
         return rows, _check_block(item_block_size, "item_block_size")
     return rows, max(16, min(TILE_BYTES // (4 * rows), TILE_BYTES // (4 * factors)))
+
+
+def _show(progress: bool | None, scores: int) -> bool | None:
+    """``progress`` as given; ``None`` (a bar on a terminal) becomes ``False`` for short passes
+    (a single user's request should not flash a bar)."""
+    if progress is None and scores < PROGRESS_SCORES:
+        return False
+    return progress
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:

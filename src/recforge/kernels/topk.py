@@ -14,11 +14,12 @@ the result does not depend on the order in which candidates are visited, so it i
 any tiling and any number of threads.
 
 The selection keeps, per row, a sorted list of the ``k`` best so far; its last entry is the
-threshold ``t``. A tile row is scanned in chunks of ``CHUNK`` scores with one vectorised
-comparison each (``any(x >= t)``); only a chunk holding a score that reaches ``t`` is looked at
-one score at a time. After the first few hundred candidates almost every chunk is rejected by
-that single comparison, so selection costs a small fraction of the multiply that produced the
-tile.
+threshold ``t``. A tile row is first checked whole with one vectorised pass (``any(x >= t)``);
+only a row that reaches ``t`` is scanned in chunks of ``CHUNK`` scores, again one vectorised
+comparison each, and only a chunk that reaches ``t`` is looked at one score at a time. With
+random scores a row of ``n`` candidates sees about ``k (1 + ln(n / k))`` insertions, so after
+the first tiles most tile rows stop at the first check: selection costs about 0.2 ns a score
+here, some 15 % of the multiply that produced it (1.4 ns a score at 64 factors).
 
 Score tiles are products ``Q[rows] @ V[cols].T`` computed by ``np.dot`` inside the kernels
 (numba calls the BLAS ``sgemm`` that SciPy exposes), one tile per numba thread into a buffer that
