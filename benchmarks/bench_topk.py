@@ -5,6 +5,8 @@ bare multiply, side by side in one run.
 
 Runs, alternating, best of ``--repeats``:
 
+* where the multiply runs best: 512 x 512 score tiles made by numba threads each calling
+  one-threaded BLAS (recforge's design) or by NumPy with BLAS on all cores or on one;
 * recommend for all users: ``recforge.recommend_all`` (numba threads, BLAS pinned to one thread
   inside), implicit 0.7.3's ``AlternatingLeastSquares.recommend(userids=all, N=k,
   filter_already_liked_items=True)`` on the same factors (OpenMP ``num_threads=--threads``,
@@ -111,15 +113,24 @@ def timed(runners: dict[str, Callable[[], object]], repeats: int) -> dict[str, d
 
 
 def report(title: str, results: dict[str, dict[str, float]], flops: float, reference: str) -> None:
+    """Best and median wall seconds, the best CPU seconds (all threads; the steadier measure on a
+    shared machine), GFLOP/s on the best wall time and per CPU second, and ratios to
+    ``reference`` by wall and by CPU time."""
     print(f"\n{title}")
-    print(f"  {'':<22} {'best s':>8} {'median s':>9} {'cpu s':>8} {'GFLOP/s':>8} {'x ' + reference:>12}")
-    base = results[reference]["best"]
+    header = ("best s", "median s", "cpu s", "GFLOP/s", "GFLOP/cpu-s", "x wall", "x cpu")
+    print(f"  {'(x: against ' + reference + ')':<36}" + "".join(f"{h:>12}" for h in header))
+    base, base_cpu = results[reference]["best"], results[reference]["cpu_best"]
     for name, r in results.items():
-        gflops = flops / r["best"] / 1e9
-        print(
-            f"  {name:<22} {r['best']:8.2f} {r['median']:9.2f} {r['cpu_best']:8.2f} {gflops:8.1f}"
-            f" {r['best'] / base:12.3f}"
+        cells = (
+            r["best"],
+            r["median"],
+            r["cpu_best"],
+            flops / r["best"] / 1e9,
+            flops / r["cpu_best"] / 1e9,
+            r["best"] / base,
+            r["cpu_best"] / base_cpu,
         )
+        print(f"  {name:<36}" + "".join(f"{c:12.3f}" if c < 10 else f"{c:12.1f}" for c in cells))
 
 
 def agreement(ids_a: np.ndarray, ids_b: np.ndarray) -> float:
@@ -253,6 +264,53 @@ def bench_similar(args: argparse.Namespace, rng: np.random.Generator) -> dict[st
     return out
 
 
+def bench_tiles(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, object]:
+    """Where the multiply runs best: the same 512 x 512 score tiles of ``U @ V.T`` made by
+    numba threads each calling single-threaded BLAS (``np.dot`` in nopython mode, recforge's
+    design), by NumPy from Python with BLAS on all cores, and by NumPy with one BLAS thread."""
+    import numba
+
+    from recforge._numba import prange, thread_limits
+
+    @numba.njit(parallel=True, nogil=True)
+    def numba_tiles(users: np.ndarray, items: np.ndarray, rows: int, cols: int) -> None:
+        for b in prange((len(users) + rows - 1) // rows):
+            buffer = np.empty(rows * cols, dtype=np.float32)
+            q = users[b * rows : min((b + 1) * rows, len(users))]
+            for j0 in range(0, len(items), cols):
+                v = items[j0 : min(j0 + cols, len(items))]
+                np.dot(q, v.T, buffer[: len(q) * len(v)].reshape((len(q), len(v))))
+
+    def numpy_tiles(users: np.ndarray, items: np.ndarray, rows: int, cols: int, blas: int) -> None:
+        buffer = np.empty(rows * cols, dtype=np.float32)
+        with threadpool_limits(blas, "blas"):
+            for r0 in range(0, len(users), rows):
+                q = users[r0 : r0 + rows]
+                for j0 in range(0, len(items), cols):
+                    v = items[j0 : j0 + cols]
+                    np.matmul(q, v.T, out=buffer[: len(q) * len(v)].reshape(len(q), len(v)))
+
+    n_users, n_items, f = 16_384, args.items, args.factors
+    users = (rng.standard_normal((n_users, f)) * 0.1).astype(np.float32)
+    items = (rng.standard_normal((n_items, f)) * 0.1).astype(np.float32)
+
+    def ours() -> None:
+        with thread_limits(args.threads, blas_threads=1):
+            numba_tiles(users, items, 512, 512)
+
+    ours()
+    print(f"\n512 x 512 score tiles of {n_users} users x {n_items} items, {f} factors, no selection")
+    runners: dict[str, Callable[[], object]] = {
+        "numba threads + sgemm": ours,
+        f"numpy, {args.threads} BLAS threads": lambda: numpy_tiles(users, items, 512, 512, args.threads),
+        "numpy, 1 BLAS thread": lambda: numpy_tiles(users, items, 512, 512, 1),
+    }
+    results = timed(runners, args.repeats)
+    flops = 2.0 * n_users * n_items * f
+    report("tiles", results, flops, "numba threads + sgemm")
+    return {"results": results, "gflop": flops / 1e9}
+
+
 def _rss_kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -347,7 +405,7 @@ def main() -> None:
     parser.add_argument("--memory-items", type=int, default=1_000_000)
     parser.add_argument("--memory-users", type=int, default=10_000)
     parser.add_argument("--skip-implicit", action="store_true")
-    parser.add_argument("--only", choices=("recommend", "similar", "memory"), action="append")
+    parser.add_argument("--only", choices=("tiles", "recommend", "similar", "memory"), action="append")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -360,8 +418,10 @@ def main() -> None:
     versions = f"numpy {np.__version__}, numba {numba.__version__}, implicit {implicit_version()}"
     print(f"machine: {os.cpu_count()} cores; threads {args.threads}; {versions}")
     rng = np.random.default_rng(0)
-    parts = args.only or ["recommend", "similar", "memory"]
+    parts = args.only or ["tiles", "recommend", "similar", "memory"]
     results: dict[str, object] = {}
+    if "tiles" in parts:
+        results["tiles"] = bench_tiles(args, rng)
     if "recommend" in parts:
         results["recommend"] = bench_recommend(args, rng)
     if "similar" in parts:
