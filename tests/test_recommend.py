@@ -202,6 +202,9 @@ def test_recommend_all_rejects_bad_input(kwargs, error):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=error):
         recommend_all(**arguments)
+
+
+def test_recommend_all_wants_a_sparse_exclude():
     with pytest.raises(TypeError, match="sparse"):
         recommend_all(np.ones((3, 2)), np.ones((4, 2)), 2, np.zeros((3, 4)))
 
