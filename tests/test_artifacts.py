@@ -107,8 +107,8 @@ def _slow_create(home, ready):
 
 
 def test_killed_writer_leaves_no_visible_version(tmp_path):
-    ready = multiprocessing.get_context("fork").Event()
-    proc = multiprocessing.get_context("fork").Process(target=_slow_create, args=(tmp_path, ready))
+    ready = multiprocessing.get_context("spawn").Event()
+    proc = multiprocessing.get_context("spawn").Process(target=_slow_create, args=(tmp_path, ready))
     proc.start()
     assert ready.wait(30)
     time.sleep(0.3)

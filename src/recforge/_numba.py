@@ -22,20 +22,30 @@ from typing import Any, TypeVar
 import numba
 from numba import prange
 
-__all__ = ["kernel", "num_threads", "prange", "thread_limits", "warn_if_oversubscribed"]
+__all__ = ["dynamic_schedule", "kernel", "num_threads", "prange", "thread_limits", "warn_if_oversubscribed"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 
-def kernel(*, parallel: bool = False, fastmath: bool = False) -> Callable[[F], F]:
-    """Compile a function as a recforge kernel: ``nopython``, ``nogil``, cached on disk."""
+def kernel(*, parallel: bool = False, fastmath: bool = False, inline: bool = False) -> Callable[[F], F]:
+    """Compile a function as a recforge kernel: ``nopython``, ``nogil``, cached on disk.
+
+    ``inline``: a small helper whose body numba pastes into each kernel that calls it (for
+    per-row checks called millions of times, where a call costs as much as the work).
+    """
 
     def wrap(fn: F) -> F:
         if JIT_DISABLED:
             return fn
-        compiled: Any = numba.njit(cache=True, nogil=True, parallel=parallel, fastmath=fastmath)(fn)
+        compiled: Any = numba.njit(
+            cache=True,
+            nogil=True,
+            parallel=parallel,
+            fastmath=fastmath,
+            inline="always" if inline else "never",
+        )(fn)
         return compiled
 
     return wrap
@@ -62,12 +72,35 @@ def thread_limits(numba_threads: int | None = None, blas_threads: int | None = N
         if blas_threads is None:
             yield
         else:
-            from threadpoolctl import threadpool_limits
-
-            with threadpool_limits(limits=int(blas_threads), user_api="blas"):
+            with _blas_controller().limit(limits=int(blas_threads), user_api="blas"):
                 yield
     finally:
         numba.set_num_threads(previous)
+
+
+_controller: Any = None
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries, looked up once (a fresh lookup costs
+    about a millisecond, too much per call on a serving path). SciPy's BLAS, the one numba's
+    ``np.dot`` calls, is loaded first so that it is among them."""
+    global _controller
+    if _controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller
+
+
+@contextmanager
+def dynamic_schedule(chunk: int = 1) -> Iterator[None]:
+    """Hand ``prange`` iterations to threads ``chunk`` at a time as they free up, instead of one
+    equal share each up front: for loops whose iterations are few and heavy (blocks of a
+    blocked product), where one slow thread (a busy core) would otherwise hold up the rest."""
+    with numba.parallel_chunksize(chunk):
+        yield
 
 
 _warned = False

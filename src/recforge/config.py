@@ -30,7 +30,9 @@ from recforge.weighting import DEFAULT_WEIGHTS
 __all__ = [
     "Config",
     "DataConfig",
+    "KafkaConfig",
     "ModelConfig",
+    "PipelineConfig",
     "ServingConfig",
     "WeightingConfig",
     "load_config",
@@ -125,6 +127,54 @@ class ServingConfig:
 
 
 @dataclass
+class KafkaConfig:
+    """How ``recforge ingest kafka`` consumes a topic (see :mod:`recforge.data.kafka`)."""
+
+    #: Messages per batch at most. Each batch becomes one event-store segment, and its offsets
+    #: are committed once that segment is durable.
+    batch_events: int = 50_000
+    #: A batch is stored after at most this many seconds, even when smaller.
+    max_batch_wait_s: float = 2.0
+    #: Consumer-group session timeout: how soon the partitions of a consumer that died go to
+    #: another member (Kafka's default is 45 000; a lower value means a quicker take-over).
+    session_timeout_ms: int = 10_000
+    #: Serve Prometheus metrics (consumer lag, counts) over HTTP on this port; 0 turns it off.
+    metrics_port: int = 0
+    #: Address the metrics server listens on.
+    metrics_host: str = "127.0.0.1"
+
+
+@dataclass
+class PipelineConfig:
+    """The retraining pipeline: holdout, quality gate, list sizes, retention, schedule, lock
+    (see :mod:`recforge.pipeline`)."""
+
+    #: Directory watched for event files to ingest; empty means ``<home>/inbox``.
+    inbox: str = ""
+    #: Temporal holdout: the newest this fraction of events is held out for evaluation.
+    holdout_fraction: float = 0.1
+    #: When positive, hold out the events of the last this many days instead of a fraction.
+    holdout_days: float = 0.0
+    #: Metrics are computed @k; the gate compares NDCG@k.
+    k: int = 10
+    #: A candidate is published only when its NDCG@k is at least ``(1 - gate_tolerance)`` times
+    #: the published model's on the same holdout (and above popularity's).
+    gate_tolerance: float = 0.05
+    #: Model versions kept by the prune stage (the published one is never deleted).
+    keep_versions: int = 5
+    #: Run records (``<home>/runs/<run-id>``) kept by the prune stage.
+    keep_runs: int = 100
+    #: Precomputed list sizes: items per user, similar items per item, popular fallback items.
+    k_users: int = 100
+    k_items: int = 50
+    k_popular: int = 200
+    #: Interval of ``recforge pipeline schedule`` when ``--every`` is not given (s, m, h, d).
+    schedule_every: str = "10m"
+    #: The lock that keeps runs from overlapping; empty means ``<home>/pipeline/pipeline.lock``.
+    lock_path: str = ""
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -133,6 +183,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
 
     def output_hash(self) -> str:

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import data, info, models, serve
+from recforge.cli import data, demo, info, ingest, models, pipeline, serve
 
-MODULES: list[ModuleType] = [info, data, models, serve]
+MODULES: list[ModuleType] = [info, data, ingest, pipeline, models, serve, demo]

@@ -1,4 +1,5 @@
-"""``recforge generate | ingest | build | events stats | events compact``: the data commands."""
+"""``recforge generate | build | events stats | events compact``: the data commands (``ingest``
+is in :mod:`recforge.cli.ingest`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pathlib import Path
 import typer
 
 from recforge.cli.main import State
-
-FORMAT_HELP = "csv, tsv, jsonl, parquet, ml-100k (u.data), ml-dat (ratings.dat), ml-csv, ml-pairs"
 
 
 def register(app: typer.Typer) -> None:
@@ -33,40 +32,6 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out} in {took:.1f} s"
         )
-
-    @app.command("ingest")
-    def ingest(
-        ctx: typer.Context,
-        files: list[Path] = typer.Argument(..., help="Event files (gzip is read transparently)."),
-        format: str | None = typer.Option(None, "--format", help=f"Input format: {FORMAT_HELP}."),
-        map_: str | None = typer.Option(
-            None, "--map", help="Column mapping FIELD=COLUMN,..., e.g. user_id=userId,item_id=movieId."
-        ),
-        strict: bool = typer.Option(False, "--strict", help="Any bad row fails the whole file."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON report per file."),
-    ) -> None:
-        """Validate event files and add the good rows to the event store; bad rows go to
-        <home>/quarantine/ with their line number and reason."""
-        from recforge.data.ingest import ingest_file
-        from recforge.data.readers import parse_mapping
-        from recforge.data.store import EventStore
-
-        state: State = ctx.obj
-        mapping = parse_mapping(map_)
-        store = EventStore(state.home)
-        for path in files:
-            started = time.perf_counter()
-            report = ingest_file(path, store, state.config, format=format, mapping=mapping, strict=strict)
-            took = time.perf_counter() - started
-            if as_json:
-                typer.echo(json.dumps({**report.to_dict(), "seconds": round(took, 3)}))
-                continue
-            typer.echo(
-                f"{path}: {report.accepted:,} accepted, {report.rejected:,} rejected, "
-                f"{report.duplicates:,} duplicate ({report.format}, {took:.1f} s)"
-            )
-            if report.quarantine:
-                typer.echo(f"  rejected rows: {report.quarantine}")
 
     @app.command("build")
     def build(

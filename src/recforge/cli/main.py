@@ -11,8 +11,8 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 
 from recforge.config import Config, load_config
@@ -42,6 +42,10 @@ app = typer.Typer(
 )
 
 _debug = False
+
+#: Typer bundles its own click; its usage errors (bad option, missing argument) derive from the
+#: class that Typer exports ``BadParameter`` from.
+_UsageError: Any = typer.BadParameter.__mro__[1]
 
 
 @app.callback()
@@ -85,12 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=args, prog_name="recforge", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
-    except click.exceptions.Exit as stop:
+    except typer.Exit as stop:
         return int(stop.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("recforge: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as error:
+    except _UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # the help is the answer (as Typer does)
+            error.show()
+            return 2
         print(f"recforge: error: {error.format_message()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

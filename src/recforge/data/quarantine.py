@@ -9,6 +9,7 @@ The file is created on the first rejection only.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -38,6 +39,13 @@ class Quarantine:
                 self._handle = self.path.open("a", encoding="utf-8")
             self._handle.write(rejection.to_json() + "\n")
             self.count += 1
+
+    def flush(self) -> None:
+        """Make the rejections written so far durable (flushed and fsync'd): done before a
+        source's read position is committed past them (Kafka offsets)."""
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     @property
     def written(self) -> Path | None:

@@ -1,6 +1,8 @@
 """Recommenders under one contract (:class:`recforge.models.base.Recommender`)."""
 
 from recforge.models.base import FactorRecommender, NotFittedError, Recommender
+from recforge.models.bpr import BPR
+from recforge.models.itemknn import ItemKNN
 from recforge.models.popular import Popular
 
-__all__ = ["FactorRecommender", "NotFittedError", "Popular", "Recommender"]
+__all__ = ["BPR", "FactorRecommender", "ItemKNN", "NotFittedError", "Popular", "Recommender"]

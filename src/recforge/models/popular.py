@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import FitProgress, Recommender
@@ -38,15 +39,46 @@ class Popular(Recommender):
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.popularity_, (len(users), len(self.popularity_))).copy()
 
+    def _recommend_indices(
+        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Everyone ranks the same list, and a row can lose at most its excluded items from it,
+        so the global top ``k + most excluded`` items are the only candidates ever needed:
+        rows x candidates is scored, never rows x catalogue."""
+        n_items = len(self.popularity_)
+        ranking = np.lexsort((np.arange(n_items), -self.popularity_))  # ties: lower index first
+        banned = 0 if exclude_items is None else len(exclude_items)
+        widest = 0 if exclude is None or exclude.nnz == 0 else int(np.diff(exclude.indptr).max())
+        candidates = ranking[: min(n_items, k + widest + banned)]
+        position = np.full(n_items, -1, dtype=np.int64)
+        position[candidates] = np.arange(len(candidates))
+        local = None
+        if exclude is not None:
+            cols = position[exclude.indices]
+            rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+            keep = cols >= 0
+            local = sp.csr_matrix(
+                (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
+                shape=(exclude.shape[0], len(candidates)),
+            )
+        local_banned = None
+        if exclude_items is not None:
+            local_banned = position[exclude_items]
+            local_banned = local_banned[local_banned >= 0]
+        scores = np.broadcast_to(self.popularity_[candidates], (len(users), len(candidates))).copy()
+        ids, top = select_topk(scores, k, local, exclude_items=local_banned)
+        return np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1).astype(np.int32), top
+
     def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.array(self.popularity_, dtype=np.float32)
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._score_users(items)
-        itself = np.zeros_like(scores, dtype=bool)
-        itself[np.arange(len(items)), items] = True
-        scores[itself] = -np.inf
-        return select_topk(scores, k)
+        """The most popular items other than the item itself."""
+        itself = sp.csr_matrix(
+            (np.ones(len(items), np.float32), (np.arange(len(items)), items)),
+            shape=(len(items), len(self.popularity_)),
+        )
+        return self._recommend_indices(items, k, itself, None)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity_}

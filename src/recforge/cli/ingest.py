@@ -1,0 +1,134 @@
+"""``recforge ingest FILE...`` (short for ``recforge ingest files FILE...``) and
+``recforge ingest kafka``: bringing events into the store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from recforge.cli.main import State
+
+FORMAT_HELP = "csv, tsv, jsonl, parquet, ml-100k (u.data), ml-dat (ratings.dat), ml-csv, ml-pairs"
+
+
+class _FilesByDefault(TyperGroup):
+    """A group whose arguments go to its ``files`` command unless they start with a command name:
+    ``recforge ingest a.csv`` is ``recforge ingest files a.csv`` (a file named ``kafka`` is
+    ``./kafka``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a click Context (vendored by typer)
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["files", *args]
+        return super().parse_args(ctx, args)
+
+
+def register(app: typer.Typer) -> None:
+    ingest = typer.Typer(
+        cls=_FilesByDefault,
+        no_args_is_help=True,
+        help="Bring events into the event store: from files (`recforge ingest FILE...`) or Kafka.",
+    )
+    app.add_typer(ingest, name="ingest")
+
+    @ingest.command("files")
+    def files(
+        ctx: typer.Context,
+        paths: list[Path] = typer.Argument(..., help="Event files (gzip is read transparently)."),
+        format: str | None = typer.Option(None, "--format", help=f"Input format: {FORMAT_HELP}."),
+        map_: str | None = typer.Option(
+            None, "--map", help="Column mapping FIELD=COLUMN,..., e.g. user_id=userId,item_id=movieId."
+        ),
+        strict: bool = typer.Option(False, "--strict", help="Any bad row fails the whole file."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON report per file."),
+    ) -> None:
+        """Ingest event files (the default: `recforge ingest FILE...`).
+
+        Validates the files and adds the good rows to the event store; bad rows go to
+        <home>/quarantine/ with their line number and reason."""
+        from recforge.data.ingest import ingest_file
+        from recforge.data.readers import parse_mapping
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        mapping = parse_mapping(map_)
+        store = EventStore(state.home)
+        for path in paths:
+            started = time.perf_counter()
+            report = ingest_file(path, store, state.config, format=format, mapping=mapping, strict=strict)
+            took = time.perf_counter() - started
+            if as_json:
+                typer.echo(json.dumps({**report.to_dict(), "seconds": round(took, 3)}))
+                continue
+            typer.echo(
+                f"{path}: {report.accepted:,} accepted, {report.rejected:,} rejected, "
+                f"{report.duplicates:,} duplicate ({report.format}, {took:.1f} s)"
+            )
+            if report.quarantine:
+                typer.echo(f"  rejected rows: {report.quarantine}")
+
+    @ingest.command("kafka")
+    def kafka(
+        ctx: typer.Context,
+        bootstrap: str = typer.Option(..., "--bootstrap", help="Broker address(es): HOST:PORT[,HOST:PORT]."),
+        topic: str = typer.Option(..., "--topic", help="Topic of JSON events, one event per message."),
+        group: str = typer.Option(
+            ..., "--group", help="Consumer group (a new group starts at the earliest offset)."
+        ),
+        max_idle: float | None = typer.Option(
+            None,
+            "--max-idle",
+            help="Stop after this many seconds without a message, counted once partitions are "
+            "assigned. Default: run until SIGTERM or Ctrl-C.",
+        ),
+        batch_events: int | None = typer.Option(
+            None, "--batch-events", help="Messages per stored batch at most (default: kafka.batch_events)."
+        ),
+        session_timeout_ms: int | None = typer.Option(
+            None, "--session-timeout-ms", help="Group session timeout (default: kafka.session_timeout_ms)."
+        ),
+        metrics_port: int | None = typer.Option(
+            None, "--metrics-port", help="Serve Prometheus metrics on this port (default: kafka.metrics_port)"
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+    ) -> None:
+        """Consume JSON events from a Kafka topic into the event store.
+
+        Messages are validated as files are (bad ones quarantined with partition and offset),
+        stored in batches, and their offsets committed once a batch is durable. SIGTERM stores
+        and commits the batch in hand, then exits 0."""
+        from recforge.data.kafka import ingest_kafka
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        changes: dict[str, Any] = {"batch_events": batch_events, "session_timeout_ms": session_timeout_ms}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        config = dataclasses.replace(state.config, kafka=dataclasses.replace(state.config.kafka, **changes))
+        report = ingest_kafka(
+            EventStore(state.home),
+            config,
+            bootstrap=bootstrap,
+            topic=topic,
+            group=group,
+            max_idle=max_idle,
+            metrics_port=metrics_port,
+        )
+        if as_json:
+            typer.echo(json.dumps(report.to_dict()))
+            return
+        joined = "never joined" if report.joined_s is None else f"joined in {report.joined_s:.1f} s"
+        typer.echo(
+            f"kafka:{topic} (group {group}): {report.messages:,} messages: {report.accepted:,} accepted, "
+            f"{report.duplicates:,} duplicate, {report.rejected:,} rejected; {report.batches:,} batches "
+            f"in {report.active_s:.1f} s ({report.rate:,.0f} messages/s; {joined}); "
+            f"stopped: {report.stopped}; lag {report.total_lag:,}"
+        )
+        if report.commit_failures:
+            typer.echo(f"  offset commits failed {report.commit_failures} times (stored; read again later)")
+        if report.quarantine:
+            typer.echo(f"  rejected messages: {report.quarantine}")

@@ -1,0 +1,280 @@
+"""``recforge train | evaluate | precompute`` and ``recforge pipeline run | schedule | status |
+<stage>``: training, evaluation and the retraining pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+
+from recforge.cli.main import State
+from recforge.config import Config, load_config
+
+STAGE_HELP = {
+    "ingest": "Ingest the event files waiting in the inbox; move them to inbox/done/.",
+    "build": "Build the train part and temporal holdout from the stored events (reused when unchanged).",
+    "train": "Fit the model on the build's train part (reused when data and settings are unchanged).",
+    "evaluate": "Score candidate, popularity and published model on the holdout.",
+    "gate": "Decide whether the candidate may replace the published model (NDCG@k).",
+    "precompute": "Precompute the candidate's lists and store it as a model version.",
+    "publish": "Publish the candidate when the gate accepted it.",
+    "prune": "Delete old model versions, run records, builds and fitted candidates.",
+}
+
+
+class _StderrHandler(logging.Handler):
+    """Log lines to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must not raise
+            self.handleError(record)
+
+
+def _log_to_stderr(debug: bool) -> None:
+    logger = logging.getLogger("recforge.pipeline")
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+
+
+def _config(ctx: typer.Context, config_file: Path | None) -> Config:
+    """The global config, or ``config_file`` loaded in its place (``--home`` still wins)."""
+    state: State = ctx.obj
+    if config_file is None:
+        return state.config
+    root = ctx.find_root()
+    home = root.params.get("home")
+    return load_config(config_file, overrides={"home": str(home)} if home else None)
+
+
+def register(app: typer.Typer) -> None:
+    config_option = typer.Option(None, "--config", help="TOML config file (instead of the global --config).")
+
+    @app.command("train")
+    def train(
+        ctx: typer.Context,
+        model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
+        config_file: Path | None = config_option,
+    ) -> None:
+        """Fit a model on the latest build (recforge build) and save it as a candidate version
+        with its precomputed lists (publish it with recforge models publish)."""
+        from recforge.pipeline.actions import train_version
+
+        state: State = ctx.obj
+        config = _config(ctx, config_file)
+        info, seconds = train_version(state.home, config, model)
+        manifest = info.manifest
+        typer.echo(
+            f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
+            f"in {seconds:.1f} s: candidate version {info.version}"
+        )
+
+    @app.command("evaluate")
+    def evaluate(
+        ctx: typer.Context,
+        version: str | None = typer.Option(
+            None, "--version", help="Model version to evaluate (its served lists)."
+        ),
+        model: str | None = typer.Option(
+            None, "--model", help="Model configuration to fit on the train part."
+        ),
+        holdout: str | None = typer.Option(
+            None,
+            "--holdout",
+            help="Temporal holdout: fraction (0.1 or 10%), span before the newest event (7d, 12h) or a "
+            "cut time (ISO 8601). Default: the version's own cut, else [pipeline] holdout.",
+        ),
+        k: int | None = typer.Option(None, "--k", min=1, help="Metrics @k (default: [pipeline] k)."),
+        json_out: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+        plot_out: Path | None = typer.Option(None, "--plot", help="Draw the metrics chart (PNG) here."),
+        config_file: Path | None = config_option,
+    ) -> None:
+        """Evaluate a model version (default: the published one) or a model configuration on a
+        temporal holdout, beside the popularity baseline: table, JSON, PNG chart."""
+        from recforge.evaluation.report import print_report
+        from recforge.pipeline.actions import evaluate_holdout
+        from recforge.pipeline.holdout import parse_holdout
+
+        state: State = ctx.obj
+        config = _config(ctx, config_file)
+        spec = parse_holdout(holdout) if holdout else None
+        report = evaluate_holdout(state.home, config, version=version, model=model, holdout=spec, k=k)
+        print_report(report)
+        if json_out is not None:
+            typer.echo(f"wrote {report.write_json(json_out)}")
+        if plot_out is not None:
+            typer.echo(f"wrote {report.plot(plot_out)}")
+
+    @app.command("precompute")
+    def precompute(
+        ctx: typer.Context,
+        version: str | None = typer.Option(
+            None, "--version", help="Version to recompute (default: published)."
+        ),
+        config_file: Path | None = config_option,
+    ) -> None:
+        """Recompute a version's lists with the [pipeline] k_users / k_items / k_popular sizes
+        into a new candidate version."""
+        from recforge.pipeline.actions import precompute_version
+
+        state: State = ctx.obj
+        info = precompute_version(state.home, _config(ctx, config_file), version)
+        manifest = info.manifest
+        typer.echo(
+            f"precomputed {manifest['k_users']} items per user, {manifest['k_items']} per item: "
+            f"version {info.version} ({info.status})"
+        )
+
+    pipeline = typer.Typer(
+        help="The retraining pipeline: ingest, build, train, evaluate, gate, precompute, publish, prune.",
+        no_args_is_help=True,
+    )
+    app.add_typer(pipeline, name="pipeline")
+
+    @pipeline.command("run")
+    def run(
+        ctx: typer.Context,
+        run_id: str | None = typer.Option(None, "--run-id", help="Name the run; an existing run resumes."),
+        model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+    ) -> None:
+        """Run every stage once: ingest -> build -> train -> evaluate -> gate -> precompute ->
+        publish -> prune."""
+        from recforge.pipeline.runner import run_pipeline
+
+        state: State = ctx.obj
+        _log_to_stderr(state.debug)
+        result = run_pipeline(state.home, state.config, run_id=run_id, model=model)
+        typer.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else result.summary())
+
+    @pipeline.command("schedule")
+    def schedule(
+        ctx: typer.Context,
+        every: str | None = typer.Option(
+            None,
+            "--every",
+            help="Interval between run starts: 30s, 10m, 1h (default: [pipeline] schedule_every).",
+        ),
+        max_runs: int | None = typer.Option(None, "--max-runs", min=1, help="Stop after this many runs."),
+        model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
+    ) -> None:
+        """Run the pipeline every interval until stopped (SIGTERM or Ctrl-C: the current run
+        stops after its stage). Runs never overlap; a failed run is logged and counted."""
+        from recforge.pipeline.holdout import parse_duration
+        from recforge.pipeline.schedule import Scheduler
+
+        state: State = ctx.obj
+        _log_to_stderr(state.debug)
+        seconds = parse_duration(every or state.config.pipeline.schedule_every)
+        scheduler = Scheduler(state.home, state.config, seconds, model=model, max_runs=max_runs)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            logging.getLogger("recforge.pipeline").info(
+                "scheduler: %s received, stopping", signal.Signals(signum).name
+            )
+            scheduler.stop()
+            for sig, handler in previous.items():  # a second signal acts at once
+                signal.signal(sig, handler)
+
+        for sig in previous:
+            signal.signal(sig, stop)
+        logging.getLogger("recforge.pipeline").info(
+            "scheduler: a pipeline run every %s on %s (pid %d)", _seconds(seconds), state.home, os.getpid()
+        )
+        try:
+            summary = scheduler.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        typer.echo(f"scheduler stopped: {summary.line()}")
+
+    @pipeline.command("status")
+    def status(
+        ctx: typer.Context,
+        limit: int = typer.Option(10, "--limit", min=1, help="How many recent runs to show."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """The most recent pipeline runs: status, outcome, version, the gate's reason."""
+        from recforge.pipeline.runner import RunResult
+        from recforge.pipeline.state import list_runs
+
+        state: State = ctx.obj
+        runs = list_runs(state.home)[-limit:]
+        rows = [
+            {
+                **RunResult.of(r, 0.0).to_dict(),
+                "created": r.state.get("created"),
+                "error": r.state.get("error"),
+            }
+            for r in runs
+        ]
+        for row in rows:
+            row.pop("seconds")
+            row.pop("stopped")
+        if as_json:
+            typer.echo(json.dumps(rows, sort_keys=True, indent=2))
+            return
+        if not rows:
+            typer.echo(f"no pipeline runs under {state.home}")
+        for row in rows:
+            detail = row["error"] or row["reason"] or ""
+            typer.echo(
+                f"{row['run_id']}  {row['created']}  {row['status']:<11} {row['outcome'] or '-':<9} "
+                f"{row['version'] or '-'}  {detail}".rstrip()
+            )
+
+    for stage in STAGE_HELP:
+        _register_stage(pipeline, stage)
+
+
+def _register_stage(pipeline: typer.Typer, stage: str) -> None:
+    def command(
+        ctx: typer.Context,
+        run_id: str | None = typer.Option(
+            None, "--run-id", help="The run this stage belongs to (default: the current run, or a new one)."
+        ),
+        model: str | None = typer.Option(None, "--model", help="Model to fit (train only)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the stage's result as JSON."),
+    ) -> None:
+        from recforge.errors import RecforgeError
+        from recforge.pipeline.runner import run_stage
+
+        state: State = ctx.obj
+        if model is not None and stage != "train":
+            raise RecforgeError("--model applies to the train stage only")
+        _log_to_stderr(state.debug)
+        run, result = run_stage(state.home, state.config, stage, run_id=run_id, model=model)
+        if as_json:
+            typer.echo(json.dumps({"run_id": run.id, "stage": stage, "result": result}, sort_keys=True))
+        else:
+            typer.echo(f"run {run.id}: {stage} done" + _stage_note(stage, result))
+
+    command.__doc__ = STAGE_HELP[stage]
+    pipeline.command(stage)(command)
+
+
+def _stage_note(stage: str, result: dict[str, Any]) -> str:
+    if stage == "publish":
+        return f" ({result['outcome']}: {result['version']})"
+    if stage == "gate":
+        return f" ({'accepted' if result['accepted'] else 'rejected'}: {result['reason']})"
+    if stage == "precompute":
+        return f" (version {result['version']})"
+    return ""
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"

@@ -1,0 +1,207 @@
+"""Item-item cosine similarity, top-N neighbours per item, without a dense items x items matrix.
+
+For a users x items matrix ``W`` the cosine of items ``i`` and ``j`` is
+``S_ij = (W[:, i] . W[:, j]) / (|W[:, i]| |W[:, j]|)``. :func:`column_dot_topn` takes columns
+already scaled to unit length, so ``S_ij`` is a plain dot product, and keeps for each item ``i``
+the ``n`` largest positive ``S_ij`` with ``j != i`` (ties: the lower ``j`` first).
+
+How: for item ``i``, walk its users ``u`` (the CSC of ``W``) and each of their items ``j`` (the
+CSR), adding ``W_ui W_uj`` into a dense float64 accumulator of length ``n_items``; the touched
+entries (found with a per-item stamp) go through a bounded heap of size ``n``; the accumulator
+is cleared along the touched list. The work is ``sum_u |row u|^2``, the memory one accumulator
+per chunk of items. Items are split into chunks of equal work (``chunk_bounds``) that run in
+parallel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recforge._numba import kernel, prange
+
+__all__ = ["column_dot_topn", "column_dot_topn_reference", "cosine_topn", "cosine_topn_reference"]
+
+
+@kernel()
+def _worse(score_a, id_a, score_b, id_b):
+    """Whether neighbour ``a`` ranks below ``b``: lower score, or the same score and higher id."""
+    return score_a < score_b or (score_a == score_b and id_a > id_b)
+
+
+@kernel()
+def _sift_down(scores, ids, size, pos):
+    """Restore the heap (worst at the root) below ``pos``."""
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            return
+        if child + 1 < size and _worse(scores[child + 1], ids[child + 1], scores[child], ids[child]):
+            child += 1
+        if not _worse(scores[child], ids[child], scores[pos], ids[pos]):
+            return
+        scores[pos], scores[child] = scores[child], scores[pos]
+        ids[pos], ids[child] = ids[child], ids[pos]
+        pos = child
+
+
+@kernel(parallel=True)
+def column_dot_topn(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_data: np.ndarray,
+    n_neighbors: int,
+    chunk_bounds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n_neighbors`` columns by dot product for every column of a CSR matrix.
+
+    ``indptr/indices/data`` is the users x items CSR, ``t_*`` the same matrix as CSC (its
+    transpose in CSR form). Returns ``ids`` int32 and ``scores`` float32, both
+    ``[n_items, n_neighbors]``, best first, only positive dot products, padded with ``-1`` /
+    ``0``. Items ``chunk_bounds[c]:chunk_bounds[c + 1]`` form chunk ``c``.
+    """
+    n_items = t_indptr.shape[0] - 1
+    ids = np.full((n_items, n_neighbors), -1, np.int32)
+    scores = np.zeros((n_items, n_neighbors), np.float32)
+    n_chunks = chunk_bounds.shape[0] - 1
+    for c in prange(n_chunks):
+        acc = np.zeros(n_items, np.float64)
+        stamp = np.full(n_items, -1, np.int64)  # stamp[j] == i: j already touched for item i
+        touched = np.empty(n_items, np.int64)
+        heap_scores = np.empty(max(n_neighbors, 1), np.float64)
+        heap_ids = np.empty(max(n_neighbors, 1), np.int64)
+        for i in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            n_touched = 0
+            for p in range(t_indptr[i], t_indptr[i + 1]):
+                # unsigned indices: no negative-index wraparound test in the hot loop (2x)
+                u = np.uint64(t_indices[p])
+                weight = np.float64(t_data[p])
+                for q in range(indptr[u], indptr[u + np.uint64(1)]):
+                    j = np.uint64(indices[q])
+                    if stamp[j] != i:
+                        stamp[j] = i
+                        touched[n_touched] = j
+                        n_touched += 1
+                    acc[j] += weight * data[q]
+            size = 0
+            for t in range(n_touched):
+                j = touched[t]
+                s = acc[j]
+                acc[j] = 0.0
+                if j == i or not s > 0.0 or n_neighbors == 0:
+                    continue
+                if size < n_neighbors:
+                    # push: sift up from the end
+                    pos = size
+                    size += 1
+                    heap_scores[pos] = s
+                    heap_ids[pos] = j
+                    while pos > 0:
+                        parent = (pos - 1) // 2
+                        if not _worse(heap_scores[pos], heap_ids[pos], heap_scores[parent], heap_ids[parent]):
+                            break
+                        heap_scores[pos], heap_scores[parent] = heap_scores[parent], heap_scores[pos]
+                        heap_ids[pos], heap_ids[parent] = heap_ids[parent], heap_ids[pos]
+                        pos = parent
+                elif _worse(heap_scores[0], heap_ids[0], s, j):
+                    heap_scores[0] = s
+                    heap_ids[0] = j
+                    _sift_down(heap_scores, heap_ids, size, 0)
+            # pop worst-first into the row from the back: best ends up first
+            while size > 0:
+                size -= 1
+                ids[i, size] = heap_ids[0]
+                scores[i, size] = heap_scores[0]
+                heap_scores[0] = heap_scores[size]
+                heap_ids[0] = heap_ids[size]
+                _sift_down(heap_scores, heap_ids, size, 0)
+    return ids, scores
+
+
+def column_dot_topn_reference(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_data: np.ndarray,
+    n_neighbors: int,
+    chunk_bounds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`column_dot_topn` from the dense ``W.T @ W`` (float64)."""
+    n_items = len(t_indptr) - 1
+    n_users = len(indptr) - 1
+    W = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items)).toarray().astype(np.float64)
+    dots = W.T @ W
+    np.fill_diagonal(dots, 0.0)
+    ids = np.full((n_items, n_neighbors), -1, np.int32)
+    scores = np.zeros((n_items, n_neighbors), np.float32)
+    order = np.argsort(-dots, axis=1, kind="stable")[:, :n_neighbors]
+    top = np.take_along_axis(dots, order, axis=1)
+    keep = top > 0
+    width = order.shape[1]
+    ids[:, :width] = np.where(keep, order, -1)
+    scores[:, :width] = np.where(keep, top, 0.0)
+    return ids, scores
+
+
+def _unit_columns(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """``matrix`` (float32) with every non-empty column scaled to unit L2 norm."""
+    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    m.eliminate_zeros()
+    norms = np.sqrt(np.bincount(m.indices, weights=np.square(m.data, dtype=np.float64), minlength=m.shape[1]))
+    m.data = (m.data / norms[m.indices]).astype(np.float32)
+    return m
+
+
+def cosine_topn(matrix: sp.csr_matrix, n_neighbors: int, chunks: int = 64) -> sp.csr_matrix:
+    """The ``n_items x n_items`` CSR of each item's top-``n_neighbors`` cosine neighbours.
+
+    Row ``i`` holds item ``i``'s neighbours ``j`` (never ``i``, only ``S_ij > 0``) with value
+    ``S_ij`` (float32), column indices sorted. ``matrix`` is users x items with non-negative
+    values; it is split into ``chunks`` pieces of equal work for the parallel kernel.
+    """
+    if matrix.nnz and matrix.data.min() < 0:
+        raise ValueError("cosine_topn needs a non-negative matrix")
+    unit = _unit_columns(matrix)
+    unit.sort_indices()
+    transposed = sp.csr_matrix(unit.T)
+    transposed.sort_indices()
+    n_items = unit.shape[1]
+    n = min(int(n_neighbors), max(n_items - 1, 0))
+    row_length = np.diff(unit.indptr).astype(np.float64)
+    users_of_entry = np.repeat(np.arange(unit.shape[0]), np.diff(unit.indptr))
+    work = np.bincount(unit.indices, weights=row_length[users_of_entry], minlength=n_items) + 1.0
+    cumulative = np.concatenate([[0.0], np.cumsum(work)])
+    targets = np.linspace(0.0, cumulative[-1], max(1, min(chunks, n_items)) + 1)
+    bounds = np.unique(np.searchsorted(cumulative, targets)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, n_items
+    t = transposed
+    ids, scores = column_dot_topn(
+        unit.indptr, unit.indices, unit.data, t.indptr, t.indices, t.data, n, bounds
+    )
+    return _to_csr(ids, scores, n_items)
+
+
+def cosine_topn_reference(matrix: sp.csr_matrix, n_neighbors: int) -> sp.csr_matrix:
+    """:func:`cosine_topn` from the dense cosine matrix."""
+    unit = _unit_columns(matrix)
+    t = sp.csr_matrix(unit.T)
+    n_items = unit.shape[1]
+    n = min(int(n_neighbors), max(n_items - 1, 0))
+    bounds = np.array([0, n_items], np.int64)
+    ids, scores = column_dot_topn_reference(
+        unit.indptr, unit.indices, unit.data, t.indptr, t.indices, t.data, n, bounds
+    )
+    return _to_csr(ids, scores, n_items)
+
+
+def _to_csr(ids: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
+    keep = ids >= 0
+    rows = np.nonzero(keep)[0]
+    out = sp.csr_matrix((scores[keep], (rows, ids[keep])), shape=(n_items, n_items), dtype=np.float32)
+    out.sort_indices()
+    return out

@@ -1,0 +1,160 @@
+"""Scoring a stored model version on a holdout through exactly what it serves.
+
+:func:`score_artifact` takes a version's precomputed lists (what serving looks up), for each
+held-out user either the user's list or, for a user the version does not know, its popular
+fallback list, maps the item ids through their external names onto the holdout's item
+indices, and measures them against the holdout's relevant items. The version may have been
+trained on other data with other vocabularies: nothing but the external ids has to agree.
+
+:func:`score_published` is how the gate scores the published model on a candidate's holdout.
+"Same holdout" means the candidate's test events, with the relevant sets of the candidate's
+evaluator. That comparison is fair only if the published model has not seen those events:
+
+* when the published version's training data ends before the holdout's cut (the normal case:
+  the pipeline publishes models fitted on the train part, and new data moves the cut forward),
+  the served artifact itself is scored (``method = "artifact"``): "is the candidate better
+  than what users get now?", staleness included;
+* otherwise (its data reaches past the cut: e.g. trained by ``recforge train`` on all events, or
+  late events moved the cut back) its *configuration* (model and parameters) is refitted on the
+  candidate's train part and scored (``method = "refit"``); when that configuration equals the
+  candidate's, the candidate's own score is used (``method = "same-config"``);
+* when neither is possible (its files are unreadable, its model type is no longer available,
+  its parameters no longer fit the constructor), there is no score, the gate skips that check
+  and the run records why: a broken published version must not block every later candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from recforge.artifacts import Artifact, ModelRegistry
+from recforge.data.build import parse_time
+from recforge.data.interactions import Interactions
+from recforge.data.vocabulary import Vocabulary
+from recforge.errors import RecforgeError
+from recforge.evaluation.metrics import metrics_at_k
+from recforge.evaluation.protocol import Evaluator
+from recforge.evaluation.report import Evaluation
+from recforge.models.base import Recommender
+from recforge.pipeline.training import make_model
+
+__all__ = ["PublishedScore", "score_artifact", "score_published", "served_lists"]
+
+
+def served_lists(
+    artifact: Artifact, user_ids: np.ndarray, k: int, items: Vocabulary | None = None
+) -> np.ndarray:
+    """The first ``k`` served items (padding ``-1``) for external user ids: the user's
+    precomputed list, or the popular fallback for a user the version lacks. Item indices are
+    the artifact's, or, given ``items``, that vocabulary's (``-1`` for items it lacks)."""
+    if artifact.user_ids.shape[1] < k:
+        raise RecforgeError(
+            f"version {artifact.version} holds {artifact.user_ids.shape[1]} items per user, fewer than k={k}"
+        )
+    rows = artifact.model.users_.lookup(user_ids)
+    known = rows >= 0
+    fallback = np.full(k, -1, dtype=np.int32)
+    popular = np.asarray(artifact.popular_ids[:k], dtype=np.int32)
+    fallback[: len(popular)] = popular
+    out = np.broadcast_to(fallback, (len(rows), k)).copy()
+    out[known] = np.asarray(artifact.user_ids[rows[known], :k], dtype=np.int32)
+    if items is None:
+        return out
+    to_items = items.lookup(artifact.model.items_.array)  # artifact item index -> items index
+    return np.where(out >= 0, to_items[np.maximum(out, 0)], -1).astype(np.int32)
+
+
+def score_artifact(artifact: Artifact, evaluator: Evaluator, name: str | None = None) -> Evaluation:
+    """The version's served lists scored on the evaluator's holdout (see the module doc)."""
+    test = evaluator.test
+    if not isinstance(test, Interactions):
+        raise TypeError("scoring a stored version needs the holdout as Interactions (for its ids)")
+    k = evaluator.k
+    start = time.perf_counter()
+    users = np.asarray(test.users.ids(evaluator.users))
+    mapped = served_lists(artifact, users, k, items=test.items)
+    listed = time.perf_counter()
+    means = metrics_at_k(mapped, evaluator.relevant, k, evaluator.metrics)
+    done = time.perf_counter()
+    known = int(np.count_nonzero(artifact.model.users_.lookup(users) >= 0))
+    return Evaluation(
+        name=name or artifact.manifest.get("model", artifact.version),
+        k=k,
+        metrics={key: float(value) for key, value in means.items()},
+        users=len(evaluator.users),
+        relevant=int(evaluator.relevant.nnz),
+        relevant_seen_in_train=evaluator.relevant_seen_in_train,
+        recommend_seconds=listed - start,
+        metric_seconds=done - listed,
+        info={"version": artifact.version, "users_known_to_version": known},
+    )
+
+
+class PublishedScore:
+    """How the published model scored on a holdout: ``evaluation`` (or ``None``), ``method``
+    (``artifact``, ``refit``, ``same-config`` or ``none``), and a ``note``."""
+
+    def __init__(self, version: str, evaluation: Evaluation | None, method: str, note: str) -> None:
+        self.version = version
+        self.evaluation = evaluation
+        self.method = method
+        self.note = note
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = self.evaluation.metrics if self.evaluation is not None else None
+        return {"version": self.version, "method": self.method, "note": self.note, "metrics": metrics}
+
+
+def score_published(
+    registry: ModelRegistry,
+    evaluator: Evaluator,
+    train: Interactions,
+    cut: datetime,
+    *,
+    candidate: tuple[str, dict[str, Any], str, Evaluation],
+    name: str = "published",
+) -> PublishedScore | None:
+    """Score the published version on the candidate's holdout (see the module doc); ``None``
+    when nothing is published. ``candidate`` is ``(model name, constructor parameters as its
+    saved ``model.json`` records them, config hash, its evaluation)``, for the
+    same-configuration shortcut. A published version that cannot be read or refitted gets no
+    score (``method = "none"``) and a note saying why, so that it never blocks the pipeline."""
+    version = registry.current()
+    if version is None:
+        return None
+    try:
+        info = registry.get(version)
+        manifest = info.manifest
+        last = (manifest.get("data_window") or {}).get("last")
+        if last and parse_time(last) < cut:
+            evaluation = score_artifact(registry.open(version), evaluator, name)
+            return PublishedScore(
+                version, evaluation, "artifact", f"served lists of {version}, trained before the cut"
+            )
+        saved = json.loads((registry.versions_dir / version / "model" / "model.json").read_text())
+        model_name, params = str(saved["model"]), dict(saved["params"])
+        why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
+        cand_name, cand_params, cand_hash, cand_eval = candidate
+        if (model_name, params, manifest.get("config_hash")) == (cand_name, cand_params, cand_hash):
+            same = dataclasses.replace(cand_eval, name=name, info={"version": version})
+            return PublishedScore(
+                version, same, "same-config", f"{why}; its configuration is the candidate's"
+            )
+        model: Recommender = make_model(model_name, params).fit(train)
+    except (OSError, KeyError, ValueError, TypeError, RecforgeError) as error:
+        message = " ".join(str(error).split())
+        return PublishedScore(version, None, "none", f"{version} could not be scored: {message}")
+    evaluation = evaluator.evaluate(model, name)
+    return PublishedScore(
+        version, evaluation, "refit", f"{why}; its configuration was refitted on this train part"
+    )
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
