@@ -244,7 +244,8 @@ class Recommender(ABC):
         if exclude is not None:
             extra = self._resolve(exclude, self.items_, "item")[0]
             drop = np.concatenate([drop, extra[extra >= 0]])
-        ids, top = select_topk(scores, k, exclude_items=np.unique(drop))
+        # one row: threads would only add the cost of waking them (milliseconds, per request)
+        ids, top = select_topk(scores, k, exclude_items=np.unique(drop), num_threads=1)
         return self._present(ids, top, external, single=True)
 
     # ids -----------------------------------------------------------------------------------
