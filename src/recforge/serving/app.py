@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from threadpoolctl import threadpool_limits
 
 import recforge
 from recforge.artifacts import ModelRegistry
@@ -55,6 +56,9 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One BLAS thread per process: requests run side by side, and a multi-threaded GEMV per
+        # fold-in would only make them fight over the cores.
+        blas = threadpool_limits(limits=1, user_api="blas")
         opened = backend or open_backend(config)
         holder = ModelHolder(
             ModelRegistry(config.home),
@@ -93,6 +97,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             intake.stop()
             opened.close()
             gc.unfreeze()
+            blas.restore_original_limits()
 
     app = FastAPI(
         title="recforge",
