@@ -365,8 +365,8 @@ def part_rmse(args: argparse.Namespace, results: dict[str, Any]) -> None:
             ratingCol="rating", coldStartStrategy="drop", seed=0,
         ).fit(frame)  # fmt: skip
         row["spark_seconds"] = time.perf_counter() - start
-        predictions = spark_model.transform(test_frame).select("rating", "prediction").toPandas()
-        row["spark_rmse"] = float(np.sqrt(np.mean((predictions["prediction"] - predictions["rating"]) ** 2)))
+        predictions = np.array(spark_model.transform(test_frame).select("rating", "prediction").collect())
+        row["spark_rmse"] = float(np.sqrt(np.mean((predictions[:, 1] - predictions[:, 0]) ** 2)))
         row["spark_pairs"] = len(predictions)
     finally:
         spark.stop()

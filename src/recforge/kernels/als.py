@@ -64,7 +64,7 @@ BUFFER_ROWS = 1024
 #: rows fetched ahead of use in gathers (a prefetch hint per cache line)
 PREFETCH_DISTANCE = 8
 #: an exact solve uses Woodbury when the row has fewer than this fraction of ``f`` entries
-WOODBURY_FRACTION = 0.75
+WOODBURY_FRACTION = 0.7
 #: SIMD chunk (floats) of the dense loops of the exact solver; matrices are padded to a multiple
 CHUNK = 16
 #: smallest pivot a Cholesky factorisation accepts before it counts the row as a failure
@@ -269,26 +269,27 @@ def _indirect_product(
 
 @kernel(fastmath=True, inline=True)
 def _cholesky_upper(A, n):  # pragma: no cover
-    """In place ``A[:n, :n] = U^T U`` (``U`` upper, read from/written to the upper triangle).
-
-    Returns False when a pivot is not positive (it is clamped to ``TINY``: the row's system
-    was singular). For the small Woodbury systems; :func:`_cholesky_chunked` for ``f x f``.
-    """
+    """In place ``A[:n, :n] = U^T U`` (``U`` upper, read from/written to the upper triangle),
+    right-looking with contiguous row updates. Returns False when a pivot is not positive (it
+    is clamped to ``TINY``: the row's system was singular). For the small Woodbury and NNLS
+    systems; :func:`_cholesky_chunked` for the ``f x f`` ones."""
     ok = True
     for j in range(n):
-        pivot = A[j, j]
-        for k in range(j):
-            pivot -= A[k, j] * A[k, j]
+        Aj = A[j]
+        pivot = Aj[j]
         if not pivot > TINY:
             ok = False
             pivot = TINY
         s = np.sqrt(pivot)
-        A[j, j] = s
+        Aj[j] = s
+        inv = 1 / s
+        for k in range(j + 1, n):
+            Aj[k] *= inv
         for i in range(j + 1, n):
-            t = A[j, i]
-            for k in range(j):
-                t -= A[k, j] * A[k, i]
-            A[j, i] = t / s
+            a = Aj[i]
+            Ai = A[i]
+            for k in range(i, n):
+                Ai[k] -= a * Aj[k]
     return ok
 
 
@@ -644,6 +645,10 @@ def _woodbury_row(
         dinv[j] = 1.0 / (np.float64(gram_diag[j]) + np.float64(lam))
     m = 0
     for idx in range(start, end):
+        ahead = idx + PREFETCH_DISTANCE
+        if ahead < end:
+            for k in range(0, f, 16):
+                prefetch(Y, indices[ahead], k)
         wi, vi = _weights(data[idx], alpha, one, implicit)
         if not wi > 0:
             continue
@@ -653,13 +658,16 @@ def _woodbury_row(
         beta[m] = np.float64(vi) / np.float64(wi)
         C[m, m] = 1.0 / np.float64(wi)
         m += 1
+    scratch = Z[m]
     for a in range(m):
+        za = Z[a]
         for j in range(f):
-            Z[m, j] = Z[a, j] * dinv[j]  # row m is scratch: Z[a] D^-1
+            scratch[j] = za[j] * dinv[j]
         for c in range(a, m):
+            zc = Z[c]
             s = 0.0
             for j in range(f):
-                s += Z[m, j] * Z[c, j]
+                s += scratch[j] * zc[j]
             if c == a:
                 C[a, a] += s
             else:
@@ -667,10 +675,14 @@ def _woodbury_row(
     ok = _cholesky_upper(C, m)
     _cholesky_solve_upper(C, m, beta)
     for j in range(f):
-        s = 0.0
-        for a in range(m):
-            s += beta[a] * Z[a, j]
-        x[j] = s * dinv[j]
+        scratch[j] = 0.0
+    for a in range(m):
+        ba = beta[a]
+        za = Z[a]
+        for j in range(f):
+            scratch[j] += ba * za[j]
+    for j in range(f):
+        x[j] = scratch[j] * dinv[j]
     return ok
 
 
