@@ -16,8 +16,8 @@ number of draws of the pair (1+); ``syn2m`` keeps 10% of the users (about 2M pai
 activity distribution), ``syn2m-pairs`` 2M pairs drawn uniformly (about 10 per user);
 (b) ``../shared/datasets/ml-1m-pairs`` and ``ml-100k`` for NDCG@10 on a per-user 80/20 split.
 
-GFLOP/s count the row solves' flops (:func:`recforge.kernels.als.row_flops`) plus the Gram
-matrices and basis rotations (``2 n f^2`` per product), the same count for both libraries.
+GFLOP/s: each library's own algorithm's flops (:func:`recforge_flops`, :func:`implicit_flops`)
+per second; recforge does fewer flops (diagonal Gram, Woodbury), so compare seconds first.
 """
 
 from __future__ import annotations
@@ -168,15 +168,35 @@ def csr_bytes(m: sp.csr_matrix) -> int:
     return int(m.indptr.nbytes + m.indices.nbytes + m.data.nbytes)
 
 
-def half_flops(m: sp.csr_matrix, solver: str, n_other: int) -> float:
-    """Row-solve flops of one half plus its Gram (``2 n f^2``) and, for recforge's diagonal
-    Gram, the rotations (not counted: they are work implicit does not do)."""
-    return kernels.row_flops(m.indptr, FACTORS, solver) + 2.0 * n_other * FACTORS**2
+def recforge_flops(m: sp.csr_matrix, solver: str) -> float:
+    """Flops of one recforge iteration: per half, the rows' solves
+    (:func:`recforge.kernels.als.row_flops`), the Gram ``2 n_other f^2`` and the rotation of
+    the other side (and, for CG, of the solved side) into its eigenbasis, ``2 n f^2`` each."""
+    total = 0.0
+    for rows in (m, m.T.tocsr()):
+        n_rows, n_other = rows.shape
+        kind = "cg" if solver == "cg" else "exact"
+        rotated = n_other + (n_rows if solver == "cg" else 0)
+        total += kernels.row_flops(rows.indptr, FACTORS, kind) + 2.0 * FACTORS**2 * (n_other + rotated)
+    return total
 
 
-def iteration_flops(m: sp.csr_matrix, solver: str) -> float:
-    t = m.T.tocsr()
-    return half_flops(m, solver, m.shape[1]) + half_flops(t, solver, m.shape[0])
+def implicit_flops(m: sp.csr_matrix, solver: str, cg_steps: int = 3) -> float:
+    """Flops of one ``implicit`` iteration, its algorithm (``cpu/_als.pyx``): per half the Gram
+    ``2 n_other f^2``; per row with ``n`` entries, CG: ``(s + 1) (2 f^2 + 4 n f) + 10 s f``
+    (an ``f x f`` symv per step); Cholesky: ``n (2 f^2 + 2 f) + f^3 / 3 + 2 f^2`` (a full
+    rank-1 update per entry, then ``posv``)."""
+    f = float(FACTORS)
+    total = 0.0
+    for rows in (m, m.T.tocsr()):
+        n = np.diff(rows.indptr).astype(np.float64)
+        n = n[n > 0]
+        if solver == "cg":
+            per_row = (cg_steps + 1) * (2 * f * f + 4 * n * f) + 10 * cg_steps * f
+        else:
+            per_row = n * (2 * f * f + 2 * f) + f**3 / 3 + 2 * f * f
+        total += float(per_row.sum()) + 2 * f * f * rows.shape[1]
+    return total
 
 
 def fit_recforge(
@@ -276,7 +296,7 @@ def part_speed(args: argparse.Namespace, results: dict[str, Any]) -> None:
             iterations = (
                 args.iterations if (solver == "cg" or name != "syn20m") else args.cholesky_20m_iterations
             )
-            flops = iteration_flops(train, "cg" if solver == "cg" else "exact")
+            flops = {"recforge": recforge_flops(train, solver), "implicit": implicit_flops(train, solver)}
             row: dict[str, Any] = {
                 "dataset": name,
                 "solver": solver,
@@ -294,7 +314,7 @@ def part_speed(args: argparse.Namespace, results: dict[str, Any]) -> None:
             for library, out in best.items():
                 row[library] = {
                     "s_per_iteration": out["per_iteration"],
-                    "gflops": flops / out["per_iteration"] / 1e9,
+                    "gflops": flops[library] / out["per_iteration"] / 1e9,
                     "loss": loss_of(train, out["X"], out["Y"]),
                     "rss_increase_mb": out["rss_increase"] / 2**20,
                 }
@@ -375,6 +395,58 @@ def part_rmse(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["rmse"] = row
 
 
+MEMORY = """
+import sys, json
+sys.path.insert(0, {bench!r})
+import numpy as np, scipy.sparse as sp
+import bench_als as b
+import recforge
+train = sp.load_npz({path!r}).tocsr()
+if {library!r} == "recforge-interactions":
+    train = recforge.Interactions.from_csr(train)  # vocabularies built before measuring
+tiny = sp.random(300, 200, density=0.05, format="csr", random_state=0, dtype=np.float32)
+fit = b.fit_implicit if {library!r} == "implicit" else b.fit_recforge
+fit(tiny, {solver!r}, 1, {threads})  # load code first
+out = fit(train, {solver!r}, 2, {threads})
+print(json.dumps({{"rss_increase": out["rss_increase"]}}))
+"""
+
+
+def part_memory(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Peak RSS increase during a fit (2 iterations: the peak comes in the first), each fit in
+    its own process with only its matrix loaded, so no freed memory from earlier work hides it.
+    ``recforge`` is given the CSR (``fit`` then builds an ``Interactions`` with default string
+    vocabularies), ``recforge-interactions`` an ``Interactions`` built beforehand."""
+    sets = synthetic_sets(Path(args.cache))
+    for name in args.datasets.split(","):
+        path = Path(args.cache) / f"{name}.npz"
+        if not path.exists():
+            sp.save_npz(path, sets[name], compressed=False)
+        train = sets[name]
+        input_mb = csr_bytes(train) / 2**20
+        factor_mb = (train.shape[0] + train.shape[1]) * FACTORS * 4 / 2**20
+        for solver in ("cg", "cholesky"):
+            row: dict[str, Any] = {
+                "dataset": name,
+                "solver": solver,
+                "input_csr_mb": input_mb,
+                "factors_mb": factor_mb,
+            }
+            for library in ("recforge", "recforge-interactions", "implicit"):
+                code = MEMORY.format(
+                    bench=str(Path(__file__).parent), path=str(path), library=library, solver=solver,
+                    threads=args.threads,
+                )  # fmt: skip
+                env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+                out = subprocess.run(
+                    [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+                )
+                increase = json.loads(out.stdout.strip().splitlines()[-1])["rss_increase"] / 2**20
+                row[library] = {"rss_increase_mb": increase, "ratio": increase / (input_mb + factor_mb)}
+            print(json.dumps(row), flush=True)
+            results.setdefault("memory", []).append(row)
+
+
 STARTUP = """
 import time
 start = time.perf_counter()
@@ -418,7 +490,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--parts", default="startup,rmse,quality,speed")
+    parser.add_argument("--parts", default="startup,rmse,quality,memory,speed")
     parser.add_argument("--datasets", default="syn2m,syn2m-pairs,syn20m")
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--cholesky-20m-iterations", type=int, default=3)
@@ -428,7 +500,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "als.json"))
     args = parser.parse_args()
     results: dict[str, Any] = {"args": vars(args)}
-    parts = {"speed": part_speed, "quality": part_quality, "rmse": part_rmse, "startup": part_startup}
+    parts = {
+        "speed": part_speed,
+        "memory": part_memory,
+        "quality": part_quality,
+        "rmse": part_rmse,
+        "startup": part_startup,
+    }
     for part in args.parts.split(","):
         parts[part](args, results)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

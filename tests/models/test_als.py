@@ -15,6 +15,7 @@ import recforge._numba as nb
 from recforge import ALS
 from recforge.data.interactions import Interactions
 from recforge.kernels import als as K
+from recforge.models.base import Recommender
 from tests.conftest import dataset_path
 from tests.models.contract import RecommenderContract
 
@@ -255,3 +256,15 @@ def test_ml100k_explicit_rmse_floor():
     )
     rmse = np.sqrt(np.mean((predicted - test.data[known]) ** 2))
     assert rmse < 0.96
+
+
+def test_fold_in_after_load_from_memory_mapped_arrays(tmp_path):
+    m = random_matrix()
+    model = ALS(factors=8, iterations=3, random_state=0).fit(m)
+    model.save(tmp_path / "als")
+    loaded = Recommender.load(tmp_path / "als", mmap=True)
+    history = m[4]
+    a = model.recommend_for_history(history.indices, history.data, k=5)
+    b = loaded.recommend_for_history(history.indices, history.data, k=5)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
