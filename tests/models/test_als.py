@@ -171,6 +171,7 @@ def test_zero_iterations_and_empty_rows():
     assert (model.user_factors_[-1] == 0).all()
 
 
+@pytest.mark.slow  # compiles the float64 kernels
 def test_float64_factors():
     m = random_matrix()
     model = ALS(factors=4, iterations=2, dtype=np.float64, random_state=0).fit(m)
