@@ -131,6 +131,11 @@ class ALS(FactorRecommender):
     def _scale_by_count(self) -> bool:
         return self.regularization_scaling == "count"
 
+    @property
+    def _implicit(self) -> bool:
+        """``implicit`` as a Python bool (``1`` or ``np.True_`` would compile other kernels)."""
+        return bool(self.implicit)
+
     # fitting -----------------------------------------------------------------------------------
     def _training_matrix(self, interactions: Interactions) -> sp.csr_matrix:
         matrix = interactions.matrix
@@ -186,7 +191,7 @@ class ALS(FactorRecommender):
         if self.nonnegative:
             gram = (Y.T @ Y) if self.implicit else np.zeros((self.factors, self.factors), dtype)
             failures = kernels.als_nnls(
-                *args, X, Y, gram, regularization, self._scale_by_count, alpha, self.implicit, blocks
+                *args, X, Y, gram, regularization, self._scale_by_count, alpha, self._implicit, blocks
             )
             if failures:
                 raise ValueError(
@@ -208,13 +213,13 @@ class ALS(FactorRecommender):
                 regularization,
                 self._scale_by_count,
                 alpha,
-                self.implicit,
+                self._implicit,
                 self.cg_steps,
                 blocks,
             )
             return
         failures = kernels.als_exact(
-            *args, X, Y, gram_diag, regularization, self._scale_by_count, alpha, self.implicit, blocks
+            *args, X, Y, gram_diag, regularization, self._scale_by_count, alpha, self._implicit, blocks
         )
         if failures:
             raise ValueError(f"the normal equations of {failures} rows are singular; increase regularization")
@@ -229,7 +234,7 @@ class ALS(FactorRecommender):
             float(self.regularization),
             self._scale_by_count,
             float(self.alpha),
-            bool(self.implicit),
+            self._implicit,
         )
 
     def loss(self, X: Interactions | sp.spmatrix) -> float:
@@ -257,13 +262,13 @@ class ALS(FactorRecommender):
             gram = self._fold_in_gram(Y, rotate=False)[0]
             kernels.als_nnls(
                 indptr, indices, data, x, Y[unique], gram, regularization,
-                self._scale_by_count, alpha, self.implicit, blocks,
+                self._scale_by_count, alpha, self._implicit, blocks,
             )  # fmt: skip
             return x[0]
         gram_diag, basis = self._fold_in_gram(Y, rotate=True)
         kernels.als_exact(
             indptr, indices, data, x, np.ascontiguousarray(Y[unique] @ basis), gram_diag,
-            regularization, self._scale_by_count, alpha, self.implicit, blocks,
+            regularization, self._scale_by_count, alpha, self._implicit, blocks,
         )  # fmt: skip
         return np.asarray(basis @ x[0], dtype=dtype)
 
