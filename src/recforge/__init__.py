@@ -1,12 +1,13 @@
 """recforge: a recommendation system from raw events to a served, monitored API."""
 
 from recforge.data import Interactions, Vocabulary
-from recforge.models import BPR, ItemKNN, Popular, Recommender
+from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
 from recforge.recommend import recommend_all, similar_items_all
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALS",
     "BPR",
     "Interactions",
     "ItemKNN",

@@ -132,9 +132,9 @@ class Recommender(ABC):
         self.users_ = interactions.users
         self.items_ = interactions.items
         seen = interactions.matrix
-        self.seen_ = sp.csr_matrix(
-            (np.ones(seen.nnz, dtype=np.float32), seen.indices, seen.indptr), shape=seen.shape
-        )
+        # only the stored entries matter (they are excluded from recommendations): share the
+        # matrix's arrays instead of holding a copy (nnz floats) for the model's lifetime
+        self.seen_ = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=seen.shape)
         self._fit(interactions, callback)
         return self
 

@@ -1,0 +1,293 @@
+"""``ALS``: matrix factorisation by alternating least squares, implicit or explicit feedback.
+
+The kernels (:mod:`recforge.kernels.als`) solve each row's normal equations; this module
+runs the iterations, validates hyperparameters, reports progress and folds new users in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from recforge._numba import num_threads, thread_limits, warn_if_oversubscribed
+from recforge._validation import check_in, check_number, check_random_state
+from recforge.data.interactions import Interactions
+from recforge.kernels import als as kernels
+from recforge.models.base import FactorRecommender, FitProgress
+
+__all__ = ["ALS"]
+
+#: blocks of rows per thread handed out by the parallel kernels
+BLOCKS_PER_THREAD = 64
+
+
+class ALS(FactorRecommender):
+    r"""Alternating least squares on a users x items matrix of ``r`` values.
+
+    **Implicit feedback** (``implicit=True``; Hu, Koren, Volinsky 2008) minimises, over user
+    factors ``x_u`` and item factors ``y_i`` (``factors`` each)::
+
+        L = sum_{u, i} c_ui (p_ui - x_u . y_i)^2
+            + regularization * (sum_u s_u |x_u|^2 + sum_i s_i |y_i|^2)
+
+    summed over *all* user-item pairs, with ``p_ui = 1`` if ``r_ui > 0`` else ``0`` and
+    ``c_ui = 1 + alpha * r_ui`` (``1`` off the matrix). **Explicit ratings**
+    (``implicit=False``) minimise::
+
+        L = sum_{(u, i) rated} (r_ui - x_u . y_i)^2
+            + regularization * (sum_u s_u |x_u|^2 + sum_i s_i |y_i|^2)
+
+    The scaling ``s`` is ``1`` for ``regularization_scaling="none"``, or the number of the
+    row's entries (``r > 0`` for implicit feedback, all ratings for explicit) for ``"count"``,
+    which is ALS-WR and what Spark's ``ALS`` does (its ``regParam`` is this
+    ``regularization``). Each iteration solves all users with items fixed, then all items with
+    users fixed; each row's problem is the ``f x f`` system
+    ``(G + lam_u I + Y_u^T W_u Y_u) x_u = Y_u^T v_u`` (``G = Y^T Y`` for implicit feedback,
+    computed once per half-iteration), solved by ``cg_steps`` steps of conjugate gradient
+    warm-started from the previous factors (``solver="cg"``, as ``implicit`` does), exactly
+    (``"cholesky"``: Cholesky of the system, or through the Woodbury identity for rows with few
+    entries: the same solution), or, with ``nonnegative=True``, by non-negative least squares
+    (Lawson-Hanson, as Spark's ``nonnegative`` option; slower). Rows without entries get zero
+    factors.
+
+    Factors start uniform in ``[0, 0.01)`` from ``random_state``; the same seed gives the same
+    factors whatever the number of threads. Learned factors are expressed in the eigenbasis of
+    the last Gram matrix (a rotation that changes no score, distance or loss); with
+    ``nonnegative=True`` they are the non-negative factors themselves.
+
+    Explicit fits read ``Interactions.ratings`` when present, else the matrix given.
+    ``fit(X, callback)`` calls ``callback(FitProgress)`` after each iteration (``loss()``
+    computes ``L`` on demand; returning ``True`` stops). ``recommend_for_history`` folds a new
+    user in by one exact solve of its normal equations against the item factors (NNLS when
+    ``nonnegative``), the same maths as a training row.
+
+    ``num_threads=0`` uses all numba threads; BLAS is pinned to one thread while fitting.
+    """
+
+    name = "als"
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+    #: ``(rotated, gram or eigenvalues, basis)`` of the item factors, for fold-in (not saved)
+    _fold_in_basis: tuple[bool, np.ndarray, np.ndarray] | None = None
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        solver: Literal["cg", "cholesky"] = "cg",
+        cg_steps: int = 3,
+        implicit: bool = True,
+        nonnegative: bool = False,
+        regularization_scaling: Literal["none", "count"] = "none",
+        random_state: int | np.random.Generator | None = None,
+        num_threads: int = 0,
+        dtype: Any = np.float32,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.implicit = implicit
+        self.nonnegative = nonnegative
+        self.regularization_scaling = regularization_scaling
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.dtype = dtype
+
+    # hyperparameters ---------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        check_number("factors", self.factors, integer=True, low=1)
+        check_number("regularization", self.regularization, low=0)
+        check_number("alpha", self.alpha, low=0)
+        check_number("iterations", self.iterations, integer=True, low=0)
+        check_in("solver", self.solver, ("cg", "cholesky"))
+        check_number("cg_steps", self.cg_steps, integer=True, low=1)
+        check_in("implicit", self.implicit, (True, False))
+        check_in("nonnegative", self.nonnegative, (True, False))
+        check_in("regularization_scaling", self.regularization_scaling, ("none", "count"))
+        check_random_state(self.random_state)
+        check_number("num_threads", self.num_threads, integer=True, low=0)
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}") from None
+        check_in("dtype", dtype, (np.dtype(np.float32), np.dtype(np.float64)))
+
+    @property
+    def _float(self) -> type[np.floating]:
+        return np.dtype(self.dtype).type
+
+    @property
+    def _scale_by_count(self) -> bool:
+        return self.regularization_scaling == "count"
+
+    @property
+    def _implicit(self) -> bool:
+        """``implicit`` as a Python bool (``1`` or ``np.True_`` would compile other kernels)."""
+        return bool(self.implicit)
+
+    # fitting -----------------------------------------------------------------------------------
+    def _training_matrix(self, interactions: Interactions) -> sp.csr_matrix:
+        matrix = interactions.matrix
+        if not self.implicit and interactions.ratings is not None:
+            matrix = interactions.ratings
+        if matrix.dtype != np.float32:
+            matrix = matrix.astype(np.float32)
+        return matrix
+
+    def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
+        self._fold_in_basis = None
+        Cui = self._training_matrix(interactions)
+        rng = check_random_state(self.random_state)
+        dtype = self._float
+        n_users, n_items = Cui.shape
+        self.user_factors_ = rng.random((n_users, self.factors), dtype=dtype)
+        self.user_factors_ *= dtype(0.01)
+        self.item_factors_ = rng.random((n_items, self.factors), dtype=dtype)
+        self.item_factors_ *= dtype(0.01)
+        if self.iterations == 0:
+            return
+        Ciu = Cui.T.tocsr()
+        threads = num_threads(self.num_threads)
+        halves = [
+            (Cui, kernels.row_blocks(Cui.indptr, BLOCKS_PER_THREAD * threads), True),
+            (Ciu, kernels.row_blocks(Ciu.indptr, BLOCKS_PER_THREAD * threads), False),
+        ]
+        start = time.perf_counter()
+        with thread_limits(numba_threads=threads, blas_threads=1), numba.parallel_chunksize(1):
+            warn_if_oversubscribed()
+            for iteration in range(self.iterations):
+                for matrix, blocks, users in halves:
+                    if users:
+                        self._half(matrix, blocks, self.user_factors_, self.item_factors_)
+                    else:
+                        self._half(matrix, blocks, self.item_factors_, self.user_factors_)
+                if callback is not None:
+                    progress = FitProgress(
+                        iteration=iteration + 1,
+                        iterations=self.iterations,
+                        elapsed=time.perf_counter() - start,
+                        model=self,
+                        loss=lambda: self._loss(Cui),
+                    )
+                    if callback(progress):
+                        break
+
+    def _half(self, matrix: sp.csr_matrix, blocks: np.ndarray, X: np.ndarray, Y: np.ndarray) -> None:
+        """One half-iteration: solve every row of ``matrix`` for ``X`` with ``Y`` fixed."""
+        dtype = self._float
+        regularization, alpha = dtype(self.regularization), dtype(self.alpha)
+        args = (matrix.indptr, matrix.indices, matrix.data)
+        if self.nonnegative:
+            gram = (Y.T @ Y) if self.implicit else np.zeros((self.factors, self.factors), dtype)
+            failures = kernels.als_nnls(
+                *args, X, Y, gram, regularization, self._scale_by_count, alpha, self._implicit, blocks
+            )
+            if failures:
+                raise ValueError(
+                    f"nonnegative least squares did not converge on {failures} rows; increase regularization"
+                )
+            return
+        if self.implicit:
+            # rotate both sides into the eigenbasis of Y^T Y (X only matters as CG's start)
+            others = (X,) if self.solver == "cg" else ()
+            gram_diag = kernels.rotate_to_gram_eigenbasis(Y, *others)
+        else:
+            gram_diag = np.zeros(self.factors, dtype)
+        if self.solver == "cg":
+            kernels.als_cg(
+                *args,
+                X,
+                Y,
+                gram_diag,
+                regularization,
+                self._scale_by_count,
+                alpha,
+                self._implicit,
+                self.cg_steps,
+                blocks,
+            )
+            return
+        failures = kernels.als_exact(
+            *args, X, Y, gram_diag, regularization, self._scale_by_count, alpha, self._implicit, blocks
+        )
+        if failures:
+            raise ValueError(f"the normal equations of {failures} rows are singular; increase regularization")
+
+    def _loss(self, matrix: sp.csr_matrix) -> float:
+        return kernels.als_loss(
+            matrix.indptr,
+            matrix.indices,
+            matrix.data,
+            self.user_factors_,
+            self.item_factors_,
+            float(self.regularization),
+            self._scale_by_count,
+            float(self.alpha),
+            self._implicit,
+        )
+
+    def loss(self, X: Interactions | sp.spmatrix) -> float:
+        """The objective ``L`` (class doc) of the current factors on ``X`` (as given to ``fit``)."""
+        self._check_fitted()
+        from recforge.models.base import as_interactions
+
+        return self._loss(self._training_matrix(as_interactions(X)))
+
+    # fold-in -----------------------------------------------------------------------------------
+    def _fold_in(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """One exact solve of the new user's normal equations against ``item_factors_``."""
+        dtype = self._float
+        Y = np.asarray(self.item_factors_, dtype=dtype)
+        unique, inverse = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+        summed = np.bincount(inverse, weights=np.asarray(values, np.float64), minlength=len(unique))
+        # index dtypes as scipy's CSR (int32), so the kernels compiled for training are reused
+        indptr = np.array([0, len(unique)], dtype=np.int32)
+        indices = np.arange(len(unique), dtype=np.int32)
+        data = summed.astype(np.float32)
+        x = np.zeros((1, self.factors), dtype=dtype)
+        blocks = np.array([0, 1], dtype=np.int64)
+        regularization, alpha = dtype(self.regularization), dtype(self.alpha)
+        if self.nonnegative:
+            gram = self._fold_in_gram(Y, rotate=False)[0]
+            kernels.als_nnls(
+                indptr, indices, data, x, Y[unique], gram, regularization,
+                self._scale_by_count, alpha, self._implicit, blocks,
+            )  # fmt: skip
+            return x[0]
+        gram_diag, basis = self._fold_in_gram(Y, rotate=True)
+        kernels.als_exact(
+            indptr, indices, data, x, np.ascontiguousarray(Y[unique] @ basis), gram_diag,
+            regularization, self._scale_by_count, alpha, self._implicit, blocks,
+        )  # fmt: skip
+        return np.asarray(basis @ x[0], dtype=dtype)
+
+    def _fold_in_gram(self, Y: np.ndarray, rotate: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(G, I)`` or, rotated, ``(eigenvalues, Q)`` of the item factors' Gram, cached."""
+        cached = self._fold_in_basis
+        if cached is not None and cached[0] == rotate:
+            return cached[1], cached[2]
+        f = self.factors
+        dtype = self._float
+        gram = (Y.T @ Y).astype(np.float64) if self.implicit else np.zeros((f, f))
+        if rotate:
+            eigenvalues, Q = np.linalg.eigh(gram)
+            result = (np.maximum(eigenvalues, 0).astype(dtype), Q.astype(dtype))
+        else:
+            result = (gram.astype(dtype), np.eye(f, dtype=dtype))
+        self._fold_in_basis = (rotate, *result)
+        return result
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        super()._set_state(arrays)
+        self._fold_in_basis = None
