@@ -58,3 +58,12 @@ def test_sliced_array_buffers_round_trip():
     offsets, data = vocab.to_buffers()
     assert offsets[0] == 0 and offsets[-1] == len(data)
     assert list(Vocabulary.from_buffers(offsets, data).ids()) == ["one", "two"]
+
+
+def test_range_vocabulary():
+    vocab = Vocabulary.range(12)
+    assert list(vocab.ids()) == [str(i) for i in range(12)]
+    assert vocab.lookup(["11", "3", "12"]).tolist() == [11, 3, -1]
+    assert len(Vocabulary.range(0)) == 0
+    with pytest.raises(ValueError):
+        Vocabulary.range(-1)

@@ -89,8 +89,8 @@ class Interactions:
         """Wrap a users x items matrix; without vocabularies, ids are ``"0" .. "n-1"``."""
         csr = _canonical(sp.csr_matrix(matrix, dtype=np.float32))
         n_users, n_items = csr.shape
-        users = users if users is not None else Vocabulary([str(i) for i in range(n_users)])
-        items = items if items is not None else Vocabulary([str(i) for i in range(n_items)])
+        users = users if users is not None else Vocabulary.range(n_users)
+        items = items if items is not None else Vocabulary.range(n_items)
         rat = (
             None if ratings is None else _canonical(sp.csr_matrix(ratings, dtype=np.float32), keep_zeros=True)
         )
@@ -197,6 +197,7 @@ def _canonical(m: sp.csr_matrix, keep_zeros: bool = False) -> sp.csr_matrix:
     """Sorted indices, summed duplicates, and (unless ``keep_zeros``) only positive entries."""
     m.sum_duplicates()
     if not keep_zeros and m.nnz and (m.data <= 0).any():
+        m = m.copy()  # never zero the caller's arrays
         m.data[m.data < 0] = 0
         m.eliminate_zeros()
     m.sort_indices()

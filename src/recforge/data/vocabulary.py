@@ -44,6 +44,18 @@ class Vocabulary:
         distinct = pc.unique(array)
         return cls(pc.take(distinct, pc.sort_indices(distinct)))
 
+    @classmethod
+    def range(cls, n: int) -> Vocabulary:
+        """The ids ``"0" .. "n-1"`` (for matrices given without vocabularies), built without a
+        Python object per id."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        array = pa.array(np.arange(n).astype("U"), type=pa.large_string())
+        vocab = cls.__new__(cls)
+        vocab._array = array
+        vocab._index = None
+        return vocab
+
     def extend(self, values: pa.Array | pa.ChunkedArray | Iterable[str]) -> Vocabulary:
         """A new vocabulary with the unseen ``values`` appended (existing indices unchanged)."""
         array = _as_string_array(values if isinstance(values, pa.Array | pa.ChunkedArray) else list(values))
