@@ -1,4 +1,5 @@
-"""``recforge models build | list | show | publish | rollback`` end to end."""
+"""``recforge models list | show | publish | rollback`` end to end, over versions made by
+``recforge build`` + ``recforge train``."""
 
 import json
 
@@ -24,13 +25,17 @@ def test_build_list_show_publish_rollback(tmp_path, capsys):
     code, _, err = run(capsys, *h, "models", "show")
     assert code == 2 and "nothing is published" in err
 
-    code, out, _ = run(capsys, *h, "models", "build", "--model", "popular", "--k-users", "20", "--publish")
-    assert code == 0 and "built v" in out and "published v" in out
-    first = ModelRegistry(home).current()
-    code, out, _ = run(capsys, *h, "models", "build", "--model", "popular", "--end", "2024-02-01")
+    assert run(capsys, *h, "build")[0] == 0
+    code, out, _ = run(capsys, *h, "train", "--model", "popular")
+    assert code == 0 and "candidate version v" in out
+    first = ModelRegistry(home).list()[-1].version
+    code, out, _ = run(capsys, *h, "models", "publish", first)
+    assert code == 0 and ModelRegistry(home).current() == first
+    assert run(capsys, *h, "build", "--end", "2024-02-01")[0] == 0
+    code, out, _ = run(capsys, *h, "train", "--model", "popular")
     assert code == 0
     second = ModelRegistry(home).list()[-1].version
-    assert ModelRegistry(home).current() == first  # built, not published
+    assert ModelRegistry(home).current() == first  # trained, not published
 
     code, out, _ = run(capsys, *h, "models", "list", "--json")
     listed = json.loads(out)
@@ -42,11 +47,9 @@ def test_build_list_show_publish_rollback(tmp_path, capsys):
 
     code, out, _ = run(capsys, *h, "models", "show", second, "--json")
     shown = json.loads(out)
-    assert shown["model"] == "popular" and shown["data_window"]["end"] == "2024-02-01T00:00:00Z"
-    assert shown["k_users"] == 200
+    assert shown["model"] == "popular" and shown["data_window"]["window_end"] == "2024-02-01T00:00:00Z"
+    assert shown["k_users"] == 100
     assert shown["published"] is False
-
-    assert json.loads(run(capsys, *h, "models", "show", first, "--json")[1])["k_users"] == 20
 
     code, out, _ = run(capsys, *h, "models", "publish", second)
     assert code == 0 and ModelRegistry(home).current() == second
@@ -55,7 +58,7 @@ def test_build_list_show_publish_rollback(tmp_path, capsys):
     code, out, _ = run(capsys, *h, "models", "rollback")
     assert code == 0 and f"rolled back to {first}" in out and ModelRegistry(home).current() == first
 
-    code, _, err = run(capsys, *h, "models", "build", "--model", "nonsense")
+    code, _, err = run(capsys, *h, "train", "--model", "nonsense")
     assert code == 2 and "unknown model 'nonsense'" in err and "popular" in err
     code, _, err = run(capsys, *h, "models", "publish", "v-not-a-version")
     assert code == 2 and "not a model version name" in err
