@@ -1,8 +1,7 @@
-"""``recforge models list | show | publish | rollback | build | load``: the model registry.
+"""``recforge models list | show | publish | rollback | load``: the model registry.
 
-``build`` is the minimal path from the event store to a servable version (build ->
-fit -> precompute -> store), for demos and tests; the pipeline with evaluation and a quality
-gate is ``recforge pipeline``'s job.
+Versions are made by ``recforge train`` (or the pipeline, with its quality gate); ``load``
+copies a version's precomputed lists into the Redis list store.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ import typer
 
 from recforge.cli.main import State
 
-MODEL_HELP = "Model to fit: popular, or any registered model (als, bpr, itemknn ...)."
-
 
 def register(app: typer.Typer) -> None:
     models = typer.Typer(
-        help="The model registry: list, show, build, publish, roll back.", no_args_is_help=True
+        help="The model registry: list, show, publish, roll back, load into Redis.", no_args_is_help=True
     )
     app.add_typer(models, name="models")
 
