@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-__all__ = ["Progress", "progress"]
+__all__ = ["Progress", "progress", "stage"]
 
 
 class Progress(Protocol):
@@ -47,3 +47,17 @@ def progress(description: str, total: float | None, enabled: bool | None = None)
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         yield _Bar(bar, bar.add_task(description, total=total))
+
+
+@contextmanager
+def stage(description: str, enabled: bool | None = None) -> Iterator[None]:
+    """A spinner with ``description`` on stderr for one step of long work whose fraction done is
+    unknown (reading, aggregating, writing); silent unless stderr is a terminal."""
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if not show:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(description):
+        yield

@@ -23,11 +23,14 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same file)."),
     ) -> None:
         """Generate synthetic marketplace events (views, likes, carts, purchases)."""
+        from recforge._progress import stage
         from recforge.data.generate import generate_events, write_events
 
         started = time.perf_counter()
-        table = generate_events(users=users, items=items, events=events, days=days, seed=seed)
-        write_events(table, out)
+        with stage(f"generating {events:,} events"):
+            table = generate_events(users=users, items=items, events=events, days=days, seed=seed)
+        with stage(f"writing {out}"):
+            write_events(table, out)
         took = time.perf_counter() - started
         typer.echo(
             f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out} in {took:.1f} s"
@@ -41,18 +44,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build the user x item interaction matrix from the stored events (weights and time
         decay from [weighting] in the config) into <home>/interactions."""
+        from recforge._progress import stage
         from recforge.data.build import build_interactions, parse_time, save_interactions
         from recforge.data.store import EventStore
 
         state: State = ctx.obj
         started = time.perf_counter()
-        interactions = build_interactions(
-            EventStore(state.home),
-            state.config,
-            start=parse_time(start) if start else None,
-            end=parse_time(end) if end else None,
-        )
-        path = save_interactions(interactions, state.home)
+        with stage("building interactions from the event store"):
+            interactions = build_interactions(
+                EventStore(state.home),
+                state.config,
+                start=parse_time(start) if start else None,
+                end=parse_time(end) if end else None,
+            )
+        with stage("saving the build"):
+            path = save_interactions(interactions, state.home)
         took = time.perf_counter() - started
         typer.echo(
             f"built {interactions.n_users:,} users x {interactions.n_items:,} items, "
