@@ -3,8 +3,8 @@
     PYTHONPATH=src:. python benchmarks/bench_serving.py [--work /tmp/recforge-bench-serving]
 
 Set-up (cached in ``--work``): 1M generated events over 20,000 users and a 50,000-item
-catalogue; a 64-factor model (``ToyFactors``: truncated SVD with an implicit-ALS fold-in, the
-stand-in for ALS until it lands; a real model when ``--model`` names a registered one); its
+catalogue; a 64-factor model (``--model``: ``als`` by default, any registered model, or
+``toyfactors``, the tests' truncated-SVD stand-in with an implicit-ALS fold-in); its
 top-200 lists per user and top-50 per item (blocked GEMM + argpartition), and five more
 versions for the publish test. The server is ``recforge serve`` (one uvicorn process, BLAS
 pinned to one thread) in a subprocess; the load generator is an open-loop asyncio client in
@@ -95,7 +95,8 @@ def build_home(work: Path, model_name: str) -> Path:
     if not store.segments():
         store.append(generate_events(users=N_USERS, items=N_ITEMS, events=N_EVENTS, seed=0))
     interactions = build_interactions(store, Config())
-    model = ToyFactors(factors=FACTORS) if model_name == "toyfactors" else Recommender.registry[model_name]()
+    cls = ToyFactors if model_name == "toyfactors" else Recommender.registry[model_name]
+    model = cls(factors=FACTORS)  # a factor model: its versions differ by scaled user factors
     model.fit(interactions)
     seen = interactions.matrix
     user_f = np.asarray(model.user_factors_, np.float32)
@@ -629,7 +630,7 @@ def stage_foldin_compute(home: Path, items: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/recforge-bench-serving"))
-    parser.add_argument("--model", default="toyfactors")
+    parser.add_argument("--model", default="als")
     parser.add_argument("--stages", default="appends,precomputed,foldin,intake,publish")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=60.0)
