@@ -48,7 +48,8 @@ def main(names: list[str]) -> int:
                 log.write(line)
         if process.wait():
             failed.append(name)
-        print(f"=== bench_{name}: exit {process.returncode}, {time.perf_counter() - started:.0f} s", flush=True)
+        seconds = time.perf_counter() - started
+        print(f"=== bench_{name}: exit {process.returncode}, {seconds:.0f} s", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0
