@@ -47,6 +47,7 @@ def test_example_model_tables_match_constructor_defaults():
 
     example = tomllib.loads((REPO / "recforge.example.toml").read_text())
     tables = {k: v for k, v in example["model"].items() if isinstance(v, dict)}
+    assert set(tables) == set(Recommender.registry)
     for name, params in tables.items():
         cls = Recommender.registry[name]
         signature = inspect.signature(cls.__init__)
