@@ -258,18 +258,21 @@ class ALS(FactorRecommender):
         x = np.zeros((1, self.factors), dtype=dtype)
         blocks = np.array([0, 1], dtype=np.int64)
         regularization, alpha = dtype(self.regularization), dtype(self.alpha)
+        # one row: waking numba's thread pool would cost more than the solve (ms per request)
         if self.nonnegative:
             gram = self._fold_in_gram(Y, rotate=False)[0]
-            kernels.als_nnls(
-                indptr, indices, data, x, Y[unique], gram, regularization,
-                self._scale_by_count, alpha, self._implicit, blocks,
-            )  # fmt: skip
+            with thread_limits(1):
+                kernels.als_nnls(
+                    indptr, indices, data, x, Y[unique], gram, regularization,
+                    self._scale_by_count, alpha, self._implicit, blocks,
+                )  # fmt: skip
             return x[0]
         gram_diag, basis = self._fold_in_gram(Y, rotate=True)
-        kernels.als_exact(
-            indptr, indices, data, x, np.ascontiguousarray(Y[unique] @ basis), gram_diag,
-            regularization, self._scale_by_count, alpha, self._implicit, blocks,
-        )  # fmt: skip
+        with thread_limits(1):
+            kernels.als_exact(
+                indptr, indices, data, x, np.ascontiguousarray(Y[unique] @ basis), gram_diag,
+                regularization, self._scale_by_count, alpha, self._implicit, blocks,
+            )  # fmt: skip
         return np.asarray(basis @ x[0], dtype=dtype)
 
     def _fold_in_gram(self, Y: np.ndarray, rotate: bool) -> tuple[np.ndarray, np.ndarray]:
