@@ -31,14 +31,12 @@ popular item is not similar to everything).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from recforge._numba import thread_limits
 from recforge._validation import check_number, check_random_state
@@ -192,7 +190,7 @@ class BPR(FactorRecommender):
         negatives = np.setdiff1d(candidates, positives, assume_unique=True)
         if len(positives) and len(negatives):
             # the products are small: one BLAS thread (several spin-wait badly on a busy machine)
-            with _blas_controller().limit(limits=1, user_api="blas"):
+            with thread_limits(blas_threads=1):
                 w = _newton_fold_in(
                     np.asarray(Y[positives], dtype=np.float64),
                     np.asarray(Y[negatives], dtype=np.float64),
@@ -202,12 +200,6 @@ class BPR(FactorRecommender):
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return similar_items_all(self.item_factors_[:, :-1], k, items=items)
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    """Found once: ``threadpool_limits`` searches the loaded libraries on every call (~10 ms)."""
-    return ThreadpoolController()
 
 
 def _newton_fold_in(H: np.ndarray, N: np.ndarray, lam: float) -> np.ndarray:
