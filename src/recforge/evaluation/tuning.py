@@ -17,9 +17,9 @@ there (:meth:`Evaluator.callback`) the trial scores the current model and report
 to Optuna as the intermediate value of step ``iteration``; when the pruner says the trial is
 doing worse than earlier trials did at the same iteration, the fit stops and the trial ends as
 *pruned*. The default pruner is Optuna's median rule: once 5 trials have completed, a trial
-whose score after its 5th or a later iteration is below the median of the earlier trials'
+whose score after its 4th or a later iteration is below the median of the earlier trials'
 scores at that iteration is pruned. (Not earlier: strongly regularised ALS starts slowly and
-ends best; pruning after the 3rd iteration cut exactly those on ml-100k.)
+ends best; pruning after the 2nd iteration cut exactly those on ml-100k.)
 
 **Sampler.** Multivariate TPE (one joint density over all dimensions, so that regularisation
 and ``alpha``, which act together, are modelled together), the first ``startup_trials``
