@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune(
         ctx: typer.Context,
-        model: str | None = typer.Option(None, "--model", help="Model to tune (default: [model] name)."),
+        model: str | None = typer.Option(None, "--model", help="Model to tune (default: \\[model] name)."),
         trials: int = typer.Option(20, "--trials", help="Trials to run (a resumed study adds this many)."),
         timeout: str | None = typer.Option(
             None, "--timeout", help="Stop starting trials after this long: 90s, 5m, 1h."
@@ -25,13 +25,13 @@ def register(app: typer.Typer) -> None:
             None,
             "--holdout",
             help="Temporal holdout: fraction (0.1 or 10%), span before the newest event (7d, 12h) or a "
-            "cut time (ISO 8601). Default: [pipeline] holdout.",
+            "cut time (ISO 8601). Default: \\[pipeline] holdout.",
         ),
         per_user: float | None = typer.Option(
             None, "--per-user", help="Per-user random holdout of this fraction of each user's events instead."
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the per-user holdout."),
-        k: int | None = typer.Option(None, "--k", help="Metrics @k (default: [pipeline] k)."),
+        k: int | None = typer.Option(None, "--k", help="Metrics @k (default: \\[pipeline] k)."),
         metric: str = typer.Option("ndcg", "--metric", help="Metric to maximise: ndcg, map, recall, ..."),
         study: str | None = typer.Option(
             None, "--study", help="Study name (default: the model's); an existing study continues."
