@@ -1,6 +1,7 @@
 """recforge: a recommendation system from raw events to a served, monitored API."""
 
 from recforge.data import Interactions, Vocabulary
+from recforge.evaluation import tune
 from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
 from recforge.recommend import recommend_all, similar_items_all
 
@@ -17,4 +18,5 @@ __all__ = [
     "__version__",
     "recommend_all",
     "similar_items_all",
+    "tune",
 ]

@@ -50,7 +50,8 @@ def _log_to_stderr(debug: bool) -> None:
 
 
 def _config(ctx: typer.Context, config_file: Path | None) -> Config:
-    """The global config, or ``config_file`` loaded in its place (``--home`` still wins)."""
+    """The global config, or ``config_file`` loaded in its place (``--home`` still wins; else
+    the file's ``home``, which the command then works in)."""
     state: State = ctx.obj
     if config_file is None:
         return state.config
@@ -72,9 +73,8 @@ def register(app: typer.Typer) -> None:
         with its precomputed lists (publish it with recforge models publish)."""
         from recforge.pipeline.actions import train_version
 
-        state: State = ctx.obj
         config = _config(ctx, config_file)
-        info, seconds = train_version(state.home, config, model)
+        info, seconds = train_version(Path(config.home), config, model)
         manifest = info.manifest
         typer.echo(
             f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
@@ -107,10 +107,9 @@ def register(app: typer.Typer) -> None:
         from recforge.pipeline.actions import evaluate_holdout
         from recforge.pipeline.holdout import parse_holdout
 
-        state: State = ctx.obj
         config = _config(ctx, config_file)
         spec = parse_holdout(holdout) if holdout else None
-        report = evaluate_holdout(state.home, config, version=version, model=model, holdout=spec, k=k)
+        report = evaluate_holdout(Path(config.home), config, version=version, model=model, holdout=spec, k=k)
         print_report(report)
         if json_out is not None:
             typer.echo(f"wrote {report.write_json(json_out)}")
@@ -129,8 +128,8 @@ def register(app: typer.Typer) -> None:
         into a new candidate version."""
         from recforge.pipeline.actions import precompute_version
 
-        state: State = ctx.obj
-        info = precompute_version(state.home, _config(ctx, config_file), version)
+        config = _config(ctx, config_file)
+        info = precompute_version(Path(config.home), config, version)
         manifest = info.manifest
         typer.echo(
             f"precomputed {manifest['k_users']} items per user, {manifest['k_items']} per item: "

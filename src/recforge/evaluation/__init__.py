@@ -5,7 +5,9 @@
   MRR, coverage @K over a CSR of relevant items and a ``[n_users, k]`` id array;
 * :mod:`~recforge.evaluation.protocol`: :func:`evaluate` / :func:`compare` models through their
   served ``recommend`` path, :class:`Evaluator` for repeated (tuning) and per-iteration scoring;
-* :mod:`~recforge.evaluation.report`: the table, JSON and PNG chart of a :class:`Report`.
+* :mod:`~recforge.evaluation.report`: the table, JSON and PNG chart of a :class:`Report`;
+* :mod:`~recforge.evaluation.tuning`: :func:`tune`, Optuna TPE over a model's hyperparameters
+  (and the event weighting) on a validation holdout, with pruning and resumable studies.
 """
 
 from recforge.evaluation.metrics import (
@@ -22,15 +24,30 @@ from recforge.evaluation.metrics import (
 from recforge.evaluation.protocol import DEFAULT_METRICS, Evaluator, ValidationCallback, compare, evaluate
 from recforge.evaluation.report import Evaluation, Report, plot_report, print_report, render_table, write_json
 from recforge.evaluation.splits import Split, leave_last_n_split, random_split, temporal_split
+from recforge.evaluation.tuning import (
+    SEARCH_SPACES,
+    Choice,
+    Range,
+    TrialResult,
+    TuneResult,
+    WeightingSpace,
+    tune,
+)
 
 __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
+    "SEARCH_SPACES",
+    "Choice",
     "Evaluation",
     "Evaluator",
+    "Range",
     "Report",
     "Split",
+    "TrialResult",
+    "TuneResult",
     "ValidationCallback",
+    "WeightingSpace",
     "compare",
     "coverage_at_k",
     "evaluate",
@@ -47,5 +64,6 @@ __all__ = [
     "recall_at_k",
     "render_table",
     "temporal_split",
+    "tune",
     "write_json",
 ]

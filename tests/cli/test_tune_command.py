@@ -1,0 +1,129 @@
+"""``recforge tune``: tunes on the stored events, resumes its study, writes a config that
+``recforge build`` / ``recforge train`` accept, and refuses bad arguments in one line."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from recforge.artifacts import ModelRegistry
+from recforge.cli.main import main
+from recforge.config import load_config
+from recforge.data.generate import generate_events
+from recforge.data.interactions import Interactions
+from recforge.data.store import EventStore
+
+pytest.importorskip("optuna")
+
+
+def run(capsys, *args):
+    code = main([*args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def events():
+    return generate_events(users=200, items=80, events=6_000, days=30, seed=3)
+
+
+@pytest.fixture
+def home(tmp_path, events):
+    home = tmp_path / "home"
+    EventStore(home).append(events)
+    return home
+
+
+@pytest.fixture
+def one_thread(tmp_path):
+    """A config fitting ALS on one thread: on data this small, waking a pool costs more."""
+    path = tmp_path / "one-thread.toml"
+    path.write_text("[model.als]\nnum_threads = 1\n")
+    return str(path)
+
+
+def test_tune_writes_a_config_that_build_and_train_accept(tmp_path, capsys, home, one_thread):
+    config = tmp_path / "tuned.toml"
+    report = tmp_path / "tuning.json"
+    code, out, err = run(
+        capsys, "--home", str(home), "--config", one_thread, "tune", "--trials", "2", "--holdout", "20%",
+        "--write-config", str(config), "--json", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "tuned als on" in out and "NDCG@10" in out and "MAP@10" in out and "temporal, cut" in out
+    assert (home / "tuning" / "als.db").exists()
+    saved = json.loads(report.read_text())
+    assert len(saved["trials"]) == 2 and saved["split"]["method"] == "temporal"
+    # trial 0 is the configuration in use: the default weights and ALS's defaults, in range
+    first = saved["trials"][0]["params"]
+    assert first["weight.cart"] == 8.0 and first["half_life_days"] == 30.0 and first["factors"] == 64
+    assert {"map", "ndcg"} <= set(saved["trials"][0]["scores"])
+
+    document = tomllib.loads(config.read_text())
+    best = saved["best_params"]
+    assert document["model"]["name"] == "als" and document["model"]["als"] == best
+    assert best["num_threads"] == 1  # held fixed from the config in use
+    loaded = load_config(config, environ={})
+    weights = loaded.weighting.weights
+    assert weights["cart"] == pytest.approx(saved["best_preprocessing"]["weight.cart"])
+    assert loaded.weighting.half_life_days == pytest.approx(saved["best_preprocessing"]["half_life_days"])
+
+    # the round trip: build with the tuned weights, train with the tuned parameters
+    assert run(capsys, "--config", str(config), "build")[0] == 0
+    assert Interactions.load(home / "interactions").info["weights"] == weights
+    code, out, err = run(capsys, "train", "--config", str(config))
+    assert code == 0, err
+    version = out.rsplit("candidate version ", 1)[1].strip()
+    trained = ModelRegistry(home).get(version).manifest["params"]
+    assert {key: trained[key] for key in best} == best
+
+
+def test_the_study_resumes_and_refuses_another_setup(capsys, home, one_thread):
+    args = [
+        "--home",
+        str(home),
+        "--config",
+        one_thread,
+        "tune",
+        "--per-user",
+        "0.2",
+        "--no-weights",
+        "--study",
+        "s",
+    ]
+    assert run(capsys, *args, "--trials", "1")[0] == 0
+    code, out, err = run(capsys, *args, "--trials", "1")
+    assert code == 0, err
+    assert "of 2 trials in study 's'" in out and "per-user 0.2, seed 0" in out
+    code, _, err = run(capsys, *args, "--trials", "1", "--seed", "1")  # another validation split
+    assert code == 2 and "not comparable" in err and "--restart" in err and len(err.splitlines()) == 1
+    code, out, _ = run(capsys, *args, "--trials", "1", "--seed", "1", "--restart")
+    assert code == 0 and "of 1 trials" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--k", "0"], "--k must be at least 1"),
+        (["--metric", "rmse"], "metric must be one of"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--model", "popular", "--no-weights", "--no-half-life"], "nothing to tune for popular"),
+        (["--holdout", "10%", "--per-user", "0.2"], "not both"),
+        (["--per-user", "1.5"], "must lie in (0, 1)"),
+        (["--holdout", "2"], "holdout fraction must lie in (0, 1)"),
+        (["--timeout", "soon"], "is not a duration"),
+        (["--study", "../escape"], "study name '../escape' must be"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(capsys, home, args, message):
+    code, _, err = run(capsys, "--home", str(home), "tune", *args)
+    assert code == 2
+    assert err.startswith("recforge: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_an_empty_store_is_an_error(tmp_path, capsys):
+    code, _, err = run(capsys, "--home", str(tmp_path / "empty"), "tune", "--trials", "1")
+    assert code == 2 and "no events" in err
