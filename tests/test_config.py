@@ -47,7 +47,8 @@ def test_example_model_tables_match_constructor_defaults():
 
     example = tomllib.loads((REPO / "recforge.example.toml").read_text())
     tables = {k: v for k, v in example["model"].items() if isinstance(v, dict)}
-    assert set(tables) == set(Recommender.registry)
+    shipped = {name for name, cls in Recommender.registry.items() if cls.__module__.startswith("recforge.")}
+    assert set(tables) == shipped  # tests may register models of their own
     for name, params in tables.items():
         cls = Recommender.registry[name]
         signature = inspect.signature(cls.__init__)
