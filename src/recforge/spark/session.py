@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "check_executors",
     "inject_failure",
     "managed_session",
+    "require_java",
     "require_pyspark",
     "spark_session",
     "task_threads",
@@ -52,6 +54,18 @@ def require_pyspark() -> None:
         raise RecforgeError(INSTALL_HINT) from None
 
 
+def require_java() -> None:
+    """Raise a :class:`RecforgeError` when no ``java`` can start Spark's JVM (``JAVA_HOME`` or
+    ``PATH``)."""
+    home = os.environ.get("JAVA_HOME")
+    java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if not java or not os.access(java, os.X_OK):
+        where = f"JAVA_HOME={home} has no bin/java" if home else "no java on PATH"
+        raise RecforgeError(
+            f"recforge's Spark engine needs Java 17 ({where}): install a JDK 17 or set JAVA_HOME"
+        )
+
+
 def _source_root() -> str:
     """The directory ``recforge`` is imported from (``src`` in a checkout)."""
     return str(Path(__file__).resolve().parents[2])
@@ -73,6 +87,8 @@ def spark_session(
     require_pyspark()
     from pyspark.sql import SparkSession
 
+    if SparkSession.getActiveSession() is None:
+        require_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
