@@ -44,6 +44,7 @@ __all__ = [
     "StoreUnavailable",
     "decode_list",
     "encode_list",
+    "encode_rows",
 ]
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -103,7 +104,7 @@ def decode_list(blob: bytes) -> Pair:
     return np.frombuffer(blob, "<i4", count=k), np.frombuffer(blob, "<f4", count=k, offset=4 * k)
 
 
-def _encode_rows(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def encode_rows(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """All rows encoded at once: ``[n, 8k]`` bytes, row ``r`` is ``encode_list(ids[r], scores[r])``."""
     n, k = ids.shape
     out = np.empty((n, 8 * k), dtype=np.uint8)
@@ -125,13 +126,14 @@ class RedisLists:
         self.keep_versions = keep_versions
         self.client = client if client is not None else redis_client(url)
 
-    def _key(self, version: str, part: str) -> str:
+    def key(self, version: str, part: str) -> str:
+        """The Redis key of ``part`` (``users``, ``items``, ``popular``, ``ready``) of a version."""
         return f"{self.prefix}:lists:{version}:{part}"
 
     def ready(self, version: str) -> bool:
         """Whether ``version`` is completely loaded."""
         with translate_errors(self.url):
-            return bool(self.client.exists(self._key(version, "ready")))
+            return bool(self.client.exists(self.key(version, "ready")))
 
     def versions(self) -> list[str]:
         """Loaded (or loading) versions, oldest first."""
@@ -155,19 +157,19 @@ class RedisLists:
                 ("users", model.users_, artifact.user_ids, artifact.user_scores),
                 ("items", model.items_, artifact.item_ids, artifact.item_scores),
             ):
-                key = self._key(version, part)
+                key = self.key(version, part)
                 client.delete(key)
                 for start in range(0, len(names), batch):
                     stop = min(start + batch, len(names))
-                    rows = _encode_rows(ids[start:stop], scores[start:stop])
+                    rows = encode_rows(ids[start:stop], scores[start:stop])
                     keys = names.array.slice(start, stop - start).to_pylist()
                     client.hset(
                         key, mapping={name: row.tobytes() for name, row in zip(keys, rows, strict=True)}
                     )
             client.set(
-                self._key(version, "popular"), encode_list(artifact.popular_ids, artifact.popular_scores)
+                self.key(version, "popular"), encode_list(artifact.popular_ids, artifact.popular_scores)
             )
-            client.set(self._key(version, "ready"), str(time.time()))
+            client.set(self.key(version, "ready"), str(time.time()))
         self.prune(keep=version)
         return True
 
@@ -177,13 +179,13 @@ class RedisLists:
         deadline = time.monotonic() + wait_seconds
         while not self.ready(version):
             with translate_errors(self.url):
-                mine = self.client.set(self._key(version, "loading"), "1", nx=True, ex=lock_seconds)
+                mine = self.client.set(self.key(version, "loading"), "1", nx=True, ex=lock_seconds)
             if mine:
                 try:
                     self.load(artifact, force=True)
                 finally:
                     with translate_errors(self.url):
-                        self.client.delete(self._key(version, "loading"))
+                        self.client.delete(self.key(version, "loading"))
                 return
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"timed out waiting for another process to load {version} into Redis")
@@ -195,7 +197,7 @@ class RedisLists:
         doomed = [v for v in versions[: -self.keep_versions] if v != keep]
         with translate_errors(self.url):
             for version in doomed:
-                self.client.delete(*(self._key(version, p) for p in ("ready", "users", "items", "popular")))
+                self.client.delete(*(self.key(version, p) for p in ("ready", "users", "items", "popular")))
                 self.client.zrem(f"{self.prefix}:lists", version)
         return doomed
 
@@ -212,10 +214,10 @@ class RedisListStore(ListStore):
         self.version = version
         self._lists = lists
         self._client = lists.client
-        self._users = lists._key(version, "users")
-        self._items = lists._key(version, "items")
+        self._users = lists.key(version, "users")
+        self._items = lists.key(version, "items")
         with translate_errors(lists.url):
-            blob = self._client.get(lists._key(version, "popular"))
+            blob = self._client.get(lists.key(version, "popular"))
         if blob is None:
             raise StoreUnavailable(f"Redis holds no popular list for {version}")
         self._popular = decode_list(blob)

@@ -1,0 +1,48 @@
+"""Scale-out on Apache Spark: block-partitioned ALS and broadcast batch top-K.
+
+An optional extra (``pip install 'recforge[spark]'``, and Java 17): pyspark is imported only
+when a Spark feature is used, with a clear error when it is missing. The same model artifacts
+come out as from local training, so the same server serves them.
+
+* :class:`SparkALS` (:mod:`recforge.spark.als`): ALS fitted on a DataFrame of (user, item, value).
+* :func:`recommend_all_users`, :func:`similar_items_all_items` (:mod:`recforge.spark.topk`): top-K
+  lists for every user / item, item factors broadcast, written as Parquet; :func:`write_redis`
+  copies them from the executors straight into the Redis list store, :func:`lists_array`
+  reads them back as the artifact's arrays.
+* ``recforge train | precompute --engine spark`` (:mod:`recforge.spark.actions`).
+* :func:`spark_session`, :func:`managed_session` (:mod:`recforge.spark.session`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "RedisTarget",
+    "SparkALS",
+    "lists_array",
+    "managed_session",
+    "recommend_all_users",
+    "similar_items_all_items",
+    "spark_session",
+    "write_redis",
+]
+
+_WHERE = {
+    "SparkALS": "recforge.spark.als",
+    "RedisTarget": "recforge.spark.topk",
+    "recommend_all_users": "recforge.spark.topk",
+    "similar_items_all_items": "recforge.spark.topk",
+    "lists_array": "recforge.spark.topk",
+    "write_redis": "recforge.spark.topk",
+    "managed_session": "recforge.spark.session",
+    "spark_session": "recforge.spark.session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recforge.spark' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,662 @@
+"""``SparkALS``: recforge's ALS on a Spark cluster, block-partitioned as Spark's own ALS.
+
+The maths are :class:`recforge.ALS`'s (its docstring states the objective); the layout is
+Spark MLlib's (:mod:`recforge.spark.blocks` describes the blocks):
+
+1. **Vocabularies** are the sorted distinct ids, as local training builds them, so the result
+   is the same model (and artifact) a local fit on the same pairs gives; the ratings are mapped
+   to dense indices by broadcast joins.
+2. **Blocks, built once** (``partitionRatings`` + ``makeBlocks``): each input partition cuts its
+   ratings into partial rating blocks per (user block, item block) pair (Arrow, in the Python
+   workers); a shuffle gathers each pair, whose duplicates are summed in a fixed order; each pair
+   becomes a piece for its user block and one for its item block; a shuffle per side gathers the
+   pieces into the cached in-blocks and out-blocks.
+3. **A half-iteration** (``computeFactors``): the source side's Gram matrix ``G`` (the blocks'
+   parts ``Y_b^T Y_b`` reduced by ``treeAggregate`` and summed on the driver in block order)
+   gives the rotation ``Q`` of local training; every source block ships to each destination
+   block only the rows that block needs (one shuffle keyed by destination block); every
+   destination block joins what it got with its cached in-block (and its previous factors,
+   CG's start) without a shuffle, rotates them by ``Q``, solves its rows with recforge's numba
+   kernels pinned to the task's cores, rotates back, and keeps the result cached for the next
+   half. The Gram job of the new factors is what computes them (one job per half).
+4. **Lineage** is cut by checkpointing both factor RDDs every ``checkpoint_interval`` iterations
+   when the context has a checkpoint directory (``SparkContext.setCheckpointDir``), as MLlib does.
+5. **Output**: the factors, the vocabularies and the seen pairs are collected into a fitted
+   :class:`recforge.ALS`, so ``save``, artifacts and serving work unchanged.
+
+Same seed, same initial factors: they are drawn on the driver exactly as ``ALS.fit`` draws
+them. Results are deterministic for a given input partitioning and block counts (shipped blocks
+are concatenated in source order, duplicates summed in input order, Grams summed in block
+order); they match a local fit to rounding (the Grams are summed per block, and local training
+keeps its factors in the rotated basis), not bit for bit. A failed task is retried by Spark
+and recomputes the same bits.
+
+Differences from local ``ALS.fit``: the input is pairs, not ``Interactions``. For implicit
+feedback, duplicate pairs are summed and pairs whose sum is not positive are dropped (as
+``Interactions.from_events`` does); for explicit ratings duplicates are summed too and every
+pair is kept. ``seen_`` holds the pairs trained on. There is no per-iteration callback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from recforge._validation import check_in, check_number, check_random_state
+from recforge.data.vocabulary import Vocabulary
+from recforge.models.als import ALS
+from recforge.spark import blocks
+from recforge.spark.session import (
+    block_of,
+    check_executors,
+    inject_failure,
+    require_pyspark,
+    task_threads,
+    zip_partitions,
+)
+
+if TYPE_CHECKING:
+    from pyspark import RDD, SparkContext
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["SparkALS"]
+
+log = logging.getLogger("recforge.spark")
+
+#: rows an input partition buffers before cutting them into partial rating blocks
+FLUSH_ROWS = 1 << 22
+_PAIR_SCHEMA = "pair int, part int, seq int, users binary, items binary, values binary"
+
+
+class SparkALS:
+    """Fit :class:`recforge.ALS` on a Spark DataFrame of ``(user, item, value)`` rows.
+
+    Hyperparameters are ``ALS``'s (same names, defaults and meaning; ``num_threads=0`` means
+    ``spark.task.cpus`` threads per task), plus ``num_user_blocks`` / ``num_item_blocks`` (how
+    many blocks each side is cut into: the parallelism of a half-iteration) and
+    ``checkpoint_interval`` (iterations between checkpoints of the factors; ``None``: never).
+    ``fit`` returns a fitted ``ALS``.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        solver: Literal["cg", "cholesky"] = "cg",
+        cg_steps: int = 3,
+        implicit: bool = True,
+        nonnegative: bool = False,
+        regularization_scaling: Literal["none", "count"] = "none",
+        random_state: int | np.random.Generator | None = None,
+        num_threads: int = 0,
+        dtype: Any = np.float32,
+        num_user_blocks: int = 10,
+        num_item_blocks: int = 10,
+        checkpoint_interval: int | None = 10,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.implicit = implicit
+        self.nonnegative = nonnegative
+        self.regularization_scaling = regularization_scaling
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.dtype = dtype
+        self.num_user_blocks = num_user_blocks
+        self.num_item_blocks = num_item_blocks
+        self.checkpoint_interval = checkpoint_interval
+
+    def als_params(self) -> dict[str, Any]:
+        """The hyperparameters the fitted ``ALS`` carries (all but the Spark ones)."""
+        names = ALS._param_names()
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self) -> str:
+        params = {
+            **self.als_params(),
+            "num_user_blocks": self.num_user_blocks,
+            "num_item_blocks": self.num_item_blocks,
+            "checkpoint_interval": self.checkpoint_interval,
+        }
+        return f"SparkALS({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+    def _validate_params(self) -> ALS:
+        model = ALS(**self.als_params())
+        model._validate_params()
+        check_number("num_user_blocks", self.num_user_blocks, integer=True, low=1)
+        check_number("num_item_blocks", self.num_item_blocks, integer=True, low=1)
+        if self.checkpoint_interval is not None:
+            check_number("checkpoint_interval", self.checkpoint_interval, integer=True, low=1)
+        check_in("implicit", self.implicit, (True, False))
+        return model
+
+    # fitting -----------------------------------------------------------------------------------
+    def fit(
+        self,
+        ratings: DataFrame,
+        user_col: str = "user",
+        item_col: str = "item",
+        value_col: str | None = "value",
+    ) -> ALS:
+        """Fit on ``ratings``; ids are strings or integers (integers become their decimal
+        strings, as event ids are), ``value_col`` a number (``None``: every row counts 1).
+        Returns the fitted ``ALS``."""
+        model = self._validate_params()
+        require_pyspark()
+        spark = ratings.sparkSession
+        sc = spark.sparkContext
+        check_executors(sc)
+        started = time.perf_counter()
+        frame = _ratings_frame(ratings, user_col, item_col, value_col)
+        users, items = _vocabulary(frame, "user"), _vocabulary(frame, "item")
+        indexed = _indexed(spark, frame, users, items)
+        layout = _Layout(len(users), len(items), int(self.num_user_blocks), int(self.num_item_blocks))
+        data = _BlockData.build(indexed, layout, bool(self.implicit))
+        log.info(
+            "SparkALS: %d users x %d items in %d x %d blocks, built in %.1f s",
+            len(users),
+            len(items),
+            layout.user_blocks,
+            layout.item_blocks,
+            time.perf_counter() - started,
+        )
+        try:
+            user_factors, item_factors = _Iterations(self, sc, layout, data).run()
+            seen = data.seen(layout)
+        finally:
+            data.unpersist()
+        model.users_ = users
+        model.items_ = items
+        model.seen_ = seen
+        model.user_factors_ = user_factors
+        model.item_factors_ = item_factors
+        return model
+
+
+# input ---------------------------------------------------------------------------------------
+def _ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: str | None) -> DataFrame:
+    """``(user string, item string, value double)``, checked: no null ids, finite values."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    fields = {f.name: f.dataType for f in ratings.schema.fields}
+    for column in (user_col, item_col, value_col):
+        if column is not None and column not in fields:
+            raise ValueError(f"the ratings have no column {column!r}; columns: {sorted(fields)}")
+    for column in (user_col, item_col):
+        if not isinstance(fields[column], T.StringType | T.IntegralType):
+            raise ValueError(
+                f"ids must be strings or integers; {column!r} is {fields[column].simpleString()}"
+            )
+    if value_col is not None and not isinstance(fields[value_col], T.NumericType):
+        raise ValueError(f"values must be numbers; {value_col!r} is {fields[value_col].simpleString()}")
+    value = F.col(value_col).cast("double") if value_col is not None else F.lit(1.0)
+    frame = ratings.select(
+        F.col(user_col).cast("string").alias("user"),
+        F.col(item_col).cast("string").alias("item"),
+        value.alias("value"),
+    )
+    finite = (
+        F.col("value").isNotNull() & ~F.isnan("value") & ~F.col("value").isin(float("inf"), float("-inf"))
+    )
+    row = frame.agg(
+        F.count(F.lit(1)),
+        F.count_if(F.col("user").isNull() | F.col("item").isNull()),
+        F.count_if(~finite),
+    ).first()
+    assert row is not None
+    total, null_ids, bad_values = int(row[0]), int(row[1]), int(row[2])
+    if total == 0:
+        raise ValueError("the ratings are empty")
+    if null_ids:
+        raise ValueError(f"{null_ids} ratings have a null user or item id")
+    if bad_values:
+        raise ValueError(f"{bad_values} ratings have a null, NaN or infinite value")
+    return frame
+
+
+def _vocabulary(frame: DataFrame, column: str) -> Vocabulary:
+    """The sorted distinct ids of ``column`` (``Vocabulary.from_values``, as local training)."""
+    return Vocabulary.from_values(frame.select(column).distinct().toArrow().column(0))
+
+
+def _indexed(spark: SparkSession, frame: DataFrame, users: Vocabulary, items: Vocabulary) -> DataFrame:
+    """``(u int, i int, value double)``: dense indices by broadcast joins with the vocabularies."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    def index(vocab: Vocabulary, name: str) -> DataFrame:
+        table = pa.table({name: vocab.array, f"{name}_index": np.arange(len(vocab), dtype=np.int32)})
+        return F.broadcast(spark.createDataFrame(table))
+
+    joined = frame.join(index(users, "user"), "user").join(index(items, "item"), "item")
+    return joined.select(F.col("user_index").alias("u"), F.col("item_index").alias("i"), "value")
+
+
+# blocks --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Layout:
+    n_users: int
+    n_items: int
+    user_blocks: int
+    item_blocks: int
+
+
+def _pair_task(n_user_blocks: int, n_item_blocks: int, batches: Iterator[Any]) -> Iterator[Any]:
+    """Executor: an input partition's ratings as partial rating blocks (Arrow rows of bytes)."""
+    import pyarrow as pa
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    part = context.partitionId() if context is not None else 0
+    pending: list[Any] = []
+    rows = seq = 0
+
+    def flush() -> Any:
+        table = pa.Table.from_batches(pending)
+        u = table.column("u").to_numpy()
+        i = table.column("i").to_numpy()
+        v = table.column("value").to_numpy()
+        cut = blocks.split_pairs(u, i, v, n_user_blocks, n_item_blocks)
+        return pa.RecordBatch.from_pydict(
+            {
+                "pair": pa.array([c[0] for c in cut], pa.int32()),
+                "part": pa.array([part] * len(cut), pa.int32()),
+                "seq": pa.array([seq] * len(cut), pa.int32()),
+                "users": pa.array([c[1].tobytes() for c in cut], pa.binary()),
+                "items": pa.array([c[2].tobytes() for c in cut], pa.binary()),
+                "values": pa.array([c[3].tobytes() for c in cut], pa.binary()),
+            }
+        )
+
+    for batch in batches:
+        if batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+        if rows >= FLUSH_ROWS:
+            yield flush()
+            pending, rows, seq = [], 0, seq + 1
+    if pending:
+        yield flush()
+
+
+def _pair_record(row: Any) -> tuple[int, tuple[int, int, bytes, bytes, bytes]]:
+    return int(row[0]), (int(row[1]), int(row[2]), bytes(row[3]), bytes(row[4]), bytes(row[5]))
+
+
+def _link_task(
+    layout: _Layout, implicit: bool, records: Iterator[tuple[int, tuple[int, int, bytes, bytes, bytes]]]
+) -> Iterator[tuple[tuple[int, int], blocks.Piece]]:
+    """Executor: merge each rating block's partial blocks (in input order) and cut it into its
+    user piece (key ``(0, b)``) and item piece (key ``(1, c)``)."""
+    by_pair: dict[int, list[tuple[int, int, bytes, bytes, bytes]]] = {}
+    for pair, record in records:
+        by_pair.setdefault(pair, []).append(record)
+    for pair, parts in sorted(by_pair.items()):
+        parts.sort(key=lambda r: (r[0], r[1]))
+        u, i, v = blocks.merge_pairs(
+            [
+                (
+                    np.frombuffer(r[2], np.int32),
+                    np.frombuffer(r[3], np.int32),
+                    np.frombuffer(r[4], np.float64),
+                )
+                for r in parts
+            ]
+        )
+        if implicit:
+            keep = v > 0
+            u, i, v = u[keep], i[keep], v[keep]
+        if not len(u):
+            continue
+        b, c = divmod(pair, layout.item_blocks)
+        user_piece, item_piece = blocks.link(b, c, u, i, v, layout.user_blocks, layout.item_blocks)
+        yield (0, b), user_piece
+        yield (1, c), item_piece
+
+
+def _assemble_task(
+    n_rows: int, n_blocks: int, n_other_blocks: int, block: int, pieces: Iterator[tuple[int, blocks.Piece]]
+) -> Iterator[tuple[int, blocks.InBlock | blocks.OutBlock | blocks.SeenBlock]]:
+    """Executor: a block's in-, out- and seen-block from its pieces."""
+    assembled = blocks.assemble(
+        [p for _, p in pieces], block, blocks.block_rows(n_rows, n_blocks, block), n_other_blocks
+    )
+    for part in assembled:
+        yield block, part
+
+
+def _of_side(side: int, kv: tuple[tuple[int, int], blocks.Piece]) -> bool:
+    return kv[0][0] == side
+
+
+def _by_block(kv: tuple[tuple[int, int], blocks.Piece]) -> tuple[int, blocks.Piece]:
+    return kv[0][1], kv[1]
+
+
+def _select(kind: type, items: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    return (kv for kv in items if isinstance(kv[1], kind))
+
+
+def materialize(rdd: RDD[Any]) -> None:
+    """Compute (and so cache) every partition of a persisted RDD without reading it back into
+    Python: ``count`` on the JVM side, over the serialized batches."""
+    rdd._jrdd.count()
+
+
+class _BlockData:
+    """The cached in- and out-blocks of both sides, and the users' seen items."""
+
+    def __init__(
+        self, user_in: RDD[Any], user_out: RDD[Any], item_in: RDD[Any], item_out: RDD[Any], seen: RDD[Any]
+    ) -> None:
+        self.user_in, self.user_out, self.item_in, self.item_out = user_in, user_out, item_in, item_out
+        self.seen_blocks = seen
+
+    @classmethod
+    def build(cls, indexed: DataFrame, layout: _Layout, implicit: bool) -> _BlockData:
+        pairs = indexed.mapInArrow(
+            functools.partial(_pair_task, layout.user_blocks, layout.item_blocks), _PAIR_SCHEMA
+        )
+        pieces = (
+            pairs.rdd.map(_pair_record)
+            .partitionBy(layout.user_blocks * layout.item_blocks, block_of)
+            .mapPartitions(functools.partial(_link_task, layout, implicit))
+            .persist()
+        )
+        sides: list[RDD[Any]] = []
+        for side, n_rows, n_blocks, n_other in (
+            (0, layout.n_users, layout.user_blocks, layout.item_blocks),
+            (1, layout.n_items, layout.item_blocks, layout.user_blocks),
+        ):
+            assembled = (
+                pieces.filter(functools.partial(_of_side, side))
+                .map(_by_block)
+                .partitionBy(n_blocks, block_of)
+                .mapPartitionsWithIndex(
+                    functools.partial(_assemble_task, n_rows, n_blocks, n_other), preservesPartitioning=True
+                )
+                .persist()
+            )
+            kinds = (blocks.InBlock, blocks.OutBlock) + ((blocks.SeenBlock,) if side == 0 else ())
+            selected = [
+                assembled.mapPartitions(
+                    functools.partial(_select, kind), preservesPartitioning=True
+                ).persist()
+                for kind in kinds
+            ]
+            materialize(zip_partitions(*selected))  # one job computes (and caches) them all
+            sides.extend(selected)
+            assembled.unpersist()
+        pieces.unpersist()
+        user_in, user_out, seen, item_in, item_out = sides
+        return cls(user_in, user_out, item_in, item_out, seen)
+
+    def seen(self, layout: _Layout) -> sp.csr_matrix:
+        """The users x items CSR matrix of the pairs trained on (values ``r``), on the driver."""
+        rows, columns, values = [], [], []
+        for block in self.seen_blocks.values().collect():
+            local = np.repeat(np.arange(len(block.indptr) - 1, dtype=np.int64), np.diff(block.indptr))
+            rows.append(local * layout.user_blocks + block.block)
+            columns.append(block.columns)
+            values.append(block.data)
+        matrix = sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+            shape=(layout.n_users, layout.n_items),
+            dtype=np.float32,
+        )
+        matrix.sort_indices()
+        return matrix
+
+    def unpersist(self) -> None:
+        for rdd in (self.user_in, self.user_out, self.item_in, self.item_out, self.seen_blocks):
+            rdd.unpersist()
+
+
+# iterations ----------------------------------------------------------------------------------
+def _ship_task(items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, blocks.Shipped]]:
+    """Executor: a source block's factors sliced per destination block."""
+    out = factors = None
+    for _, value in items:
+        if isinstance(value, blocks.OutBlock):
+            out = value
+        elif isinstance(value, blocks.FactorBlock):
+            factors = value
+    if out is None or factors is None:
+        raise RuntimeError("a source block lacks its out-block or its factors")
+    yield from blocks.ship(factors, out)
+
+
+def _solve_task(
+    step: blocks.HalfStep, threads: int, failures: Any, items: Iterator[tuple[int, Any]]
+) -> Iterator[tuple[int, blocks.FactorBlock]]:
+    """Executor: a destination block's new factors from what was shipped to it."""
+    inject_failure("solve")
+    shipped: list[blocks.Shipped] = []
+    in_block = previous = None
+    for _, value in items:
+        if isinstance(value, blocks.Shipped):
+            shipped.append(value)
+        elif isinstance(value, blocks.InBlock):
+            in_block = value
+        elif isinstance(value, blocks.FactorBlock):
+            previous = value
+    if in_block is None:
+        raise RuntimeError("a destination block lacks its in-block")
+    solved, failed = blocks.solve_block(in_block, shipped, previous, step, task_threads(threads))
+    if failed:
+        failures.add(failed)
+    yield in_block.block, solved
+
+
+def _gram_part(kv: tuple[int, blocks.FactorBlock]) -> tuple[int, np.ndarray]:
+    from recforge._numba import thread_limits
+
+    with thread_limits(blas_threads=1):
+        return blocks.gram_part(kv[1])
+
+
+def _add_part(parts: dict[int, np.ndarray], part: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
+    return {**parts, part[0]: part[1]}
+
+
+def _merge_parts(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    return {**a, **b}
+
+
+def _values(kv: tuple[int, blocks.FactorBlock]) -> tuple[int, np.ndarray]:
+    return kv[0], kv[1].values
+
+
+class _Iterations:
+    """The driver's loop: two half-iterations per iteration, one Spark job per half."""
+
+    def __init__(self, params: SparkALS, sc: SparkContext, layout: _Layout, data: _BlockData) -> None:
+        self.params = params
+        self.sc = sc
+        self.layout = layout
+        self.data = data
+        self.dtype = np.dtype(params.dtype)
+        self.checkpoints: list[str] = []
+        self.failures = sc.accumulator(0)
+
+    def step(self, gram: np.ndarray | None) -> blocks.HalfStep:
+        """The half-iteration's settings; ``gram`` is the source side's ``G`` (implicit)."""
+        p = self.params
+        kernel_gram = rotation = None
+        if gram is not None and p.nonnegative:
+            kernel_gram = gram
+        elif gram is not None:  # as rotate_to_gram_eigenbasis: eigenvalues clipped at 0
+            eigenvalues, rotation = np.linalg.eigh(gram)
+            kernel_gram = np.maximum(eigenvalues, 0.0)
+        return blocks.HalfStep(
+            factors=int(p.factors),
+            dtype=self.dtype,
+            regularization=float(p.regularization),
+            alpha=float(p.alpha),
+            implicit=bool(p.implicit),
+            scale_by_count=p.regularization_scaling == "count",
+            solver=p.solver,
+            cg_steps=int(p.cg_steps),
+            nonnegative=bool(p.nonnegative),
+            warm_start=p.solver == "cg" and not p.nonnegative,
+            gram=kernel_gram,
+            rotation=rotation,
+        )
+
+    def run(self) -> tuple[np.ndarray, np.ndarray]:
+        from recforge._numba import thread_limits
+
+        with thread_limits(blas_threads=1):  # the driver's few products, as the executors'
+            return self._run()
+
+    def _run(self) -> tuple[np.ndarray, np.ndarray]:
+        p, layout, dtype = self.params, self.layout, self.dtype
+        rng = check_random_state(p.random_state)
+        users = rng.random((layout.n_users, p.factors), dtype=dtype.type)
+        users *= dtype.type(0.01)
+        items = rng.random((layout.n_items, p.factors), dtype=dtype.type)
+        items *= dtype.type(0.01)
+        if p.iterations == 0:
+            return users, items
+        U = self._distribute(users, layout.user_blocks)
+        V = self._distribute(items, layout.item_blocks)
+        del users, items
+        can_checkpoint = bool(self.sc._jsc.sc().getCheckpointDir().isDefined())
+        if p.checkpoint_interval is not None and not can_checkpoint:
+            log.info(
+                "SparkALS: no checkpoint directory set (SparkContext.setCheckpointDir): not checkpointing"
+            )
+        start = time.perf_counter()
+        data = self.data
+        try:
+            item_gram = self._gram(V)
+            for iteration in range(p.iterations):
+                checkpoint = (
+                    can_checkpoint
+                    and p.checkpoint_interval is not None
+                    and (iteration + 1) % p.checkpoint_interval == 0
+                )
+                item_step = self.step(item_gram)
+                U_new = self._half(
+                    V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint
+                )
+                user_step = self.step(self._gram(U_new))  # the job that computes U_new
+                U.unpersist()
+                U = U_new
+                V_new = self._half(
+                    U, data.user_out, V, data.item_in, layout.item_blocks, user_step, checkpoint
+                )
+                item_gram = self._gram(V_new)  # the job that computes V_new
+                V.unpersist()
+                V = V_new
+                self._check_failures()
+                if checkpoint:
+                    self._forget_checkpoints(keep=(U, V))
+                log.info(
+                    "SparkALS: iteration %d/%d, %.1f s",
+                    iteration + 1,
+                    p.iterations,
+                    time.perf_counter() - start,
+                )
+            users, items = self._collect(U, layout.n_users), self._collect(V, layout.n_items)
+            return self._final_basis(users, items, user_step)
+        finally:
+            U.unpersist()
+            V.unpersist()
+            self._forget_checkpoints(keep=())
+
+    def _distribute(self, factors: np.ndarray, n_blocks: int) -> RDD[Any]:
+        parts = [
+            (b, blocks.FactorBlock(b, np.ascontiguousarray(factors[b::n_blocks]))) for b in range(n_blocks)
+        ]
+        return self.sc.parallelize(parts, n_blocks).partitionBy(n_blocks, block_of).persist()
+
+    def _gram(self, factors: RDD[Any]) -> np.ndarray | None:
+        """``G = sum_b Y_b^T Y_b`` of a side's factors by ``treeAggregate`` (implicit feedback;
+        ``None`` for explicit ratings, after computing ``factors``). The parts travel whole and
+        are summed here in block order, so the result does not depend on task timing."""
+        if not self.params.implicit:
+            materialize(factors)
+            return None
+        zero: dict[int, np.ndarray] = {}
+        parts = factors.map(_gram_part).treeAggregate(zero, _add_part, _merge_parts, depth=2)
+        n_blocks = factors.getNumPartitions()
+        if sorted(parts) != list(range(n_blocks)):
+            raise RuntimeError(f"the Gram matrix needs a part from each of {n_blocks} blocks")
+        total = np.zeros((self.params.factors, self.params.factors))
+        for block in range(n_blocks):
+            total += parts[block]
+        return total
+
+    def _half(
+        self,
+        src: RDD[Any],
+        src_out: RDD[Any],
+        dst: RDD[Any],
+        dst_in: RDD[Any],
+        n_dst: int,
+        step: blocks.HalfStep,
+        checkpoint: bool,
+    ) -> RDD[Any]:
+        """The ``dst`` side's new factors (cached, not yet computed) against ``src``."""
+        shipped = zip_partitions(src_out, src).mapPartitions(_ship_task)  # keys: destination blocks
+        shipped = shipped.partitionBy(n_dst, block_of)
+        inputs = [shipped, dst_in, dst] if step.warm_start else [shipped, dst_in]
+        solve = functools.partial(_solve_task, step, int(self.params.num_threads), self.failures)
+        solved = zip_partitions(*inputs).mapPartitions(solve, preservesPartitioning=True).persist()
+        if checkpoint:
+            solved.checkpoint()
+        return solved
+
+    def _check_failures(self) -> None:
+        failures = int(self.failures.value)
+        if failures:
+            if self.params.nonnegative:
+                message = f"nonnegative least squares did not converge on {failures} rows"
+            else:
+                message = f"the normal equations of {failures} rows are singular"
+            raise ValueError(f"{message}; increase regularization")
+
+    def _collect(self, factors: RDD[Any], n: int) -> np.ndarray:
+        n_blocks = factors.getNumPartitions()
+        out = np.empty((n, int(self.params.factors)), dtype=self.dtype)
+        for b, values in factors.map(_values).collect():
+            out[b::n_blocks] = values
+        return out
+
+    def _final_basis(
+        self, users: np.ndarray, items: np.ndarray, step: blocks.HalfStep
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Express both in the basis the last item half solved in (the eigenbasis of the users'
+        Gram matrix), as local training leaves its factors (implicit feedback, not NNLS)."""
+        if step.rotation is None:
+            return users, items
+        Q = (np.asarray(step.rotation, dtype=self.dtype),)
+        return blocks.rotate(users, Q), blocks.rotate(items, Q)
+
+    def _forget_checkpoints(self, keep: tuple[RDD[Any], ...]) -> None:
+        """Delete the checkpoint files of earlier checkpoints (MLlib's
+        ``deletePreviousCheckpointFile``), all but those of ``keep``."""
+        current = [rdd.getCheckpointFile() for rdd in keep]
+        jvm = self.sc._jvm
+        assert jvm is not None
+        conf = self.sc._jsc.hadoopConfiguration()
+        for name in self.checkpoints:
+            if name not in current:
+                path = jvm.org.apache.hadoop.fs.Path(name)
+                path.getFileSystem(conf).delete(path, True)
+        self.checkpoints = [c for c in current if c]

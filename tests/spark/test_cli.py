@@ -1,0 +1,104 @@
+"""``recforge train | precompute --engine spark`` over the event store's segments (issue 9)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recforge.artifacts import ModelRegistry
+from recforge.cli.main import main
+from recforge.config import load_config
+from recforge.data.generate import generate_events
+from recforge.data.interactions import Interactions
+from recforge.data.store import EventStore
+from recforge.errors import RecforgeError
+from recforge.spark.actions import events_frame
+
+pytestmark = pytest.mark.spark
+
+CONFIG = """
+[model]
+name = "als"
+
+[model.als]
+factors = 8
+iterations = 2
+random_state = 3
+num_user_blocks = 2
+num_item_blocks = 2
+
+[pipeline]
+k_users = 5
+k_items = 4
+k_popular = 6
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    store = EventStore(home)
+    store.append(generate_events(users=80, items=30, events=1_500, seed=5))
+    store.append(generate_events(users=80, items=30, events=500, seed=6))  # two segments
+    (home / "recforge.toml").write_text(CONFIG)
+    return home
+
+
+def test_pairs_from_the_segments_equal_the_local_build(spark, home):
+    config = load_config(home / "recforge.toml")
+    pairs = events_frame(spark, home, config).toPandas()
+    weighting = config.weighting
+    local = Interactions.from_events(
+        EventStore(home).scan(["user_id", "item_id", "event_type", "value", "timestamp"]),
+        weights=weighting.weights,
+        half_life_days=weighting.half_life_days,
+    )
+    matrix = sp.csr_matrix(
+        (
+            pairs["value"],
+            (local.users.lookup(pairs["user"].tolist()), local.items.lookup(pairs["item"].tolist())),
+        ),
+        shape=local.shape,
+    )
+    assert matrix.nnz == local.nnz
+    np.testing.assert_allclose(matrix.toarray(), local.matrix.toarray(), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_train_and_precompute_with_the_spark_engine(spark, home, capsys):
+    args = ["--home", str(home), "--config", str(home / "recforge.toml")]
+    assert main([*args, "train", "--engine", "spark", "--master", "local[2]"]) == 0
+    assert "candidate version" in capsys.readouterr().out
+    registry = ModelRegistry(home)
+    trained = registry.open(registry.list()[-1].version)
+    model = trained.model
+    assert model.name == "als" and model.user_factors_.shape[1] == 8
+    expected_ids, _ = model.recommend(np.arange(len(model.users_)), k=5)
+    np.testing.assert_array_equal(trained.user_ids, expected_ids)
+    np.testing.assert_array_equal(trained.item_ids, model.similar_items(np.arange(len(model.items_)), k=4)[0])
+    assert len(trained.popular_ids) == 6
+
+    assert main([*args, "precompute", "--engine", "spark", "--version", trained.version]) == 0
+    again = registry.open(registry.list()[-1].version)
+    assert again.version != trained.version
+    np.testing.assert_array_equal(again.user_ids, trained.user_ids)
+    np.testing.assert_array_equal(again.popular_ids, trained.popular_ids)
+
+
+def test_missing_java_or_pyspark_is_one_clear_line(spark, home, capsys, monkeypatch):
+    from pyspark.sql import SparkSession
+
+    from recforge.spark.session import require_pyspark
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    monkeypatch.setenv("JAVA_HOME", str(home / "no-jdk"))
+    assert main(["--home", str(home), "train", "--engine", "spark"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recforge: error:") and "Java 17" in err and "\n" not in err
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    with pytest.raises(RecforgeError, match=r"pip install 'recforge\[spark\]'"):
+        require_pyspark()
+    assert main(["--home", str(home), "train", "--engine", "flink"]) == 2
