@@ -125,6 +125,15 @@ class RecommenderContract:
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
 
+    def test_save_load_keeps_the_trained_values(self, checkerboard, tmp_path):
+        weighted = checkerboard.copy()
+        weighted.data = np.arange(1, weighted.nnz + 1, dtype=np.float32)  # r: serving folds users in from it
+        model = self.make().fit(weighted)
+        model.save(tmp_path / "m")
+        loaded = Recommender.load(tmp_path / "m")
+        np.testing.assert_array_equal(loaded.seen_.indices, weighted.indices)
+        np.testing.assert_array_equal(loaded.seen_.data, weighted.data)
+
     def test_clone_is_unfitted_twin(self, fitted):
         twin = fitted.clone()
         assert not twin.is_fitted and twin.get_params() == fitted.get_params()

@@ -117,7 +117,7 @@ def test_known_user_with_fresh_events_folds_in_old_and_new_items(client, artifac
     assert not set(got) & (set(unseen) | set(names(artifact, trained)))
     weight = make_config(artifact.path).weighting.weights["purchase"]
     history = np.concatenate([trained, model.items_.lookup(unseen)])
-    values = np.concatenate([np.ones(len(trained)), np.full(3, weight)])
+    values = np.concatenate([model.seen_[11].data, np.full(3, weight)])  # the trained r, then the fresh
     ids, _ = model.recommend_for_history(history, values, k=10)
     assert got == names(artifact, ids)
 

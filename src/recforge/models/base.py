@@ -287,6 +287,7 @@ class Recommender(ABC):
         arrays = dict(self._state())
         arrays["seen_indptr"] = self.seen_.indptr
         arrays["seen_indices"] = self.seen_.indices
+        arrays["seen_data"] = np.asarray(self.seen_.data, dtype=np.float32)  # r, for fold-in
         for key, value in arrays.items():
             np.save(path / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
         self.users_.save(path, "users")
@@ -328,9 +329,10 @@ class Recommender(ABC):
         model.items_ = Vocabulary.load(path, "items", mmap=mmap)
         n_users, n_items = manifest["n_users"], manifest["n_items"]
         indptr, indices = arrays.pop("seen_indptr"), arrays.pop("seen_indices")
-        model.seen_ = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items)
-        )
+        data = arrays.pop("seen_data", None)  # absent in models saved before it was kept
+        if data is None:
+            data = np.ones(len(indices), dtype=np.float32)
+        model.seen_ = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
         model._set_state(arrays)
         return model
 

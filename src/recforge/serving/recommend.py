@@ -3,8 +3,8 @@
 Recommendations for ``user_id`` (``k`` already capped, ``exclude`` as item indices):
 
 1. **foldin** - the user has fresh events (newer than the model's data) on items the model
-   knows: the model folds in a history made of the user's training items (value 1 each, when
-   the model knows the user) and the fresh events (``r`` summed per item), and recommends
+   knows: the model folds in a history made of the user's training items (their trained ``r``,
+   when the model knows the user) and the fresh events (``r`` summed per item), and recommends
    with every item of that history excluded (``Recommender.recommend_for_history``: a
    normal-equation solve against the item factors for factor models, neighbour sums for
    item-kNN, the popular list for Popular).
@@ -117,9 +117,9 @@ def _fold_in(
     model = served.model
     if user >= 0:
         seen = model.seen_
-        trained = np.asarray(seen.indices[seen.indptr[user] : seen.indptr[user + 1]], dtype=np.int32)
-        history = np.concatenate([trained, history])
-        values = np.concatenate([np.ones(len(trained)), values])
+        row = slice(seen.indptr[user], seen.indptr[user + 1])
+        history = np.concatenate([np.asarray(seen.indices[row], dtype=np.int32), history])
+        values = np.concatenate([np.asarray(seen.data[row], dtype=np.float64), values])
     unique, where = np.unique(history, return_inverse=True)
     summed = np.bincount(where, weights=values, minlength=len(unique))
     try:
