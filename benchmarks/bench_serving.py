@@ -5,8 +5,8 @@
 Set-up (cached in ``--work``): 1M generated events over 20,000 users and a 50,000-item
 catalogue; a 64-factor model (``--model``: ``als`` by default, any registered model, or
 ``toyfactors``, the tests' truncated-SVD stand-in with an implicit-ALS fold-in); its
-top-200 lists per user and top-50 per item (blocked GEMM + argpartition), and five more
-versions for the publish test. The server is ``recforge serve`` (one uvicorn process, BLAS
+top-200 lists per user (seen items excluded) and top-50 per item (``recommend_all``,
+``similar_items_all``), and five more versions for the publish test. The server is ``recforge serve`` (one uvicorn process, BLAS
 pinned to one thread) in a subprocess; the load generator is an open-loop asyncio client in
 this process: request ``i`` is sent at ``t0 + i / rate`` whatever the server does, over a pool
 of keep-alive connections. Latency is from sending to the last byte of the answer; the
@@ -55,26 +55,6 @@ API_KEY = "bench-key"
 
 
 # set-up ------------------------------------------------------------------------------------
-def topk_lists(
-    query: np.ndarray, items: np.ndarray, k: int, exclude_self: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` of ``query @ items.T`` per row: blocked GEMM + argpartition."""
-    ids = np.empty((len(query), k), np.int32)
-    scores = np.empty((len(query), k), np.float32)
-    block = 512
-    for start in range(0, len(query), block):
-        s = query[start : start + block] @ items.T
-        if exclude_self:
-            rows = np.arange(len(s))
-            s[rows, start + rows] = -np.inf
-        part = np.argpartition(-s, k, axis=1)[:, :k]
-        top = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        ids[start : start + block] = np.take_along_axis(part, order, axis=1)
-        scores[start : start + block] = np.take_along_axis(top, order, axis=1)
-    return ids, scores
-
-
 def build_home(work: Path, model_name: str) -> Path:
     from tests.serving.factors import ToyFactors
 
@@ -85,6 +65,7 @@ def build_home(work: Path, model_name: str) -> Path:
     from recforge.data.store import EventStore
     from recforge.models.base import Recommender
     from recforge.precompute import popular_list
+    from recforge.recommend import recommend_all, similar_items_all
 
     home = work / f"home-{model_name}"
     registry = ModelRegistry(home)
@@ -108,15 +89,10 @@ def build_home(work: Path, model_name: str) -> Path:
     for n in range(6):  # the served version, then five to publish during a load test
         if n:
             model.user_factors_ = user_f * rng.uniform(0.9, 1.1, FACTORS).astype(np.float32)
-        scores = np.asarray(model.user_factors_, np.float32)
-        users = topk_lists(scores, item_f, 200 + 64, exclude_self=False)
-        ids, sc = _drop_seen(users, seen, 200)
-        normed = item_f / np.maximum(np.linalg.norm(item_f, axis=1, keepdims=True), 1e-12)
-        items = topk_lists(normed, normed, 50, exclude_self=True)
         version = registry.create(
             model,
-            user_lists=(ids, sc),
-            item_lists=items,
+            user_lists=recommend_all(np.asarray(model.user_factors_, np.float32), item_f, 200, exclude=seen),
+            item_lists=similar_items_all(item_f, 50),
             popular=popular,
             data_window=window,
             item_source="factors",
@@ -127,18 +103,6 @@ def build_home(work: Path, model_name: str) -> Path:
             f"  built {version.version} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True
         )
     return home
-
-
-def _drop_seen(lists: tuple[np.ndarray, np.ndarray], seen, k: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, scores = lists
-    out_ids = np.full((len(ids), k), -1, np.int32)
-    out_scores = np.full((len(ids), k), -np.inf, np.float32)
-    for u in range(len(ids)):  # set-up only
-        mask = ~np.isin(ids[u], seen.indices[seen.indptr[u] : seen.indptr[u + 1]])
-        keep = ids[u][mask][:k]
-        out_ids[u, : len(keep)] = keep
-        out_scores[u, : len(keep)] = scores[u][mask][:k]
-    return out_ids, out_scores
 
 
 # server ------------------------------------------------------------------------------------
