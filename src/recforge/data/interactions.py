@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from recforge.data.schema import iso_from_us, timestamps_us, to_us
 from recforge.data.vocabulary import Vocabulary
 from recforge.weighting import DEFAULT_WEIGHTS, SECONDS_PER_DAY, event_strength, type_weights
 
@@ -116,7 +117,7 @@ class Interactions:
         """
         weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         n_events = events.num_rows
-        ts_us = _timestamps_us(events.column("timestamp"))
+        ts_us = timestamps_us(events.column("timestamp"))
         if users is None:
             users = Vocabulary.from_values(events.column("user_id"))
         if items is None:
@@ -132,9 +133,9 @@ class Interactions:
         value = _float_column(events.column("value"))
 
         if n_events:
-            reference_us = int(ts_us.max()) if reference_time is None else _to_us(reference_time)
+            reference_us = int(ts_us.max()) if reference_time is None else to_us(reference_time)
         else:
-            reference_us = 0 if reference_time is None else _to_us(reference_time)
+            reference_us = 0 if reference_time is None else to_us(reference_time)
         half_life = None if not half_life_days else float(half_life_days) * SECONDS_PER_DAY
         strength = event_strength(
             type_weights(type_codes, type_names, weights),
@@ -156,9 +157,9 @@ class Interactions:
             "format_version": FORMAT_VERSION,
             "events": int(n_events),
             "dropped": dropped,
-            "first": _iso(int(ts_us.min())) if n_events else None,
-            "last": _iso(int(ts_us.max())) if n_events else None,
-            "reference_time": _iso(reference_us) if n_events or reference_time else None,
+            "first": iso_from_us(int(ts_us.min())) if n_events else None,
+            "last": iso_from_us(int(ts_us.max())) if n_events else None,
+            "reference_time": iso_from_us(reference_us) if n_events or reference_time else None,
             "half_life_days": float(half_life_days or 0.0),
             "weights": weights,
         }
@@ -219,25 +220,8 @@ def _latest(
     return out
 
 
-def _timestamps_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    if pa.types.is_timestamp(column.type):
-        column = pc.cast(column, pa.timestamp("us", tz="UTC")) if column.type.unit != "us" else column
-        return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    return (np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64) * 1e6).astype(np.int64)
-
-
 def _float_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _to_us(when: datetime) -> int:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round(when.timestamp() * 1e6)
-
-
-def _iso(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _save_csr(path: Path, name: str, m: sp.csr_matrix) -> None:

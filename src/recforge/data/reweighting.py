@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from recforge.data.interactions import Interactions, _float_column, _timestamps_us, _to_us
+from recforge.data.interactions import Interactions, _float_column
+from recforge.data.schema import timestamps_us, to_us
 from recforge.data.vocabulary import Vocabulary
 from recforge.weighting import DEFAULT_WEIGHTS, SECONDS_PER_DAY, event_strength, type_weights
 
@@ -68,10 +69,10 @@ class Reweighter:
         self._type_names = [str(s) for s in types.dictionary.to_pylist()]
         self._type_codes = types.indices.to_numpy(zero_copy_only=False)[known][order]
         self._values = _float_column(events.column("value"))[known][order]
-        ts_us = _timestamps_us(events.column("timestamp"))
+        ts_us = timestamps_us(events.column("timestamp"))
         self._seconds = ts_us[known][order] / 1e6
         if reference_time is not None:
-            self._reference = _to_us(reference_time) / 1e6
+            self._reference = to_us(reference_time) / 1e6
         else:
             self._reference = int(ts_us.max()) / 1e6 if len(ts_us) else 0.0
         self._span_days = float(np.ptp(ts_us)) / 1e6 / SECONDS_PER_DAY if len(ts_us) else 0.0

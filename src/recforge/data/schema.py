@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "COLUMNS",
@@ -26,6 +28,9 @@ __all__ = [
     "EVENT_SCHEMA",
     "FIXED_TIMESTAMP",
     "MAX_ID_LENGTH",
+    "iso_from_us",
+    "timestamps_us",
+    "to_us",
 ]
 
 EVENT_SCHEMA = pa.schema(
@@ -49,3 +54,23 @@ MAX_ID_LENGTH = 256
 #: 2000-01-01T00:00:00Z. All such events then have the same age, so time decay leaves their
 #: relative weights unchanged; temporal splits cannot be made on them.
 FIXED_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def timestamps_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A timestamp column as int64 microseconds since the epoch (numbers are read as seconds)."""
+    if pa.types.is_timestamp(column.type):
+        column = pc.cast(column, pa.timestamp("us", tz="UTC")) if column.type.unit != "us" else column
+        return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return (np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64) * 1e6).astype(np.int64)
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the epoch; a naive ``datetime`` is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1e6)
+
+
+def iso_from_us(us: int) -> str:
+    """ISO 8601 UTC (``...Z``) of microseconds since the epoch."""
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")

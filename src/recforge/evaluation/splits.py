@@ -28,7 +28,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from recforge._validation import check_number, check_random_state
 from recforge.data.interactions import Interactions
+from recforge.data.schema import iso_from_us, timestamps_us, to_us
 
 __all__ = ["Split", "leave_last_n_split", "random_split", "temporal_split"]
 
@@ -146,7 +147,7 @@ def leave_last_n_split(
     check_number("min_train", min_train, integer=True, low=0)
     _check_events(events, _EVENT_COLUMNS)
     users = _codes(events.column("user_id"))
-    ts = _times_us(events.column("timestamp"))
+    ts = timestamps_us(events.column("timestamp"))
     counts = np.bincount(users)
     n_test = np.clip(np.minimum(n, counts - min_train), 0, None)
     order = np.lexsort((np.arange(len(users)), ts, users))  # per user: oldest first
@@ -177,11 +178,11 @@ def temporal_split(
     if (at is None) == (test_fraction is None):
         raise ValueError("give exactly one of at= (a cut time) or test_fraction=")
     _check_events(events, _EVENT_COLUMNS)
-    ts = _times_us(events.column("timestamp"))
+    ts = timestamps_us(events.column("timestamp"))
     if at is not None:
         if not isinstance(at, datetime):
             raise ValueError(f"at must be a datetime, got {at!r}")
-        cut = _to_us(at)
+        cut = to_us(at)
     else:
         check_number("test_fraction", test_fraction, low=0.0, high=1.0)
         n_test = round(float(test_fraction) * len(ts))  # type: ignore[arg-type]
@@ -189,7 +190,7 @@ def temporal_split(
     test_mask = ts >= cut
     params: dict[str, Any] = {
         "method": "temporal",
-        "cut": _iso(cut) if cut != np.iinfo(np.int64).max else None,
+        "cut": iso_from_us(cut) if cut != np.iinfo(np.int64).max else None,
         "test_fraction": None if test_fraction is None else float(test_fraction),
     }
     return _finish(events, test_mask, params, weights, half_life_days)
@@ -323,21 +324,3 @@ def _pairs(data: Interactions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if data.ratings is not None:
         keys = np.union1d(keys, _entry_keys(data.ratings))
     return keys // max(data.n_items, 1), keys % max(data.n_items, 1), keys
-
-
-def _times_us(column: pa.ChunkedArray) -> np.ndarray:
-    """Event times as int64 microseconds since the epoch (numbers are read as seconds)."""
-    if pa.types.is_timestamp(column.type):
-        column = pc.cast(column, pa.timestamp("us", tz=column.type.tz))
-        return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    return (np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64) * 1e6).astype(np.int64)
-
-
-def _to_us(when: datetime) -> int:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round(when.timestamp() * 1e6)
-
-
-def _iso(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")
