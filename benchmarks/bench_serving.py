@@ -4,14 +4,15 @@
 
 Set-up (cached in ``--work``): 1M generated events over 20,000 users and a 50,000-item
 catalogue; a 64-factor model (``--model``: ``als`` by default, any registered model, or
-``toyfactors``, the tests' truncated-SVD stand-in with an implicit-ALS fold-in); its
-top-200 lists per user (seen items excluded) and top-50 per item (``recommend_all``,
-``similar_items_all``), and five more versions for the publish test. The server is ``recforge serve`` (one uvicorn process, BLAS
-pinned to one thread) in a subprocess; the load generator is an open-loop asyncio client in
-this process: request ``i`` is sent at ``t0 + i / rate`` whatever the server does, over a pool
-of keep-alive connections. Latency is from sending to the last byte of the answer; the
-``sched`` columns measure from the scheduled time (they add the generator's own lateness and
-any wait for a free connection, so they bound the send-based numbers from above).
+``toyfactors``, the tests' truncated-SVD stand-in with an implicit-ALS fold-in); its top-200
+lists per user (seen items excluded) and top-50 per item (``recommend_all``,
+``similar_items_all``), and five more versions for the publish test. The server is ``recforge
+serve`` (one uvicorn process, BLAS pinned to one thread) in a subprocess; the load generator is
+an open-loop asyncio client in this process: request ``i`` is sent at ``t0 + i / rate`` whatever
+the server does, over a pool of keep-alive connections. Latency is from sending to the last byte
+of the answer; the ``sched`` columns measure from the scheduled time (they add the generator's
+own lateness and any wait for a free connection, so they bound the send-based numbers from
+above).
 
 Stages (``--stages``, all by default):
 
