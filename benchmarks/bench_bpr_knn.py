@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from recforge import BPR, ItemKNN, Popular
-from recforge.recommend import recommend_all
+from recforge.topk import recommend_all
 
 #: ../shared/datasets beside the project, or wherever RECFORGE_DATASETS points (as in the tests)
 DATASETS = Path(

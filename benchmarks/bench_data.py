@@ -98,13 +98,14 @@ def stage_load(work: Path) -> dict:
 def stage_build(work: Path, repeat: int) -> dict:
     from recforge.config import Config
     from recforge.data.build import build_interactions, save_interactions
+    from recforge.data.schema import CONTENT_COLUMNS
     from recforge.data.store import EventStore
 
     store = EventStore(work / "home")
     times, scans = [], []
     for _ in range(repeat):
         started = time.perf_counter()
-        store.scan(["user_id", "item_id", "event_type", "value", "timestamp"])
+        store.scan(CONTENT_COLUMNS)
         scans.append(time.perf_counter() - started)
         started = time.perf_counter()
         interactions = build_interactions(store, Config())

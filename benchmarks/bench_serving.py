@@ -66,7 +66,7 @@ def build_home(work: Path, model_name: str) -> Path:
     from recforge.data.store import EventStore
     from recforge.models.base import Recommender
     from recforge.precompute import popular_list
-    from recforge.recommend import recommend_all, similar_items_all
+    from recforge.topk import recommend_all, similar_items_all
 
     home = work / f"home-{model_name}"
     registry = ModelRegistry(home)

@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from recforge.recommend import recommend_all, select_topk, similar_items_all  # noqa: E402
+from recforge.topk import recommend_all, select_topk, similar_items_all  # noqa: E402
 
 
 def implicit_version() -> str:

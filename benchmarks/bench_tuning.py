@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 from recforge import ALS
 from recforge.data.interactions import Interactions
 from recforge.evaluation import Evaluator, metrics_at_k, random_split, tune
-from recforge.recommend import recommend_all
+from recforge.topk import recommend_all
 
 DATASETS = os.environ.get("RECFORGE_DATASETS") or os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets"

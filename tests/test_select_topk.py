@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recforge.recommend import select_topk
+from recforge.topk import select_topk
 
 
 def reference(scores, k):

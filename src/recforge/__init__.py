@@ -3,7 +3,7 @@
 from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
 from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
-from recforge.recommend import recommend_all, similar_items_all
+from recforge.topk import recommend_all, similar_items_all
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_in", "check_number", "check_random_state"]
+__all__ = ["check_in", "check_number", "check_positive_int", "check_random_state"]
 
 
 def check_random_state(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -40,6 +40,14 @@ def check_number(
         raise ValueError(f"{name} must be {bound} {low}, got {value!r}")
     if high is not None and number > high:
         raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` when it is an integer >= 1 (not a bool); ``ValueError`` naming
+    ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def check_in(name: str, value: Any, allowed: tuple[Any, ...]) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recforge._files import fsync_path, fsync_tree, write_json_atomic, write_text_atomic
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
 
@@ -146,10 +147,10 @@ class ModelRegistry:
             }
             _write_json(tmp / "manifest.json", manifest)
             _write_json(tmp / "status.json", {"status": "candidate", "reason": "", "at": _now()})
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             final = self.versions_dir / version
             os.rename(tmp, final)
-            _fsync_dir(self.versions_dir)
+            fsync_path(self.versions_dir, directory=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -157,14 +158,14 @@ class ModelRegistry:
 
     def set_status(self, version: str, status: Status, reason: str = "") -> None:
         path = self._path(version)
-        _write_json_atomic(path / "status.json", {"status": status, "reason": reason, "at": _now()})
+        write_json_atomic(path / "status.json", {"status": status, "reason": reason, "at": _now()})
 
     def publish(self, version: str) -> VersionInfo:
         """Make ``version`` the served one: ``CURRENT`` is replaced atomically."""
         info = self.get(version)
         previous = self.current()
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(self.root / "CURRENT", info.version + "\n")
+        write_text_atomic(self.root / "CURRENT", info.version + "\n")
         self.set_status(info.version, "published")
         if previous and previous != info.version and (self.versions_dir / previous).exists():
             self.set_status(previous, "retired", reason=f"replaced by {info.version}")
@@ -314,44 +315,5 @@ def _checksums(root: Path) -> dict[str, str]:
     return out
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            _fsync_file(path)
-    for path in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-        _fsync_dir(path)
-    _fsync_dir(root)
-
-
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    _write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True))

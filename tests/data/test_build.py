@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from recforge._time import parse_time
 from recforge.config import Config
-from recforge.data.build import build_interactions, load_interactions, parse_time, save_interactions
+from recforge.data.build import build_interactions, load_interactions, save_interactions
 from recforge.data.schema import EVENT_SCHEMA
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError

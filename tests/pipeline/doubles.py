@@ -19,7 +19,7 @@ import numpy as np
 from recforge.data.interactions import Interactions
 from recforge.models.base import FitProgress, Recommender
 from recforge.models.popular import Popular
-from recforge.recommend import select_topk
+from recforge.topk import select_topk
 
 __all__ = ["Antipopular", "Cooccurrence", "run_cli"]
 

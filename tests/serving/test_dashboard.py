@@ -7,7 +7,7 @@ import re
 
 from prometheus_client import generate_latest
 
-from recforge.serving.metrics import Metrics
+from recforge.serving.telemetry import Metrics
 from tests.conftest import REPO
 
 

@@ -13,6 +13,7 @@ from recforge.cli.main import main
 from recforge.config import load_config
 from recforge.data.generate import generate_events
 from recforge.data.interactions import Interactions
+from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.spark.actions import events_frame
@@ -52,7 +53,7 @@ def test_pairs_from_the_segments_equal_the_local_build(spark, home):
     pairs = events_frame(spark, home, config).toPandas()
     weighting = config.weighting
     local = Interactions.from_events(
-        EventStore(home).scan(["user_id", "item_id", "event_type", "value", "timestamp"]),
+        EventStore(home).scan(CONTENT_COLUMNS),
         weights=weighting.weights,
         half_life_days=weighting.half_life_days,
     )

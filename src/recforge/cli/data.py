@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         """Build the user x item interaction matrix from the stored events (weights and time
         decay from [weighting] in the config) into <home>/interactions."""
         from recforge._progress import stage
-        from recforge.data.build import build_interactions, parse_time, save_interactions
+        from recforge._time import parse_time
+        from recforge.data.build import build_interactions, save_interactions
         from recforge.data.store import EventStore
 
         state: State = ctx.obj

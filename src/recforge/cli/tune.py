@@ -1,5 +1,5 @@
 """``recforge tune``: search a model's hyperparameters, the half-life and the event-type weights
-on a holdout of the stored events (see :mod:`recforge.pipeline.tuning`)."""
+on a holdout of the stored events (see :mod:`recforge.pipeline.store_tuning`)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         poor trials pruned); print the best trials with NDCG and MAP."""
         from recforge.errors import RecforgeError
         from recforge.pipeline.holdout import parse_duration, parse_holdout
-        from recforge.pipeline.tuning import tune_store, tuned_config
+        from recforge.pipeline.store_tuning import tune_store, tuned_config
 
         state: State = ctx.obj
         if trials < 1:

@@ -16,14 +16,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recforge._files import fsync_path
+from recforge._time import iso, parse_time
 from recforge.config import Config
 from recforge.data.interactions import Interactions
+from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 
-__all__ = ["build_interactions", "load_interactions", "parse_time", "save_interactions"]
-
-_COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
+__all__ = ["build_interactions", "load_interactions", "save_interactions"]
 
 
 def build_interactions(
@@ -37,7 +38,7 @@ def build_interactions(
 
     ``info`` records the window (``window_start``/``window_end``, ISO 8601 or ``None``).
     """
-    events = store.scan(_COLUMNS, start=start, end=end)
+    events = store.scan(CONTENT_COLUMNS, start=start, end=end)
     if events.num_rows == 0:
         window = "" if start is None and end is None else " in the given window"
         raise RecforgeError(f"no events{window} in {store.root}; ingest some first (recforge ingest FILE)")
@@ -49,8 +50,8 @@ def build_interactions(
         half_life_days=weighting.half_life_days,
         reference_time=reference,
     )
-    interactions.info["window_start"] = _iso(start)
-    interactions.info["window_end"] = _iso(end)
+    interactions.info["window_start"] = iso(start)
+    interactions.info["window_end"] = iso(end)
     return interactions
 
 
@@ -67,11 +68,7 @@ def save_interactions(interactions: Interactions, home: str | Path) -> Path:
     tmp = home / f".interactions.{uuid.uuid4().hex}"
     os.symlink(Path("interactions.builds") / name, tmp)
     os.replace(tmp, link)
-    fd = os.open(home, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(home, directory=True)
     older = sorted(p for p in builds.iterdir() if p.name != name)
     for old in older[:-1]:  # keep the previous build: a reader may still be loading it
         with contextlib.suppress(OSError):
@@ -85,19 +82,3 @@ def load_interactions(home: str | Path, mmap: bool = False) -> Interactions:
     if not path.exists():
         raise RecforgeError(f"no interactions built in {home}; run recforge build first")
     return Interactions.load(path, mmap=mmap)
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 date or time (UTC when it has no zone); a clear error otherwise."""
-    try:
-        when = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
-        raise RecforgeError(f"{text!r} is not an ISO 8601 date or time (e.g. 2024-05-01T00:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _iso(when: datetime | None) -> str | None:
-    if when is None:
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")

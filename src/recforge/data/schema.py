@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 __all__ = [
     "COLUMNS",
+    "CONTENT_COLUMNS",
     "DEFAULT_EVENT_TYPES",
     "EVENT_SCHEMA",
     "FIXED_TIMESTAMP",
@@ -45,6 +46,9 @@ EVENT_SCHEMA = pa.schema(
 )
 
 COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
+
+#: Every column but the dedupe key: what an event says, and what builds and splits read.
+CONTENT_COLUMNS: tuple[str, ...] = COLUMNS[1:]
 
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("view", "like", "cart", "purchase", "rating")
 

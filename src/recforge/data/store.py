@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recforge._files import fsync_path, save_npy_atomic
 from recforge.data.keys import KeyLog, Keys, contains_any, derive_event_ids, first_occurrences, hash128
 from recforge.data.schema import COLUMNS, EVENT_SCHEMA
 
@@ -260,12 +261,12 @@ class EventStore:
                 for segment in group:
                     for batch in pq.ParquetFile(segment.path).iter_batches(batch_size=1 << 20):
                         out.write_table(pa.Table.from_batches([batch]).cast(EVENT_SCHEMA))
-            _fsync(tmp)
+            fsync_path(tmp)
             keys = Keys.merge([self.keys(s) for s in group])
             with _locked(self.root / "_commit.lock"):
                 final = self.root / f"seg-{group[0].first:010d}-{group[-1].last:010d}.parquet"
                 os.rename(tmp, final)
-                _fsync(self.root)
+                fsync_path(self.root, directory=True)
                 for segment in group:
                     self._delete(segment.path)
                 self._save_keys(final.name, keys)
@@ -335,10 +336,7 @@ class EventStore:
         return keys
 
     def _save_keys(self, name: str, keys: Keys) -> None:
-        path = self.root / "_index" / f"{name}.keys.npy"
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.npy")
-        np.save(tmp, keys.to_array(), allow_pickle=False)
-        os.replace(tmp, path)
+        save_npy_atomic(self.root / "_index" / f"{name}.keys.npy", keys.to_array(), durable=False)
 
     def _tmp_path(self) -> Path:
         return self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
@@ -395,7 +393,7 @@ class SegmentWriter:
         if self._out is None:
             return AppendResult(0, self.duplicates, None)
         self._out.close()
-        _fsync(self._tmp)
+        fsync_path(self._tmp)
         store = self._store
         try:
             with _locked(store.root / "_commit.lock"):
@@ -409,7 +407,7 @@ class SegmentWriter:
                 sequence = store._next_sequence()
                 final = store.root / f"seg-{sequence:010d}-{sequence:010d}.parquet"
                 os.rename(self._tmp, final)
-                _fsync(store.root)
+                fsync_path(store.root, directory=True)
                 store._save_keys(final.name, keys)
                 store._keys[final.name] = keys
                 return AppendResult(self.accepted, self.duplicates, final)
@@ -429,7 +427,7 @@ class SegmentWriter:
         self.accepted -= dropped
         self.duplicates += dropped
         pq.write_table(table.filter(pa.array(keep)), self._tmp, compression=_COMPRESSION)
-        _fsync(self._tmp)
+        fsync_path(self._tmp)
         return Keys(hi[keep], lo[keep])
 
     def abort(self) -> None:
@@ -515,14 +513,6 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _alive(pid: int) -> bool:

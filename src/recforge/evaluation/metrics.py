@@ -42,6 +42,7 @@ from typing import Literal, TypeAlias, overload
 import numpy as np
 import scipy.sparse as sp
 
+from recforge._validation import check_positive_int
 from recforge.kernels.ranking import ideal_dcg, match_topk
 
 __all__ = [
@@ -86,12 +87,6 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
 
 
-def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or int(k) < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def _check_recommended(recommended: np.ndarray, k: int, n_items: int | None) -> np.ndarray:
     rec = np.asarray(recommended)
     if rec.ndim != 2:
@@ -127,7 +122,7 @@ def _canonical_relevant(relevant: sp.spmatrix | sp.sparray | np.ndarray) -> sp.c
 
 
 def _hits(recommended: np.ndarray, relevant: sp.spmatrix | sp.sparray | np.ndarray, k: object) -> _Hits:
-    k = _check_k(k)
+    k = check_positive_int("k", k)
     rel = _canonical_relevant(relevant)
     n_users, n_items = rel.shape
     rec = _check_recommended(recommended, k, n_items)
@@ -312,10 +307,9 @@ def mrr_at_k(
 def coverage_at_k(recommended: np.ndarray, n_items: int, k: int) -> float:
     """Catalogue coverage@k: the share of the ``n_items`` items that appear in any list's first
     ``k`` (padding ignored). Counts every row, whether or not the user has relevant items."""
-    k = _check_k(k)
-    if isinstance(n_items, bool) or not isinstance(n_items, int | np.integer) or n_items < 1:
-        raise ValueError(f"n_items must be a positive integer, got {n_items!r}")
-    return _coverage(_check_recommended(recommended, k, int(n_items)), int(n_items))
+    k = check_positive_int("k", k)
+    n_items = check_positive_int("n_items", n_items)
+    return _coverage(_check_recommended(recommended, k, n_items), n_items)
 
 
 def _coverage(ids: np.ndarray, n_items: int) -> float:

@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-from recforge._validation import check_number
+from recforge._validation import check_number, check_positive_int
 from recforge.data.interactions import Interactions
 from recforge.evaluation.metrics import METRICS, metrics_at_k
 from recforge.evaluation.report import Evaluation, Report
@@ -59,9 +59,7 @@ class Evaluator:
         min_rating: float | None = None,
         metrics: Iterable[str] | None = None,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self.k = int(k)
+        self.k = check_positive_int("k", k)
         self.metrics = tuple(DEFAULT_METRICS if metrics is None else metrics)
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
@@ -174,8 +172,7 @@ class ValidationCallback:
         *,
         every: int = 1,
     ) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+        check_positive_int("every", every)
         self.evaluator = evaluator
         self.on_score = on_score
         self.every = every

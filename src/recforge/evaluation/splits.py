@@ -38,11 +38,9 @@ import scipy.sparse as sp
 
 from recforge._validation import check_number, check_random_state
 from recforge.data.interactions import Interactions
-from recforge.data.schema import iso_from_us, timestamps_us, to_us
+from recforge.data.schema import CONTENT_COLUMNS, iso_from_us, timestamps_us, to_us
 
 __all__ = ["Split", "leave_last_n_split", "random_split", "temporal_split"]
-
-_EVENT_COLUMNS = ("user_id", "item_id", "event_type", "value", "timestamp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +109,7 @@ def random_split(
     if isinstance(data, Interactions):
         users, _, _ = _pairs(data)
     else:
-        _check_events(data, _EVENT_COLUMNS)
+        _check_events(data, CONTENT_COLUMNS)
         users = _codes(data.column("user_id"))
     keys = rng.random(len(users))
     counts = np.bincount(users)
@@ -145,7 +143,7 @@ def leave_last_n_split(
     """
     check_number("n", n, integer=True, low=1)
     check_number("min_train", min_train, integer=True, low=0)
-    _check_events(events, _EVENT_COLUMNS)
+    _check_events(events, CONTENT_COLUMNS)
     users = _codes(events.column("user_id"))
     ts = timestamps_us(events.column("timestamp"))
     counts = np.bincount(users)
@@ -177,7 +175,7 @@ def temporal_split(
     """
     if (at is None) == (test_fraction is None):
         raise ValueError("give exactly one of at= (a cut time) or test_fraction=")
-    _check_events(events, _EVENT_COLUMNS)
+    _check_events(events, CONTENT_COLUMNS)
     ts = timestamps_us(events.column("timestamp"))
     if at is not None:
         if not isinstance(at, datetime):

@@ -24,7 +24,7 @@ here, some 15 % of the multiply that produced it (1.4 ns a score at 64 factors).
 Score tiles are products ``Q[rows] @ V[cols].T`` computed by ``np.dot`` inside the kernels
 (numba calls the BLAS ``sgemm`` that SciPy exposes), one tile per numba thread into a buffer that
 stays in that core's cache; BLAS must be pinned to one thread around these calls (the wrappers
-in :mod:`recforge.recommend` do it). Memory per thread is one ``rows x cols`` tile, a gathered
+in :mod:`recforge.topk` do it). Memory per thread is one ``rows x cols`` tile, a gathered
 copy of the ``cols`` item vectors and the ``rows x k`` running lists, whatever the catalogue size.
 """
 

@@ -28,9 +28,10 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import scipy.sparse as sp
 
+from recforge._validation import check_positive_int
 from recforge.data.interactions import Interactions
 from recforge.data.vocabulary import Vocabulary
-from recforge.recommend import recommend_all, select_topk, similar_items_all
+from recforge.topk import recommend_all, select_topk, similar_items_all
 
 __all__ = ["FactorRecommender", "FitProgress", "NotFittedError", "Recommender", "as_interactions"]
 
@@ -189,7 +190,7 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for each user: ``(ids [n, k], scores [n, k])`` (see module doc)."""
         self._check_fitted()
-        k = _check_k(k)
+        k = check_positive_int("k", k)
         single = np.isscalar(user_ids)
         users, external = self._resolve(user_ids, self.users_, "user")
         known = users >= 0
@@ -207,7 +208,7 @@ class Recommender(ABC):
     def similar_items(self, item_ids: IdArray | int | str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items most similar to each given item (never the item itself)."""
         self._check_fitted()
-        k = _check_k(k)
+        k = check_positive_int("k", k)
         single = np.isscalar(item_ids)
         items, external = self._resolve(item_ids, self.items_, "item")
         known = items >= 0
@@ -230,7 +231,7 @@ class Recommender(ABC):
         history are ignored; the history's items are never recommended back.
         """
         self._check_fitted()
-        k = _check_k(k)
+        k = check_positive_int("k", k)
         items, external = self._resolve(item_ids, self.items_, "item")
         vals = np.ones(len(items), np.float32) if values is None else np.asarray(values, np.float32)
         if vals.shape != items.shape:
@@ -340,7 +341,7 @@ class Recommender(ABC):
 class FactorRecommender(Recommender):
     """A model that scores by ``user_factors_ @ item_factors_.T`` (ALS, BPR).
 
-    Recommendation and similar items use the blocked top-K of :mod:`recforge.recommend`.
+    Recommendation and similar items use the blocked top-K of :mod:`recforge.topk`.
     Subclasses implement ``_fit`` and ``_fold_in`` (a user vector from a short history).
     """
 
@@ -373,12 +374,6 @@ class FactorRecommender(Recommender):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors_ = arrays["user_factors"]
         self.item_factors_ = arrays["item_factors"]
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

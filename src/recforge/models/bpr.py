@@ -49,7 +49,7 @@ from recforge.kernels.bpr import (
     sample_triples,
 )
 from recforge.models.base import FactorRecommender, FitProgress
-from recforge.recommend import similar_items_all
+from recforge.topk import similar_items_all
 
 __all__ = ["BPR"]
 

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import FitProgress, Recommender
-from recforge.recommend import select_topk
+from recforge.topk import select_topk
 
 __all__ = ["Popular"]
 

@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recforge._time import parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
-from recforge.data.build import load_interactions, parse_time
+from recforge.data.build import load_interactions
 from recforge.data.interactions import Interactions
+from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.evaluation.protocol import Evaluator
@@ -38,8 +40,6 @@ from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import precompute
 
 __all__ = ["evaluate_holdout", "precompute_version", "train_version"]
-
-_EVENT_COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
 
 
 def train_version(home: str | Path, config: Config, model: str | None = None) -> tuple[VersionInfo, float]:
@@ -113,7 +113,7 @@ def evaluate_holdout(
     window = (info.manifest.get("data_window") or {}) if info else {}
     if holdout is None:
         holdout = Holdout(at=parse_time(window["cut"])) if window.get("cut") else holdout_from_config(config)
-    split = split_events(EventStore(home).scan(_EVENT_COLUMNS), holdout, config)
+    split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
     k = config.pipeline.k if k is None else k
     evaluator = Evaluator(split.train, split.test, k)
     popular = evaluator.evaluate(Popular().fit(split.train), "popular")

@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge._time import parse_time
 from recforge.config import Config
-from recforge.data.build import parse_time
 from recforge.errors import RecforgeError
 from recforge.evaluation.splits import Split, temporal_split
 

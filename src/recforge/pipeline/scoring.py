@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from recforge._time import parse_time
 from recforge.artifacts import Artifact, ModelRegistry
-from recforge.data.build import parse_time
 from recforge.data.interactions import Interactions
 from recforge.data.vocabulary import Vocabulary
 from recforge.errors import RecforgeError

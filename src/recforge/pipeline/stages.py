@@ -76,18 +76,19 @@ from typing import Any
 
 import numpy as np
 
+from recforge._files import commit_dir, temporary_dir, write_json_atomic
+from recforge._time import parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
-from recforge.data.build import parse_time
 from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
+from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError, UnreadableSourceError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
 from recforge.models.popular import Popular
-from recforge.pipeline.files import commit_dir, temporary_dir, write_json_atomic
 from recforge.pipeline.gate import GateDecision, decide
 from recforge.pipeline.holdout import holdout_from_config, split_events
 from recforge.pipeline.scoring import score_published
@@ -223,7 +224,7 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    events = store.scan(["user_id", "item_id", "event_type", "value", "timestamp"])
+    events = store.scan(CONTENT_COLUMNS)
     split = split_events(events, holdout, ctx.config)
     del events
     summary = {

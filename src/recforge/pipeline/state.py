@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recforge._files import write_json_atomic
 from recforge.errors import RecforgeError
-from recforge.pipeline.files import write_json_atomic
 
 __all__ = ["STAGES", "Run", "list_runs", "new_run_id", "now_iso", "safe_run_id"]
 

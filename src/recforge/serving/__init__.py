@@ -4,7 +4,7 @@
 
 * ``GET /v1/users/{user_id}/recommendations?k=10&exclude=i1,i2``: ``{"user_id",
   "model_version", "source": "precomputed" | "foldin" | "popular", "items": [{"item_id",
-  "score"}]}`` (:mod:`recforge.serving.recommend` says which source answers when);
+  "score"}]}`` (:mod:`recforge.serving.answers` says which source answers when);
 * ``GET /v1/items/{item_id}/similar?k=10``: the same shape, source ``factors``,
   ``cooccurrence`` or ``popular``;
 * ``POST /v1/events`` (``Authorization: Bearer <key>``): a JSON array or NDJSON of events,

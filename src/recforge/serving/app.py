@@ -31,11 +31,11 @@ from recforge.data.store import EventStore
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
-from recforge.serving.metrics import Metrics, MetricsMiddleware
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
-from recforge.serving.routers import events, health, items, metrics, model, users
+from recforge.serving.routers import events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.stores import StoreUnavailable
+from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
 
@@ -52,7 +52,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
     published version once at start-up and never polls for another (``app.state.serving.holder.check()``
     still swaps on demand).
     """
-    metrics_ = Metrics()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,8 +64,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             ModelRegistry(config.home),
             opened.open_lists,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
-            on_load=lambda old, new: metrics_.model_loaded_now(_labels(old), (new.version, new.model.name)),
-            on_failure=lambda name, error: metrics_.reloads.labels("failed").inc(),
+            on_load=lambda old, new: metrics.model_loaded_now(_labels(old), (new.version, new.model.name)),
+            on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
         )
         holder.check()
         holder.start()
@@ -74,11 +74,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             served = holder.current
             return NO_CUTOFF if served is None else served.cutoff_us
 
-        intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics_)
+        intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
         intake.start()
         app.state.serving = Serving(
             config=config,
-            metrics=metrics_,
+            metrics=metrics,
             holder=holder,
             fresh=opened.fresh,
             intake=intake,
@@ -105,12 +105,12 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         description="Recommendations, similar items and event intake over the published model.",
         lifespan=lifespan,
     )
-    app.state.metrics = metrics_
-    for router in (users.router, items.router, events.router, model.router, health.router, metrics.router):
+    app.state.metrics = metrics
+    for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_middleware(MetricsMiddleware, metrics=metrics_)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 

@@ -19,9 +19,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from recforge.config import Config
 from recforge.serving.fresh import FreshEvents
 from recforge.serving.intake import EventIntake
-from recforge.serving.metrics import Metrics
 from recforge.serving.model import ModelHolder, ServedModel
 from recforge.serving.security import ApiKeys
+from recforge.serving.telemetry import Metrics
 
 __all__ = ["Serving", "bearer", "get_serving", "require_api_key"]
 

@@ -3,7 +3,7 @@
 Events posted to ``POST /v1/events`` are durable in the event store, but the model only learns
 them at its next training. Until then, the newest ``fresh_events_per_user`` events of each user
 whose timestamp is after the model's data cutoff are kept here, and that user's
-recommendations are folded in from them (:mod:`recforge.serving.recommend`).
+recommendations are folded in from them (:mod:`recforge.serving.answers`).
 
 An event is kept as ``(event_id, item_id, r, timestamp_us)`` with ``r = weight(event_type) *
 value`` (the event weights of ``[weighting]``; no time decay: fresh events are newer than

@@ -39,7 +39,7 @@ from recforge.data.schema import EVENT_SCHEMA
 from recforge.data.store import EventStore
 from recforge.data.validation import Rejection, records_to_table, validate_table
 from recforge.serving.fresh import FreshEvents
-from recforge.serving.metrics import Metrics
+from recforge.serving.telemetry import Metrics
 
 __all__ = ["BadEvents", "Counts", "EventIntake", "columns_of", "parse_events"]
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recforge._time import parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
-from recforge.data.build import parse_time
 from recforge.data.interactions import Interactions
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError

@@ -3,8 +3,8 @@
 The driver cuts the rows to score (users, or items for similar items) into chunks of
 ``chunk_rows``: each chunk carries its rows' factors and, for users, their seen items (CSR),
 as one Arrow row. Spark spreads the chunks over its tasks; each task runs the same kernel as
-local precomputation (:func:`recforge.recommend.recommend_all`, or
-:func:`~recforge.recommend.similar_items_all` for cosine neighbours) against the broadcast item
+local precomputation (:func:`recforge.topk.recommend_all`, or
+:func:`~recforge.topk.similar_items_all` for cosine neighbours) against the broadcast item
 factors, pinned to the task's cores, and emits one output row per user (or item)::
 
     user (or item) string    the external id
@@ -274,7 +274,7 @@ def _lists_batch(key: str, ids: pa.Array, start: int, top: np.ndarray, values: n
 def _recommend_task(
     items: Any, users: Any, k: int, threads: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    from recforge.recommend import recommend_all
+    from recforge.topk import recommend_all
 
     inject_failure("topk")
     item_factors: np.ndarray = items.value
@@ -290,7 +290,7 @@ def _recommend_task(
 def _similar_task(
     items: Any, names: Any, k: int, threads: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    from recforge.recommend import similar_items_all
+    from recforge.topk import similar_items_all
 
     inject_failure("topk")
     item_factors: np.ndarray = items.value

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from recforge.serving.answers import item_answer, render
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.model import ServedModel
-from recforge.serving.recommend import item_answer, render
 from recforge.serving.routers.params import K_DESCRIPTION, check_id, effective_k
 from recforge.serving.schemas import SimilarItems, errors
 

@@ -9,10 +9,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from recforge.serving.answers import render, user_answer, warn_store
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
-from recforge.serving.recommend import render, user_answer, warn_store
 from recforge.serving.routers.params import (
     EXCLUDE_DESCRIPTION,
     K_DESCRIPTION,

@@ -28,6 +28,7 @@ from typing import Any
 
 from recforge.config import Config
 from recforge.data.reweighting import Reweighter
+from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.evaluation.splits import Split, random_split
@@ -37,7 +38,6 @@ from recforge.pipeline.training import make_model, model_params
 
 __all__ = ["StoreTuning", "study_path", "tune_store", "tuned_config"]
 
-_EVENT_COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -104,7 +104,7 @@ def tune_store(
     if restart and path.exists():
         path.unlink()
 
-    events = EventStore(home).scan(_EVENT_COLUMNS)
+    events = EventStore(home).scan(CONTENT_COLUMNS)
     if events.num_rows == 0:
         raise RecforgeError("no events to tune on; ingest some first")
     weighting = config.weighting

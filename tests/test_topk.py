@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from recforge import recommend_all, similar_items_all
-from recforge.recommend import (
+from recforge.topk import (
     recommend_all_to_files,
     select_topk,
     select_topk_sparse,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.serving.deps import Serving, get_serving
-from recforge.serving.metrics import CONTENT_TYPE
+from recforge.serving.telemetry import CONTENT_TYPE
 
 router = APIRouter(tags=["metrics"])
 

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 from recforge._numba import dynamic_schedule, thread_limits
 from recforge._numba import num_threads as resolve_threads
 from recforge._progress import progress as progress_bar
+from recforge._validation import check_positive_int
 from recforge.kernels.topk import cosine_topk_pairs, pair_rounds, topk_dense, topk_factors, topk_sparse
 
 __all__ = [
@@ -74,7 +75,7 @@ def select_topk(
 
     ``scores`` may be modified in place (excluded entries become ``-inf``).
     """
-    k = _check_k(k)
+    k = check_positive_int("k", k)
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     if scores.ndim != 2:
         raise ValueError(f"scores must be a 2-d array, got shape {scores.shape}")
@@ -108,7 +109,7 @@ def select_topk_sparse(
     item x item co-occurrence matrix). ``exclude_self`` drops item ``r`` from row ``r`` (a
     square item x item matrix). Duplicate entries are summed first.
     """
-    k = _check_k(k)
+    k = check_positive_int("k", k)
     if not sp.issparse(scores):
         raise TypeError(f"scores must be a scipy sparse matrix, got {type(scores).__name__}")
     matrix = sp.csr_matrix(scores)
@@ -165,7 +166,7 @@ def recommend_all(
     files, the results are written into block by block. ``progress``: a progress bar on stderr
     (``None``: when stderr is a terminal and the pass scores at least ``PROGRESS_SCORES``).
     """
-    k = _check_k(k)
+    k = check_positive_int("k", k)
     users = _factors(user_factors, "user_factors")
     items = _factors(item_factors, "item_factors")
     if users.shape[1] != items.shape[1]:
@@ -227,7 +228,7 @@ def similar_items_all(
     whole result should fit in the page cache; ``symmetric=False`` streams the output block by
     block (as :func:`recommend_all`) instead. Other arguments as in :func:`recommend_all`.
     """
-    k = _check_k(k)
+    k = check_positive_int("k", k)
     vectors = _factors(item_factors, "item_factors")
     n_items = vectors.shape[0]
     query = None if items is None else _item_array(items, n_items, "items")
@@ -245,7 +246,7 @@ def similar_items_all(
     if len(banned) == n_items:  # no candidate at all
         return ids, scores
     if symmetric:
-        block = DEFAULT_SIMILAR_BLOCK if block_size is None else _check_block(block_size, "block_size")
+        block = DEFAULT_SIMILAR_BLOCK if block_size is None else check_positive_int("block_size", block_size)
         rounds = list(pair_rounds((n_items + block - 1) // block))
         with (
             thread_limits(threads, blas_threads=1),
@@ -298,7 +299,7 @@ def recommend_all_to_files(
     sees a half-written result; returns them memory-mapped read-only.
     """
     n_users = np.shape(user_factors)[0]
-    with _npy_pair(directory, name, n_users, _check_k(k)) as out:
+    with _npy_pair(directory, name, n_users, check_positive_int("k", k)) as out:
         recommend_all(user_factors, item_factors, k, exclude, out=out, **options)
     return _load_pair(directory, name)
 
@@ -310,24 +311,12 @@ def similar_items_all_to_files(
     ``<name>_scores.npy`` (as :func:`recommend_all_to_files`)."""
     items = options.get("items")
     n_rows = np.shape(item_factors)[0] if items is None else len(np.atleast_1d(items))
-    with _npy_pair(directory, name, n_rows, _check_k(k)) as out:
+    with _npy_pair(directory, name, n_rows, check_positive_int("k", k)) as out:
         similar_items_all(item_factors, k, out=out, **options)
     return _load_pair(directory, name)
 
 
 # ----------------------------------------------------------------------------- helpers
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-def _check_block(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _factors(x: np.ndarray, name: str) -> np.ndarray:
     """A C-contiguous float32 ``[n, factors]`` view (a copy only if the input is not one)."""
     array = np.ascontiguousarray(x, dtype=np.float32)
@@ -411,9 +400,9 @@ def _tile_shape(
         rows = min(DEFAULT_ROW_BLOCK, -(-n_rows // threads), TILE_BYTES // (8 * k))
         rows = max(1, rows)
     else:
-        rows = _check_block(block_size, "block_size")
+        rows = check_positive_int("block_size", block_size)
     if item_block_size is not None:
-        return rows, _check_block(item_block_size, "item_block_size")
+        return rows, check_positive_int("item_block_size", item_block_size)
     return rows, max(16, min(TILE_BYTES // (4 * rows), TILE_BYTES // (4 * factors)))
 
 
