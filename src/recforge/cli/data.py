@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from recforge.cli.main import State
+from recforge.cli.state import State
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from recforge.cli.main import State
+from recforge.cli.state import State
 
 FORMAT_HELP = "csv, tsv, jsonl, parquet, ml-100k (u.data), ml-dat (ratings.dat), ml-csv, ml-pairs"
 

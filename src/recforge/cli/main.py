@@ -1,36 +1,27 @@
 """The ``recforge`` command: global options, command registration, one-line errors.
 
-Every command module under :mod:`recforge.cli` exposes ``register(app)``; this module wires
-them up. Errors print as one line on stderr (``recforge: error: ...``) with exit code 2;
-``--debug`` adds the traceback.
+Every command module under :mod:`recforge.cli` (listed in :mod:`recforge.cli.commands`) exposes
+``register(app)``; this module wires them up. Command modules import only
+:class:`~recforge.cli.state.State` from the CLI, never this module, so imports run one way.
+
+Errors print as one line on stderr (``recforge: error: ...``) with exit code 2; ``--debug`` adds
+the traceback.
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from recforge.config import Config, load_config
+from recforge.cli import commands
+from recforge.cli.state import State
+from recforge.config import load_config
 
-__all__ = ["State", "app", "main"]
-
-
-@dataclass
-class State:
-    """What every command gets through ``ctx.obj``."""
-
-    config: Config
-    debug: bool
-
-    @property
-    def home(self) -> Path:
-        return Path(self.config.home)
-
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="recforge",
@@ -68,23 +59,12 @@ def _global(
     ctx.obj = State(config=load_config(config, overrides=overrides), debug=debug)
 
 
-_registered = False
-
-
-def _register_commands() -> None:
-    global _registered
-    if _registered:
-        return
-    from recforge.cli import commands
-
-    for module in commands.MODULES:
-        module.register(app)
-    _registered = True
+for _module in commands.MODULES:
+    _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recforge`` script; returns the exit code."""
-    _register_commands()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from recforge.cli.main import State
+from recforge.cli.state import State
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from recforge.cli.main import State
+from recforge.cli.state import State
 from recforge.config import Config, load_config
 
 STAGE_HELP = {
