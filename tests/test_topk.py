@@ -14,7 +14,6 @@ from recforge import recommend_all, similar_items_all
 from recforge.topk import (
     recommend_all_to_files,
     select_topk,
-    select_topk_sparse,
     similar_items_all_to_files,
 )
 
@@ -340,26 +339,3 @@ def test_memory_stays_bounded_on_a_large_catalogue():
     small = items[:20_000]  # symmetric: 20,000 x 20,000 would be 1.5 GB too
     out = (np.zeros((20_000, 10), np.int32), np.zeros((20_000, 10), np.float32))
     assert _peak_extra_mb(lambda: similar_items_all(small, 10, out=out)) < 48
-
-
-def test_select_topk_sparse_matches_brute_force():
-    rng = np.random.default_rng(14)
-    dense = np.where(rng.random((20, 20)) < 0.4, rng.integers(0, 3, (20, 20)), np.nan).astype(np.float32)
-    stored = ~np.isnan(dense)
-    scores = sp.csr_matrix((dense[stored], np.nonzero(stored)), shape=(20, 20))  # zeros stay stored
-    seen = rng.random((20, 20)) < 0.2
-    got = select_topk_sparse(scores, 5, sp.csr_matrix(seen), exclude_self=True, exclude_items=[3])
-    unstored = np.where(stored, dense, -np.inf)
-    want = brute_force(unstored, 5, seen | np.eye(20, dtype=bool), allowed_mask(20, exclude=[3]))
-    assert_same(got, want)
-    include = rng.choice(20, 8, replace=False)
-    assert_same(
-        select_topk_sparse(scores, 3, include_items=include),
-        brute_force(unstored, 3, None, allowed_mask(20, include)),
-    )
-    duplicated = sp.csr_matrix(
-        (np.array([1.0, 2.0], np.float32), np.array([1, 1]), np.array([0, 2])), shape=(1, 3)
-    )
-    assert select_topk_sparse(duplicated, 2)[0].tolist() == [[1, -1]]  # summed to one entry: 3
-    with pytest.raises(ValueError, match="square"):
-        select_topk_sparse(sp.csr_matrix((2, 3)), 2, exclude_self=True)

@@ -106,20 +106,21 @@ def _make_prefetch() -> Callable[..., None]:
 prefetch: Callable[..., None] = _prefetch_python if JIT_DISABLED else _make_prefetch()
 
 
-def num_threads(requested: int | None = None) -> int:
-    """The number of numba threads a call should use: ``requested`` when positive, else all."""
+def num_threads(requested: int = 0) -> int:
+    """The number of numba threads a call should use: ``requested`` when positive; ``0`` (the one
+    spelling of "all cores" in recforge's parameters) means all."""
     available = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    if requested is None or requested <= 0:
+    if requested <= 0:
         return available
     return min(int(requested), available)
 
 
 @contextmanager
-def thread_limits(numba_threads: int | None = None, blas_threads: int | None = None) -> Iterator[None]:
+def thread_limits(numba_threads: int = 0, blas_threads: int | None = None) -> Iterator[None]:
     """Pin numba's and BLAS's thread pools for the duration of a block.
 
-    ``numba_threads`` <= 0 or ``None`` means all cores; ``blas_threads`` ``None`` leaves BLAS as
-    it is. Both are restored on exit.
+    ``numba_threads`` ``0`` means all cores; ``blas_threads`` ``None`` leaves BLAS as it is.
+    Both are restored on exit.
     """
     previous = numba.get_num_threads()
     numba.set_num_threads(num_threads(numba_threads))

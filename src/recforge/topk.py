@@ -19,7 +19,8 @@ running lists: independent of the catalogue size. Results can be written straigh
 memory-mapped ``.npy`` files (:func:`recommend_all_to_files`, or ``out=``), so results larger
 than memory work too.
 
-Threads: ``num_threads`` numba threads, each calling BLAS with BLAS pinned to one thread.
+Threads: ``num_threads`` numba threads (``0``: all cores, as for every model), each calling BLAS
+with BLAS pinned to one thread.
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ from recforge._numba import dynamic_schedule, thread_limits
 from recforge._numba import num_threads as resolve_threads
 from recforge._progress import progress as progress_bar
 from recforge._validation import check_positive_int
-from recforge.kernels.topk import cosine_topk_pairs, pair_rounds, topk_dense, topk_factors, topk_sparse
+from recforge.kernels.topk import cosine_topk_pairs, pair_rounds, topk_dense, topk_factors
 
 __all__ = [
     "TILE_BYTES",
     "recommend_all",
     "recommend_all_to_files",
     "select_topk",
-    "select_topk_sparse",
     "similar_items_all",
     "similar_items_all_to_files",
 ]
@@ -69,7 +69,7 @@ def select_topk(
     *,
     exclude_items: np.ndarray | None = None,
     include_items: np.ndarray | None = None,
-    num_threads: int | None = None,
+    num_threads: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of each row of a dense score block (rows x items), per the module contract.
 
@@ -94,54 +94,6 @@ def select_topk(
     return ids, top
 
 
-def select_topk_sparse(
-    scores: sp.csr_matrix | sp.csr_array,
-    k: int,
-    exclude: sp.csr_matrix | sp.csr_array | None = None,
-    *,
-    exclude_items: np.ndarray | None = None,
-    include_items: np.ndarray | None = None,
-    exclude_self: bool = False,
-    num_threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` of each row of a sparse score matrix (rows x items), per the module contract;
-    only stored entries are candidates (e.g. ``ItemKNN``'s "viewed together" lists from an
-    item x item co-occurrence matrix). ``exclude_self`` drops item ``r`` from row ``r`` (a
-    square item x item matrix). Duplicate entries are summed first.
-    """
-    k = check_positive_int("k", k)
-    if not sp.issparse(scores):
-        raise TypeError(f"scores must be a scipy sparse matrix, got {type(scores).__name__}")
-    matrix = sp.csr_matrix(scores)
-    n_rows, n_items = matrix.shape
-    if not matrix.has_canonical_format:
-        matrix = matrix.copy()
-        matrix.sum_duplicates()
-    if exclude_self:
-        if n_rows != n_items:
-            raise ValueError(f"exclude_self needs a square matrix, got shape {matrix.shape}")
-        itself = sp.identity(n_rows, dtype=np.float32, format="csr")
-        exclude = itself if exclude is None else (sp.csr_matrix(exclude, dtype=np.float32) != 0) + itself
-    indptr, indices = _exclusions(exclude, n_rows, n_items)
-    cand, banned = _candidates(n_items, include_items, exclude_items)
-    ids = np.empty((n_rows, k), dtype=np.int32)
-    top = np.empty((n_rows, k), dtype=np.float32)
-    if n_rows:
-        with thread_limits(num_threads):
-            topk_sparse(
-                matrix.indptr.astype(np.int64, copy=False),
-                matrix.indices.astype(np.int32, copy=False),
-                matrix.data.astype(np.float32, copy=False),
-                cand,
-                banned,
-                indptr.astype(np.int64, copy=False),
-                indices,
-                ids,
-                top,
-            )
-    return ids, top
-
-
 def recommend_all(
     user_factors: np.ndarray,
     item_factors: np.ndarray,
@@ -150,7 +102,7 @@ def recommend_all(
     *,
     block_size: int | None = None,
     item_block_size: int | None = None,
-    num_threads: int | None = None,
+    num_threads: int = 0,
     exclude_items: np.ndarray | None = None,
     include_items: np.ndarray | None = None,
     out: tuple[np.ndarray, np.ndarray] | None = None,
@@ -211,7 +163,7 @@ def similar_items_all(
     items: np.ndarray | None = None,
     block_size: int | None = None,
     item_block_size: int | None = None,
-    num_threads: int | None = None,
+    num_threads: int = 0,
     exclude_items: np.ndarray | None = None,
     include_items: np.ndarray | None = None,
     symmetric: bool | None = None,

@@ -25,8 +25,6 @@ from recforge.kernels.topk import (
     topk_dense_reference,
     topk_factors,
     topk_factors_reference,
-    topk_sparse,
-    topk_sparse_reference,
 )
 
 NONE = np.zeros(0, dtype=np.int64)
@@ -203,23 +201,3 @@ assert (ids == want[0]).all() and (sc == want[1]).all()
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": str(src)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
-
-
-@pytest.mark.parametrize("whitelist", [False, True])
-def test_sparse_matches_reference(whitelist):
-    rng = np.random.default_rng(7)
-    scores = sp.random(30, 60, density=0.3, format="csr", random_state=rng, dtype=np.float32)
-    scores.data = np.round(scores.data * 3)  # ties, and stored zeros that are candidates
-    excl = exclusions(rng, 30, 60, 0.2)
-    cand = np.sort(rng.choice(60, 25, replace=False)).astype(np.int64) if whitelist else NONE
-    banned = np.array([4, 9], dtype=np.int64)
-    ids = np.empty((30, 8), dtype=np.int32)
-    top = np.empty((30, 8), dtype=np.float32)
-    topk_sparse(
-        scores.indptr.astype(np.int64), scores.indices, scores.data, cand, banned,
-        excl.indptr.astype(np.int64), excl.indices, ids, top,
-    )  # fmt: skip
-    want = topk_sparse_reference(
-        scores.indptr, scores.indices, scores.data, 60, 8, cand, banned, excl.indptr, excl.indices
-    )
-    check_equal((ids, top), want)

@@ -45,8 +45,6 @@ __all__ = [
     "topk_dense_reference",
     "topk_factors",
     "topk_factors_reference",
-    "topk_sparse",
-    "topk_sparse_reference",
 ]
 
 #: scores compared at once against a row's threshold before any is looked at singly. The
@@ -283,67 +281,6 @@ def topk_dense_reference(
     ids[:, : order.shape[1]] = np.where(valid, order, -1)
     out[:, : order.shape[1]] = np.where(valid, top, -np.inf)
     return ids, out
-
-
-# ----------------------------------------------------------------------------- sparse score rows
-@kernel(parallel=True)
-def topk_sparse(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    data: np.ndarray,
-    cand: np.ndarray,
-    banned: np.ndarray,
-    excl_indptr: np.ndarray,
-    excl_indices: np.ndarray,
-    out_ids: np.ndarray,
-    out_scores: np.ndarray,
-) -> None:
-    """Top-k of each row of a CSR score matrix (rows x items; canonical: no duplicate entries).
-
-    Only stored entries are candidates (an item a row does not store has no score, e.g. never
-    viewed together); a candidate is checked against the whitelist ``cand``, the row's sorted
-    exclusions and ``banned`` only once its score reaches the row's threshold.
-    """
-    k = out_ids.shape[1]
-    for r in prange(indptr.size - 1):
-        top_s = np.full(k, -np.inf, dtype=np.float32)
-        top_i = np.full(k, -1, dtype=np.int32)
-        t = top_s[k - 1]
-        ti = top_i[k - 1]
-        excluded = excl_indices[excl_indptr[r] : excl_indptr[r + 1]]
-        for p in range(indptr[r], indptr[r + 1]):
-            x = data[p]
-            if x >= t:
-                item = indices[p]
-                if not (x > t or item < ti):
-                    continue
-                if cand.size > 0 and not _contains(cand, item):
-                    continue
-                if _contains(excluded, item) or _contains(banned, item):
-                    continue
-                _insert(top_s, top_i, x, item)
-                t = top_s[k - 1]
-                ti = top_i[k - 1]
-        out_ids[r] = top_i
-        out_scores[r] = top_s
-
-
-def topk_sparse_reference(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    data: np.ndarray,
-    n_items: int,
-    k: int,
-    cand: np.ndarray,
-    banned: np.ndarray,
-    excl_indptr: np.ndarray,
-    excl_indices: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The specification of :func:`topk_sparse`: missing entries as ``-inf``, then a stable sort."""
-    n_rows = len(indptr) - 1
-    dense = np.full((n_rows, n_items), -np.inf, dtype=np.float32)
-    dense[np.repeat(np.arange(n_rows), np.diff(indptr)), indices] = data
-    return topk_dense_reference(dense, k, cand, banned, excl_indptr, excl_indices)
 
 
 # ----------------------------------------------------------------------------- factor products

@@ -84,6 +84,9 @@ class Recommender(ABC):
     users_: Vocabulary
     items_: Vocabulary
     seen_: sp.csr_matrix
+    #: numba threads for fitting and for the model's own ``recommend`` / ``similar_items``
+    #: (``0``: all cores); models that take ``num_threads`` set it in ``__init__``
+    num_threads: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -176,7 +179,11 @@ class Recommender(ABC):
             stop = min(start + block, len(users))
             sub = None if exclude is None else exclude[start:stop]
             ids[start:stop], scores[start:stop] = select_topk(
-                self._score_users(users[start:stop]), k, sub, exclude_items=exclude_items
+                self._score_users(users[start:stop]),
+                k,
+                sub,
+                exclude_items=exclude_items,
+                num_threads=self.num_threads,
             )
         return ids, scores
 
@@ -355,11 +362,16 @@ class FactorRecommender(Recommender):
         self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         return recommend_all(
-            self.user_factors_[users], self.item_factors_, k, exclude, exclude_items=exclude_items
+            self.user_factors_[users],
+            self.item_factors_,
+            k,
+            exclude,
+            exclude_items=exclude_items,
+            num_threads=self.num_threads,
         )
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return similar_items_all(self.item_factors_, k, items=items)
+        return similar_items_all(self.item_factors_, k, items=items, num_threads=self.num_threads)
 
     @abstractmethod
     def _fold_in(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:

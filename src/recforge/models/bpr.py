@@ -199,7 +199,7 @@ class BPR(FactorRecommender):
         return np.append(w, 1.0).astype(Y.dtype)
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return similar_items_all(self.item_factors_[:, :-1], k, items=items)
+        return similar_items_all(self.item_factors_[:, :-1], k, items=items, num_threads=self.num_threads)
 
 
 def _newton_fold_in(H: np.ndarray, N: np.ndarray, lam: float) -> np.ndarray:

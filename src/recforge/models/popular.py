@@ -66,7 +66,7 @@ class Popular(Recommender):
             local_banned = position[exclude_items]
             local_banned = local_banned[local_banned >= 0]
         scores = np.broadcast_to(self.popularity_[candidates], (len(users), len(candidates))).copy()
-        ids, top = select_topk(scores, k, local, exclude_items=local_banned)
+        ids, top = select_topk(scores, k, local, exclude_items=local_banned, num_threads=self.num_threads)
         return np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1).astype(np.int32), top
 
     def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
