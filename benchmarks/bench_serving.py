@@ -64,6 +64,7 @@ def build_home(work: Path, model_name: str) -> Path:
     from recforge.data.build import build_interactions
     from recforge.data.generate import generate_events
     from recforge.data.store import EventStore
+    from recforge.lists import Lists
     from recforge.models.base import Recommender
     from recforge.precompute import popular_list
     from recforge.topk import recommend_all, similar_items_all
@@ -92,11 +93,12 @@ def build_home(work: Path, model_name: str) -> Path:
             model.user_factors_ = user_f * rng.uniform(0.9, 1.1, FACTORS).astype(np.float32)
         version = registry.create(
             model,
-            user_lists=recommend_all(np.asarray(model.user_factors_, np.float32), item_f, 200, exclude=seen),
-            item_lists=similar_items_all(item_f, 50),
-            popular=popular,
+            Lists(
+                recommend_all(np.asarray(model.user_factors_, np.float32), item_f, 200, exclude=seen),
+                similar_items_all(item_f, 50),
+                popular,
+            ),
             data_window=window,
-            item_source="factors",
         )
         if n == 0:
             registry.publish(version.version)

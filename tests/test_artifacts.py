@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from recforge.artifacts import ModelRegistry
 from recforge.errors import RecforgeError
+from recforge.lists import Lists
 from recforge.models.popular import Popular
 
 
@@ -30,7 +31,7 @@ def model():
 
 def create(registry, model, **kwargs):
     users, items, pop = lists_for(model)
-    return registry.create(model, user_lists=users, item_lists=items, popular=pop, **kwargs)
+    return registry.create(model, Lists(users, items, pop, "popular"), **kwargs)
 
 
 def test_create_open_round_trip(tmp_path, model):
@@ -87,7 +88,7 @@ def test_bad_names_and_shapes(tmp_path, model):
         registry.get("../etc")
     users, items, pop = lists_for(model)
     with pytest.raises(ValueError, match="users.ids"):
-        registry.create(model, user_lists=(users[0][:2], users[1][:2]), item_lists=items, popular=pop)
+        registry.create(model, Lists((users[0][:2], users[1][:2]), items, pop))
     assert list((tmp_path / "models" / "versions").iterdir()) == []
 
 
@@ -103,7 +104,7 @@ def _slow_create(home, ready):
 
     np.save = slow_save
     users, items, pop = lists_for(model)
-    ModelRegistry(home).create(model, user_lists=users, item_lists=items, popular=pop)
+    ModelRegistry(home).create(model, Lists(users, items, pop))
 
 
 def test_killed_writer_leaves_no_visible_version(tmp_path):

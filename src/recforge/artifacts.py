@@ -5,10 +5,8 @@ Layout under ``<home>/models/``::
     versions/<version>/manifest.json     format version, created, model, params, data window,
                                          metrics, config hash, list sizes, sha256 of every file
     versions/<version>/model/            the model (``Recommender.save``: .npy + JSON)
-    versions/<version>/lists/            precomputed top-K, loadable with mmap_mode="r":
-        users.ids.npy  users.scores.npy   [n_users, k_users] item indices / scores, per user index
-        items.ids.npy  items.scores.npy   [n_items, k_items] similar items per item index
-        popular.ids.npy popular.scores.npy [k_popular] the fallback list
+    versions/<version>/lists/            precomputed top-K, loadable with mmap_mode="r"
+                                         (the format is :mod:`recforge.lists`'s)
     versions/<version>/status.json       candidate | published | rejected | retired, with reason
     CURRENT                              the published version's name
 
@@ -36,6 +34,7 @@ import numpy as np
 
 from recforge._files import fsync_path, fsync_tree, write_json_atomic, write_text_atomic
 from recforge.errors import RecforgeError
+from recforge.lists import Lists, load_lists, save_lists
 from recforge.models.base import Recommender
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
 ARTIFACT_FORMAT_VERSION = 1
 Status = Literal["candidate", "published", "rejected", "retired"]
 _VERSION_RE = re.compile(r"^v\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
-LIST_NAMES = ("users.ids", "users.scores", "items.ids", "items.scores", "popular.ids", "popular.scores")
 
 
 @dataclass
@@ -88,6 +86,16 @@ class Artifact:
     popular_scores: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def lists(self) -> Lists:
+        """The six arrays as one :class:`~recforge.lists.Lists`."""
+        return Lists(
+            (self.user_ids, self.user_scores),
+            (self.item_ids, self.item_scores),
+            (self.popular_ids, self.popular_scores),
+            str(self.manifest.get("item_source") or "factors"),
+        )
+
 
 class ModelRegistry:
     """The model versions under ``<home>/models``."""
@@ -100,34 +108,22 @@ class ModelRegistry:
     def create(
         self,
         model: Recommender,
+        lists: Lists,
         *,
-        user_lists: tuple[np.ndarray, np.ndarray],
-        item_lists: tuple[np.ndarray, np.ndarray],
-        popular: tuple[np.ndarray, np.ndarray],
         metrics: dict[str, Any] | None = None,
         data_window: dict[str, Any] | None = None,
         config_hash: str = "",
-        item_source: str = "factors",
         extra: dict[str, Any] | None = None,
     ) -> VersionInfo:
-        """Write a new version (status ``candidate``) atomically and return it.
-
-        ``user_lists`` / ``item_lists`` are ``(ids, scores)`` arrays indexed by the model's user
-        / item indices (ids are item indices, padding -1); ``popular`` the fallback list.
-        """
+        """Write a new version (status ``candidate``) of ``model`` and its precomputed ``lists``
+        (indexed by the model's user / item indices) atomically and return it."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         version = _new_version_name()
         tmp = self.versions_dir / f".tmp-{version}"
         try:
             model.save(tmp / "model")
-            lists = tmp / "lists"
-            lists.mkdir()
-            arrays = dict(
-                zip(LIST_NAMES, (*user_lists, *item_lists, *popular), strict=True),
-            )
-            _check_lists(arrays, len(model.users_), len(model.items_))
-            for name, array in arrays.items():
-                np.save(lists / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+            lists.check(len(model.users_), len(model.items_))
+            save_lists(tmp / "lists", lists)
             manifest = {
                 "format_version": ARTIFACT_FORMAT_VERSION,
                 "version": version,
@@ -136,9 +132,9 @@ class ModelRegistry:
                 "params": json.loads(json.dumps(model.get_params(), default=str)),
                 "n_users": len(model.users_),
                 "n_items": len(model.items_),
-                "k_users": int(arrays["users.ids"].shape[1]),
-                "k_items": int(arrays["items.ids"].shape[1]),
-                "item_source": item_source,
+                "k_users": lists.k_users,
+                "k_items": lists.k_items,
+                "item_source": lists.item_source,
                 "data_window": data_window or {},
                 "metrics": metrics or {},
                 "config_hash": config_hash,
@@ -243,22 +239,8 @@ class ModelRegistry:
                 bad = sorted(k for k in actual.keys() | expected.keys() if actual.get(k) != expected.get(k))
                 raise RecforgeError(f"model {name} is corrupt: checksum mismatch in {', '.join(bad)}")
         model = Recommender.load(path / "model", mmap=True)
-        lists = {
-            key: np.load(path / "lists" / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-            for key in LIST_NAMES
-        }
-        return Artifact(
-            name,
-            path,
-            manifest,
-            model,
-            lists["users.ids"],
-            lists["users.scores"],
-            lists["items.ids"],
-            lists["items.scores"],
-            lists["popular.ids"],
-            lists["popular.scores"],
-        )
+        lists = load_lists(path / "lists", str(manifest.get("item_source") or "factors"))
+        return Artifact(name, path, manifest, model, *lists.users, *lists.items, *lists.popular)
 
     def _path(self, version: str) -> Path:
         if not _VERSION_RE.match(version):
@@ -285,19 +267,6 @@ def _new_version_name() -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _check_lists(arrays: dict[str, np.ndarray], n_users: int, n_items: int) -> None:
-    expected_rows = {"users": n_users, "items": n_items}
-    for name, array in arrays.items():
-        kind, part = name.split(".")
-        if kind in expected_rows and (array.ndim != 2 or array.shape[0] != expected_rows[kind]):
-            raise ValueError(f"{name} has shape {array.shape}, expected ({expected_rows[kind]}, k)")
-        if kind == "popular" and array.ndim != 1:
-            raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
-        want = np.int32 if part == "ids" else np.float32
-        if array.dtype != want:
-            raise ValueError(f"{name} must be {np.dtype(want).name}, got {array.dtype}")
 
 
 def _checksums(root: Path) -> dict[str, str]:

@@ -3,29 +3,19 @@
 Serving does lookups, not matrix products: after every training, each known user's top
 ``k_users`` unseen items, each item's ``k_items`` most similar items and the ``k_popular``
 most popular items (the fallback for users the model does not know) are computed once, with
-the model's own bounded-memory top-K path, and stored in the model's artifact.
+the model's own bounded-memory top-K path, and stored in the model's artifact (the format is
+:mod:`recforge.lists`'s).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from recforge.data.interactions import Interactions
+from recforge.lists import Lists
 from recforge.models.base import FactorRecommender, Recommender
 
-__all__ = ["Lists", "item_source", "popular_list", "precompute"]
-
-
-@dataclass
-class Lists:
-    """Precomputed ``(ids, scores)`` pairs, indexed by the model's user / item indices."""
-
-    users: tuple[np.ndarray, np.ndarray]
-    items: tuple[np.ndarray, np.ndarray]
-    popular: tuple[np.ndarray, np.ndarray]
-    item_source: str
+__all__ = ["item_source", "popular_list", "precompute"]
 
 
 def item_source(model: Recommender) -> str:

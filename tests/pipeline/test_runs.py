@@ -8,8 +8,9 @@ from recforge.artifacts import ModelRegistry
 from recforge.data.build import build_interactions, save_interactions
 from recforge.data.store import EventStore
 from recforge.pipeline import run_pipeline, run_stage
-from recforge.pipeline.actions import train_version
+from recforge.pipeline.engine import LocalEngine
 from recforge.pipeline.state import STAGES, Run, list_runs
+from recforge.pipeline.versions import train_version
 from tests.pipeline.conftest import BAD, GOOD, before, drop, make_config
 
 
@@ -106,7 +107,7 @@ def test_data_changing_between_runs_scores_the_served_artifact(home, events):
 def test_a_published_model_that_saw_the_holdout_is_refitted(home, events):
     EventStore(home).append(events)
     save_interactions(build_interactions(EventStore(home), make_config(home)), home)
-    manual, _ = train_version(home, make_config(home, "popular"))  # all events: past any cut
+    manual, _ = train_version(LocalEngine(), home, make_config(home, "popular"))  # all events: past any cut
     ModelRegistry(home).publish(manual.version)
     result = run_pipeline(home, make_config(home))
     published = Run.load(result.path).result("evaluate")["published"]

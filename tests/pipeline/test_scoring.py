@@ -17,9 +17,7 @@ from tests.pipeline.doubles import Cooccurrence
 
 def store(home, model, data, k_users=20):
     lists = precompute(model, data, k_users=k_users, k_items=5, k_popular=30)
-    info = ModelRegistry(home).create(
-        model, user_lists=lists.users, item_lists=lists.items, popular=lists.popular
-    )
+    info = ModelRegistry(home).create(model, lists)
     return ModelRegistry(home).open(info.version)
 
 

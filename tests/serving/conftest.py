@@ -30,11 +30,8 @@ def publish_version(home: Path, config: Config, model: Recommender, *, publish: 
     registry = ModelRegistry(home)
     version = registry.create(
         model,
-        user_lists=lists.users,
-        item_lists=lists.items,
-        popular=lists.popular,
+        lists,
         data_window={"first": info["first"], "last": info["last"], "events": info["events"]},
-        item_source=lists.item_source,
         metrics={"ndcg@10": 0.1},
     )
     if publish:

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from recforge.artifacts import ModelRegistry
 from recforge.cli.main import main
+from recforge.lists import RedisLists
 from recforge.models import Popular
-from recforge.serving import create_app, recommend
-from recforge.serving.stores import RedisLists
+from recforge.serving import answers, create_app
+from recforge.serving.stores import open_redis_store
 from tests.serving.conftest import API_KEY, make_config, publish_version
 from tests.serving.redis_server import free_port, redis_server
 
@@ -36,10 +37,11 @@ def prefix():
 def test_lists_in_redis_are_the_artifact_lists(home, redis_url, prefix):
     artifact = ModelRegistry(home).open()
     lists = RedisLists(redis_url, prefix)
-    assert lists.load(artifact) is True
-    assert lists.load(artifact) is False  # already there
+    model = artifact.model
+    assert lists.load(artifact.version, model.users_, model.items_, artifact.lists) is True
+    assert lists.load(artifact.version, model.users_, model.items_, artifact.lists) is False  # already there
     assert lists.ready(artifact.version) and lists.versions() == [artifact.version]
-    store = lists.open(artifact)
+    store = open_redis_store(lists, artifact)
     model = artifact.model
     for user in range(len(model.users_)):
         ids, scores = store.user(user, model.users_.id(user))
@@ -67,7 +69,9 @@ def test_concurrent_servers_load_a_version_once(home, redis_url, prefix, monkeyp
     monkeypatch.setattr(RedisLists, "load", counted)
     stores = []
     threads = [
-        threading.Thread(target=lambda: stores.append(RedisLists(redis_url, prefix).open(artifact)))
+        threading.Thread(
+            target=lambda: stores.append(open_redis_store(RedisLists(redis_url, prefix), artifact))
+        )
         for _ in range(4)
     ]
     for thread in threads:
@@ -85,7 +89,8 @@ def test_old_versions_are_pruned(home, redis_url, prefix):
         publish_version(home, config, Popular(), publish=False) for _ in range(2)
     ]
     for version in versions:
-        lists.load(registry.open(version))
+        artifact = registry.open(version)
+        lists.load(version, artifact.model.users_, artifact.model.items_, artifact.lists)
     assert lists.versions() == versions[1:]
     client = redis.Redis.from_url(redis_url)
     assert not client.keys(f"{prefix}:lists:{versions[0]}:*")
@@ -126,7 +131,7 @@ def test_unreachable_redis_answers_503_not_500(home, prefix):
 
 
 def test_redis_going_away_while_serving_degrades_to_popular(home, prefix, caplog, monkeypatch):
-    monkeypatch.setattr(recommend, "_warned", [0.0])
+    monkeypatch.setattr(answers, "_warned", [0.0])
     with redis_server() as url:
         client = TestClient(create_app(make_config(home, store=url, redis_prefix=prefix)))
         client.__enter__()

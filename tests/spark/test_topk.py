@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from recforge import ALS
-from recforge.serving.stores import RedisLists, RedisListStore
+from recforge.lists import RedisLists
+from recforge.serving.stores import RedisListStore
 from recforge.spark.session import FAIL_ONCE
 from recforge.spark.topk import (
     RedisTarget,
@@ -59,10 +60,11 @@ def test_lists_go_straight_into_the_redis_store_serving_reads(spark, model, tmp_
     items = similar_items_all_items(spark, model, k=4, path=tmp_path / "items")
     with redis_server() as url:
         target = RedisTarget(url, version="v-spark", prefix="rf")
+        target.lists().begin("v-spark")
         assert write_redis(users, target, "users") == len(model.users_)
         assert write_redis(items, target, "items") == len(model.items_)
         popular = (np.array([3, 1], np.int32), np.array([9.0, 4.0], np.float32))
-        target.finish(popular)
+        target.lists().finish("v-spark", popular)
         store = RedisListStore(RedisLists(url, prefix="rf"), "v-spark")
         expected_ids, expected_scores = model.recommend(["u7"], k=6)
         got_ids, got_scores = store.user(model.users_.index("u7"), "u7")

@@ -129,8 +129,8 @@ def register(app: typer.Typer) -> None:
 def _load_lists(state: State, registry: Any, version: str, store: str | None, required: bool = False) -> bool:
     """Load a version's lists into the Redis store (``--store`` or ``serving.store``), if any."""
     from recforge.errors import RecforgeError
+    from recforge.lists import RedisLists, safe_url
     from recforge.serving.backend import is_redis_url
-    from recforge.serving.stores import RedisLists, safe_url
 
     url = store or state.config.serving.store
     if not is_redis_url(url):
@@ -140,7 +140,8 @@ def _load_lists(state: State, registry: Any, version: str, store: str | None, re
     serving = state.config.serving
     lists = RedisLists(url, serving.redis_prefix, serving.redis_keep_versions)
     started = time.perf_counter()
-    loaded = lists.load(registry.open(version))
+    artifact = registry.open(version)
+    loaded = lists.load(version, artifact.model.users_, artifact.model.items_, artifact.lists)
     if loaded:
         typer.echo(
             f"loaded the lists of {version} into {safe_url(url)} in {time.perf_counter() - started:.1f} s"

@@ -60,13 +60,6 @@ def _config(ctx: typer.Context, config_file: Path | None) -> Config:
     return load_config(config_file, overrides={"home": str(home)} if home else None)
 
 
-def _spark_session(master: str, driver_memory: str) -> Any:
-    """The active Spark session, or a new one on ``master`` stopped on exit (context manager)."""
-    from recforge.spark.session import managed_session
-
-    return managed_session(master, driver_memory=driver_memory)
-
-
 def register(app: typer.Typer) -> None:
     config_option = typer.Option(None, "--config", help="TOML config file (instead of the global --config).")
     engine_option = typer.Option(
@@ -74,9 +67,7 @@ def register(app: typer.Typer) -> None:
     )
     master_option = typer.Option("local[2]", "--master", help="Spark master URL (--engine spark).")
     memory_option = typer.Option("4g", "--driver-memory", help="Spark driver memory (--engine spark).")
-    store_option = typer.Option(
-        None, "--store", help="Also write the lists into this Redis list store (--engine spark)."
-    )
+    store_option = typer.Option(None, "--store", help="Also write the lists into this Redis list store.")
 
     @app.command("train")
     def train(
@@ -91,16 +82,12 @@ def register(app: typer.Typer) -> None:
         """Fit a model on the latest build (recforge build) and save it as a candidate version
         with its precomputed lists (publish it with recforge models publish). With --engine spark:
         ALS on a Spark cluster, straight from the event store's Parquet segments."""
-        from recforge.pipeline.actions import train_version
+        from recforge.pipeline.engine import open_engine
+        from recforge.pipeline.versions import train_version
 
         config = _config(ctx, config_file)
-        if _engine(engine, store) == "spark":
-            from recforge.spark.actions import train_version_spark
-
-            with _spark_session(master, driver_memory) as spark:
-                info, seconds = train_version_spark(spark, Path(config.home), config, model, store)
-        else:
-            info, seconds = train_version(Path(config.home), config, model)
+        with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
+            info, seconds = train_version(chosen, Path(config.home), config, model, store)
         manifest = info.manifest
         typer.echo(
             f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
@@ -130,8 +117,8 @@ def register(app: typer.Typer) -> None:
         """Evaluate a model version (default: the published one) or a model configuration on a
         temporal holdout, beside the popularity baseline: table, JSON, PNG chart."""
         from recforge.evaluation.report import print_report
-        from recforge.pipeline.actions import evaluate_holdout
         from recforge.pipeline.holdout import parse_holdout
+        from recforge.pipeline.scoring import evaluate_holdout
 
         config = _config(ctx, config_file)
         spec = parse_holdout(holdout) if holdout else None
@@ -156,16 +143,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recompute a version's lists with the [pipeline] k_users / k_items / k_popular sizes
         into a new candidate version (--engine spark: the distributed top-K)."""
-        from recforge.pipeline.actions import precompute_version
+        from recforge.pipeline.engine import open_engine
+        from recforge.pipeline.versions import precompute_version
 
         config = _config(ctx, config_file)
-        if _engine(engine, store) == "spark":
-            from recforge.spark.actions import precompute_version_spark
-
-            with _spark_session(master, driver_memory) as spark:
-                info = precompute_version_spark(spark, Path(config.home), config, version, store)
-        else:
-            info = precompute_version(Path(config.home), config, version)
+        with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
+            info = precompute_version(chosen, Path(config.home), config, version, store)
         manifest = info.manifest
         typer.echo(
             f"precomputed {manifest['k_users']} items per user, {manifest['k_items']} per item: "
@@ -299,16 +282,6 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
 
     command.__doc__ = STAGE_HELP[stage]
     pipeline.command(stage)(command)
-
-
-def _engine(engine: str, store: str | None) -> str:
-    from recforge.errors import RecforgeError
-
-    if engine not in ("local", "spark"):
-        raise RecforgeError(f"--engine must be local or spark, got {engine!r}")
-    if store is not None and engine != "spark":
-        raise RecforgeError("--store applies to --engine spark (else: recforge models load)")
-    return engine
 
 
 def _stage_note(stage: str, result: dict[str, Any]) -> str:

@@ -1,5 +1,10 @@
 """Scoring a stored model version on a holdout through exactly what it serves.
 
+:func:`evaluate_holdout` (``recforge evaluate``) scores, on a temporal holdout of the stored
+events and beside the popularity baseline, either a stored version through the lists it serves
+(its data must end before the cut, else it has seen the held-out events and the command says
+so), or a model configuration fitted on the train part.
+
 :func:`score_artifact` takes a version's precomputed lists (what serving looks up), for each
 held-out user either the user's list or, for a user the version does not know, its popular
 fallback list, maps the item ids through their external names onto the holdout's item
@@ -29,22 +34,28 @@ import dataclasses
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recforge._time import parse_time
 from recforge.artifacts import Artifact, ModelRegistry
+from recforge.config import Config
 from recforge.data.interactions import Interactions
+from recforge.data.schema import CONTENT_COLUMNS
+from recforge.data.store import EventStore
 from recforge.data.vocabulary import Vocabulary
 from recforge.errors import RecforgeError
 from recforge.evaluation.metrics import metrics_at_k
 from recforge.evaluation.protocol import Evaluator
-from recforge.evaluation.report import Evaluation
+from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
-from recforge.pipeline.training import make_model
+from recforge.models.popular import Popular
+from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
+from recforge.pipeline.training import make_model, model_params
 
-__all__ = ["PublishedScore", "score_artifact", "score_published", "served_lists"]
+__all__ = ["PublishedScore", "evaluate_holdout", "score_artifact", "score_published", "served_lists"]
 
 
 def served_lists(
@@ -154,6 +165,56 @@ def score_published(
     return PublishedScore(
         version, evaluation, "refit", f"{why}; its configuration was refitted on this train part"
     )
+
+
+def evaluate_holdout(
+    home: str | Path,
+    config: Config,
+    *,
+    version: str | None = None,
+    model: str | None = None,
+    holdout: Holdout | None = None,
+    k: int | None = None,
+) -> Report:
+    """A report of the popularity baseline and one subject on a temporal holdout of the stored
+    events: the version ``version``, or the configuration ``model`` refitted on the train part;
+    with neither, the published version, else ``[model] name``.
+
+    The holdout defaults to the version's own cut (what the pipeline measured it on, with any
+    events since added to the held-out side), else ``[pipeline]``'s holdout.
+    """
+    if version and model:
+        raise RecforgeError("give --version or --model, not both")
+    registry = ModelRegistry(home)
+    if not version and not model:
+        version = registry.current()
+        model = None if version else config.model.name
+    info = registry.get(version) if version else None
+    window = (info.manifest.get("data_window") or {}) if info else {}
+    if holdout is None:
+        holdout = Holdout(at=parse_time(window["cut"])) if window.get("cut") else holdout_from_config(config)
+    split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
+    k = config.pipeline.k if k is None else k
+    evaluator = Evaluator(split.train, split.test, k)
+    popular = evaluator.evaluate(Popular().fit(split.train), "popular")
+    cut = split.params["cut"]
+    if info is not None:
+        last = window.get("last")
+        if not last or parse_time(last) >= parse_time(cut):
+            raise RecforgeError(
+                f"version {info.version} was trained on events up to {last}, at or after the holdout cut "
+                f"{cut}: it has seen the held-out events. Evaluate it on a later holdout (--holdout), or "
+                f"its configuration with --model {info.manifest.get('model')}"
+            )
+        subject = score_artifact(
+            registry.open(info.version), evaluator, f"{info.manifest.get('model')} {info.version}"
+        )
+    else:
+        assert model is not None
+        fitted = make_model(model, model_params(config, model)).fit(split.train)
+        subject = evaluator.evaluate(fitted, model if model != "popular" else "popular (model)")
+    described = {**split.summary(), "evaluated": info.version if info else f"model {model}"}
+    return Report((popular, subject), baseline="popular", split=described)
 
 
 def _iso(when: datetime) -> str:

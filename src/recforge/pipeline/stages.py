@@ -41,9 +41,9 @@ The stages:
 ``gate``
     :func:`~recforge.pipeline.gate.decide` on NDCG@k.
 ``precompute``
-    The candidate's lists (:func:`~recforge.precompute.precompute`) and a new model version
-    holding them, its metrics, data window and gate decision; a rejected candidate gets status
-    ``rejected`` with the reason, and is kept (for inspection, or a manual
+    The candidate's lists and a new model version holding them, its metrics, data window and
+    gate decision (:func:`~recforge.pipeline.versions.store_version`); a rejected candidate
+    gets status ``rejected`` with the reason, and is kept (for inspection, or a manual
     ``recforge models publish``), never served.
 ``publish``
     An accepted candidate becomes the published version (atomic ``CURRENT``).
@@ -89,12 +89,13 @@ from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
 from recforge.models.popular import Popular
+from recforge.pipeline.engine import LocalEngine
 from recforge.pipeline.gate import GateDecision, decide
 from recforge.pipeline.holdout import holdout_from_config, split_events
 from recforge.pipeline.scoring import score_published
 from recforge.pipeline.state import Run, list_runs
 from recforge.pipeline.training import make_model, model_params, train_key
-from recforge.precompute import precompute as precompute_lists
+from recforge.pipeline.versions import store_version
 
 __all__ = [
     "STAGE_FUNCTIONS",
@@ -404,21 +405,16 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
     model = _staged_model(trained)
     data = _load_build(built, "train")
     started = time.perf_counter()
-    lists = precompute_lists(
-        model, data, k_users=settings.k_users, k_items=settings.k_items, k_popular=settings.k_popular
-    )
-    seconds = time.perf_counter() - started
     k = int(evaluated["k"])
     metrics = {f"{name}@{k}": value for name, value in evaluated["metrics"]["candidate"].items()}
-    info = ctx.registry.create(
+    info = store_version(
+        LocalEngine(),
+        ctx.registry,
         model,
-        user_lists=lists.users,
-        item_lists=lists.items,
-        popular=lists.popular,
+        data,
+        ctx.config,
         metrics=metrics,
         data_window={**built["train"], "cut": built["cut"], "holdout": built["holdout"]},
-        config_hash=ctx.config.output_hash(),
-        item_source=lists.item_source,
         extra={
             "run_id": run.id,
             "train_key": trained["train_key"],
@@ -427,6 +423,7 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
             "gate": verdict.to_dict(),
         },
     )
+    seconds = time.perf_counter() - started
     if not verdict.accepted:
         ctx.registry.reject(info.version, verdict.reason)
     log.info(

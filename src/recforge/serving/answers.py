@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from recforge.lists import StoreUnavailable
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
-from recforge.serving.stores import StoreUnavailable
 
 __all__ = ["Answer", "item_answer", "render", "user_answer"]
 

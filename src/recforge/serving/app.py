@@ -28,13 +28,13 @@ import recforge
 from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.data.store import EventStore
+from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
 from recforge.serving.routers import events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
-from recforge.serving.stores import StoreUnavailable
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from recforge.artifacts import Artifact
 from recforge.config import Config
 from recforge.errors import RecforgeError
+from recforge.lists import RedisLists
 from recforge.serving.fresh import FreshEvents, MemoryFreshEvents, RedisFreshEvents
-from recforge.serving.stores import ListStore, MmapListStore, RedisLists
+from recforge.serving.stores import ListStore, MmapListStore, open_redis_store
 
 __all__ = ["Backend", "is_redis_url", "open_backend"]
 
@@ -47,5 +49,5 @@ def open_backend(config: Config) -> Backend:
             serving.fresh_events_per_user,
             serving.fresh_ttl_seconds,
         )
-        return Backend("redis", lists.open, redis_fresh, blocking=True)
+        return Backend("redis", functools.partial(open_redis_store, lists), redis_fresh, blocking=True)
     raise RecforgeError(f"serving.store must be 'mmap' or a redis:// URL, got {serving.store!r}")

@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.serving.stores import translate_errors
+from recforge.lists import translate_errors
 
 __all__ = ["FreshEvent", "FreshEvents", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
 

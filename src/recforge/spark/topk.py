@@ -15,14 +15,13 @@ factors, pinned to the task's cores, and emits one output row per user (or item)
 Item indices, not ids, because that is what the model artifact and the Redis list store hold
 (``model.items_`` names them). Memory per task is one chunk plus the kernel's tiles, never a
 users x items matrix. :func:`write_redis` copies such lists straight from the executors into the
-Redis list store serving reads (:mod:`recforge.serving.stores`); :func:`lists_array` reads them
+Redis list store serving reads (:mod:`recforge.lists`); :func:`lists_array` reads them
 back as the artifact's padded ``[n, k]`` arrays.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from recforge.lists import RedisLists, encode_rows, translate_errors
 from recforge.models.base import FactorRecommender
 from recforge.spark.session import check_executors, inject_failure, require_pyspark, task_threads
 
@@ -66,8 +66,9 @@ def _lists_schema(key: str) -> str:
 @dataclass(frozen=True)
 class RedisTarget:
     """Where :func:`write_redis` puts lists: model version ``version`` of the list store at
-    ``url`` under key prefix ``prefix`` (``serving.redis_prefix``), the keys
-    :class:`recforge.serving.stores.RedisLists` reads."""
+    ``url`` under key prefix ``prefix`` (``serving.redis_prefix``), in the layout of
+    :mod:`recforge.lists`. Register the version first (:meth:`RedisLists.begin`) and mark it
+    ready when both parts are in (:meth:`RedisLists.finish`)."""
 
     url: str
     version: str
@@ -75,22 +76,8 @@ class RedisTarget:
     #: list rows per ``HSET`` round trip
     batch: int = 2000
 
-    def lists(self) -> Any:
-        from recforge.serving.stores import RedisLists
-
+    def lists(self) -> RedisLists:
         return RedisLists(self.url, self.prefix)
-
-    def finish(self, popular: tuple[np.ndarray, np.ndarray]) -> None:
-        """Driver, after the users' and items' lists are written: store the popular list and mark
-        the version ready (the last key written, as ``RedisLists.load`` does)."""
-        from recforge.serving.stores import encode_list, translate_errors
-
-        lists = self.lists()
-        with translate_errors(self.url):
-            lists.client.zadd(f"{self.prefix}:lists", {self.version: time.time()})
-            lists.client.set(lists.key(self.version, "popular"), encode_list(*popular))
-            lists.client.set(lists.key(self.version, "ready"), str(time.time()))
-        lists.prune(keep=self.version)
 
 
 # driver -------------------------------------------------------------------------------------
@@ -152,14 +139,12 @@ def write_redis(lists: DataFrame, target: RedisTarget, part: str) -> int:
     """Copy lists (as :func:`recommend_all_users` or :func:`similar_items_all_items` make them,
     e.g. read back from Parquet) into the Redis list store, straight from the executors: hash
     ``<prefix>:lists:<version>:<part>`` (``part``: ``users`` or ``items``), id -> the encoded
-    ``[k]`` list, padded with ``-1`` as :func:`recforge.serving.stores.encode_list` stores it.
-    Returns the rows written. Call :meth:`RedisTarget.finish` when both parts are in."""
+    ``[k]`` list, padded with ``-1`` as :func:`recforge.lists.encode_list` stores it.
+    Returns the rows written."""
     if part not in ("users", "items"):
         raise ValueError(f"part must be 'users' or 'items', got {part!r}")
     key_column = lists.columns[0]
     lists_store = target.lists()
-    from recforge.serving.stores import translate_errors
-
     with translate_errors(target.url):
         lists_store.client.delete(lists_store.key(target.version, part))
     width = _width(lists)
@@ -311,8 +296,6 @@ def _similar_task(
 def _redis_task(
     target: RedisTarget, part: str, width: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    from recforge.serving.stores import encode_rows, translate_errors
-
     lists = target.lists()
     key = lists.key(target.version, part)
     written = 0

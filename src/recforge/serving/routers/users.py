@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from recforge.lists import StoreUnavailable
 from recforge.serving.answers import render, user_answer, warn_store
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
@@ -21,7 +22,6 @@ from recforge.serving.routers.params import (
     exclude_indices,
 )
 from recforge.serving.schemas import Recommendations, errors
-from recforge.serving.stores import StoreUnavailable
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 

@@ -1,0 +1,111 @@
+"""Engines: where the work that grows with the data runs, behind one interface.
+
+An :class:`Engine` fits a model on a home's events (:meth:`Engine.fit`) and computes a fitted
+model's precomputed lists (:meth:`Engine.lists`). :class:`LocalEngine` does both on this machine
+(numba kernels, the blocked top-K of :mod:`recforge.topk`); ``recforge.spark.SparkEngine`` on a
+Spark cluster. Everything around them (which model, its parameters, storing the version,
+publishing) is written once, in :mod:`recforge.pipeline.versions`, and the engine is chosen once,
+by :func:`open_engine`, instead of being asked about at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from recforge.config import Config
+from recforge.data.build import load_interactions
+from recforge.data.interactions import Interactions
+from recforge.errors import RecforgeError
+from recforge.lists import Lists, RedisLists
+from recforge.models.base import Recommender
+from recforge.pipeline.training import make_model, model_params
+from recforge.precompute import precompute
+
+__all__ = ["ENGINES", "ComputedLists", "Engine", "LocalEngine", "open_engine"]
+
+#: The engines ``--engine`` and ``[engine] name`` accept.
+ENGINES = ("local", "spark")
+
+
+class ComputedLists(ABC):
+    """A model's precomputed lists as arrays (:attr:`lists`), and a way to copy them into a
+    Redis list store that suits where they were computed."""
+
+    lists: Lists
+
+    @abstractmethod
+    def copy_to(self, redis: RedisLists, version: str, model: Recommender) -> None:
+        """Load the lists into ``redis`` as ``version`` (marked ready last)."""
+
+
+class Engine(ABC):
+    """Fits models and computes their lists; see the module doc."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def fit(self, home: Path, config: Config, model: str) -> tuple[Recommender, Interactions]:
+        """Fit ``model`` (parameters from ``[model.<model>]``) on the home's data; returns the
+        fitted model and the interactions it was fitted on (for the popular list)."""
+
+    @abstractmethod
+    def lists(
+        self, model: Recommender, interactions: Interactions, config: Config
+    ) -> contextlib.AbstractContextManager[ComputedLists]:
+        """The lists of a fitted model, ``[pipeline]``'s sizes; temporary files live as long
+        as the context."""
+
+
+class _ArrayLists(ComputedLists):
+    def __init__(self, lists: Lists) -> None:
+        self.lists = lists
+
+    def copy_to(self, redis: RedisLists, version: str, model: Recommender) -> None:
+        redis.load(version, model.users_, model.items_, self.lists, force=True)
+
+
+class LocalEngine(Engine):
+    """This machine: the latest build (``recforge build``) and the model's own top-K."""
+
+    name = "local"
+
+    def fit(self, home: Path, config: Config, model: str) -> tuple[Recommender, Interactions]:
+        estimator = make_model(model, model_params(config, model))
+        data = load_interactions(home)
+        return estimator.fit(data), data
+
+    @contextlib.contextmanager
+    def lists(
+        self, model: Recommender, interactions: Interactions, config: Config
+    ) -> Iterator[ComputedLists]:
+        settings = config.pipeline
+        yield _ArrayLists(
+            precompute(
+                model,
+                interactions,
+                k_users=settings.k_users,
+                k_items=settings.k_items,
+                k_popular=settings.k_popular,
+            )
+        )
+
+
+@contextlib.contextmanager
+def open_engine(name: str, **options: Any) -> Iterator[Engine]:
+    """The engine ``name`` (``local`` or ``spark``), open for the duration of the context.
+
+    ``options`` go to the Spark engine (``master``, ``driver_memory``); the local engine takes
+    none."""
+    if name not in ENGINES:
+        raise RecforgeError(f"the engine must be one of {', '.join(ENGINES)}, got {name!r}")
+    if name == "local":
+        yield LocalEngine()
+        return
+    from recforge.spark.engine import SparkEngine
+
+    with SparkEngine.open(**options) as engine:
+        yield engine
