@@ -50,11 +50,9 @@ def home(tmp_path_factory):
 def test_pairs_from_the_segments_equal_the_local_build(spark, home):
     config = load_config(home / "recforge.toml")
     pairs = events_frame(spark, home, config).toPandas()
-    weighting = config.weighting
     local = Interactions.from_events(
         EventStore(home).scan(["user_id", "item_id", "event_type", "value", "timestamp"]),
-        weights=weighting.weights,
-        half_life_days=weighting.half_life_days,
+        config.weighting.value(),
     )
     matrix = sp.csr_matrix(
         (

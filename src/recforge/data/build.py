@@ -18,6 +18,7 @@ from pathlib import Path
 
 from recforge.config import Config
 from recforge.data.interactions import Interactions
+from recforge.data.schema import parse_time
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 
@@ -41,14 +42,7 @@ def build_interactions(
     if events.num_rows == 0:
         window = "" if start is None and end is None else " in the given window"
         raise RecforgeError(f"no events{window} in {store.root}; ingest some first (recforge ingest FILE)")
-    weighting = config.weighting
-    reference = parse_time(weighting.reference_time) if weighting.reference_time else None
-    interactions = Interactions.from_events(
-        events,
-        weights=weighting.weights,
-        half_life_days=weighting.half_life_days,
-        reference_time=reference,
-    )
+    interactions = Interactions.from_events(events, config.weighting.value())
     interactions.info["window_start"] = _iso(start)
     interactions.info["window_end"] = _iso(end)
     return interactions
@@ -85,15 +79,6 @@ def load_interactions(home: str | Path, mmap: bool = False) -> Interactions:
     if not path.exists():
         raise RecforgeError(f"no interactions built in {home}; run recforge build first")
     return Interactions.load(path, mmap=mmap)
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 date or time (UTC when it has no zone); a clear error otherwise."""
-    try:
-        when = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError:
-        raise RecforgeError(f"{text!r} is not an ISO 8601 date or time (e.g. 2024-05-01T00:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _iso(when: datetime | None) -> str | None:

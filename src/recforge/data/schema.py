@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge.errors import RecforgeError
+
 __all__ = [
     "COLUMNS",
     "DEFAULT_EVENT_TYPES",
@@ -29,6 +31,7 @@ __all__ = [
     "FIXED_TIMESTAMP",
     "MAX_ID_LENGTH",
     "iso_from_us",
+    "parse_time",
     "timestamps_us",
     "to_us",
 ]
@@ -74,3 +77,12 @@ def to_us(when: datetime) -> int:
 def iso_from_us(us: int) -> str:
     """ISO 8601 UTC (``...Z``) of microseconds since the epoch."""
     return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date or time (UTC when it has no zone); a clear error otherwise."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise RecforgeError(f"{text!r} is not an ISO 8601 date or time (e.g. 2024-05-01T00:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
