@@ -41,6 +41,7 @@ from recforge import ALS
 from recforge.data.interactions import Interactions
 from recforge.evaluation import Evaluator, metrics_at_k, random_split, tune
 from recforge.topk import recommend_all
+from recforge.weighting import Weighting
 
 DATASETS = os.environ.get("RECFORGE_DATASETS") or os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "datasets"
@@ -176,7 +177,7 @@ def main() -> None:
 
     numba.set_num_threads(args.threads)
     events = ml100k_events()
-    outer = random_split(events, 0.2, random_state=0, half_life_days=None)
+    outer = random_split(events, 0.2, random_state=0, weighting=Weighting(half_life_days=None))
     inner = random_split(outer.train, 0.2, random_state=1)
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -14,7 +14,7 @@ from recforge.evaluation import compare, temporal_split
 events = generate_events(users=2_000, items=500, events=60_000, days=90, seed=0)
 
 # 2. A temporal holdout: the newest 10% of events are what the model must predict.
-split = temporal_split(events, test_fraction=0.1, half_life_days=30)
+split = temporal_split(events, test_fraction=0.1, weighting=recforge.Weighting(half_life_days=30))
 train = split.train  # Interactions: CSR of r_ui = sum weight(type) * value * 0.5 ** (age / half-life)
 
 # 3. Train implicit-feedback ALS (confidence c = 1 + alpha * r) and the popularity baseline.

@@ -4,6 +4,7 @@ from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
 from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
 from recforge.topk import recommend_all, similar_items_all
+from recforge.weighting import Weighting
 
 __version__ = "0.1.0"
 
@@ -15,6 +16,7 @@ __all__ = [
     "Popular",
     "Recommender",
     "Vocabulary",
+    "Weighting",
     "__version__",
     "recommend_all",
     "similar_items_all",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from recforge.errors import RecforgeError
 
-__all__ = ["iso", "parse_time"]
+__all__ = ["iso", "iso_from_us", "parse_time", "to_us"]
 
 
 def parse_time(text: str) -> datetime:
@@ -24,3 +24,15 @@ def iso(when: datetime | None) -> str | None:
         return None
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_us(when: datetime) -> int:
+    """Microseconds since the epoch; a naive ``datetime`` is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1e6)
+
+
+def iso_from_us(us: int) -> str:
+    """ISO 8601 UTC (``...Z``) of microseconds since the epoch."""
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recforge._time import parse_time
 from recforge.data.schema import DEFAULT_EVENT_TYPES, MAX_ID_LENGTH
-from recforge.weighting import DEFAULT_WEIGHTS
+from recforge.weighting import DEFAULT_HALF_LIFE_DAYS, DEFAULT_WEIGHTS, Weighting
 
 __all__ = [
     "Config",
@@ -67,9 +68,28 @@ class WeightingConfig:
     #: Weight per event type; a type not listed weighs 1.0.
     weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     #: Half-life of an event's contribution in days; 0 turns time decay off.
-    half_life_days: float = 30.0
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     #: Reference time for ages (ISO 8601); empty means the newest event in the data.
     reference_time: str = ""
+
+    def value(self) -> Weighting:
+        """The :class:`~recforge.weighting.Weighting` these settings stand for. The file's
+        spellings are translated here and nowhere else: ``half_life_days = 0`` is no decay
+        (``None``), an empty ``reference_time`` the default reference (the newest event)."""
+        return Weighting(
+            weights=self.weights,
+            half_life_days=self.half_life_days or None,
+            reference_time=parse_time(self.reference_time) if self.reference_time else None,
+        )
+
+    @classmethod
+    def from_value(cls, weighting: Weighting) -> WeightingConfig:
+        """The settings that stand for ``weighting`` (the inverse of :meth:`value`)."""
+        return cls(
+            weights=dict(weighting.weights),
+            half_life_days=weighting.half_life_days or 0.0,
+            reference_time=weighting.describe()["reference_time"] or "",
+        )
 
 
 @dataclass

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 from recforge.data.interactions import Interactions
 from recforge.data.schema import EVENT_SCHEMA
 from recforge.data.vocabulary import Vocabulary
+from recforge.weighting import Weighting
 
 T0 = datetime(2024, 1, 31, tzinfo=UTC)
 
@@ -36,7 +37,7 @@ def test_hand_computed_r_ui():
             ("u2", "a", "cart", 1, 30),  # 8 * 0.125 = 1
         ]
     )
-    x = Interactions.from_events(table, half_life_days=10)
+    x = Interactions.from_events(table, Weighting(half_life_days=10))
     assert list(x.users.ids()) == ["u1", "u2"]
     assert list(x.items.ids()) == ["a", "b"]
     np.testing.assert_allclose(x.matrix.toarray(), [[9.0, 2.0], [1.0, 0.0]])
@@ -49,10 +50,10 @@ def test_hand_computed_r_ui():
 
 def test_no_decay_and_custom_weights_and_reference_time():
     table = events([("u", "a", "view", 1, 5), ("u", "a", "share", 1, 0)])
-    x = Interactions.from_events(table, weights={"view": 2.0}, half_life_days=0)
+    x = Interactions.from_events(table, Weighting({"view": 2.0}, half_life_days=None))
     np.testing.assert_allclose(x.matrix.toarray(), [[3.0]])  # share not listed -> 1.0
     y = Interactions.from_events(
-        table, weights={"view": 1.0, "share": 1.0}, half_life_days=5, reference_time=T0 + timedelta(days=5)
+        table, Weighting({"view": 1.0, "share": 1.0}, half_life_days=5, reference_time=T0 + timedelta(days=5))
     )
     np.testing.assert_allclose(y.matrix.toarray(), [[0.25 + 0.5]])
 
@@ -66,7 +67,7 @@ def test_latest_rating_view_and_nonpositive_dropped():
             ("v", "b", "view", 0, 0),  # value 0: r = 0, not a preference
         ]
     )
-    x = Interactions.from_events(table, half_life_days=0)
+    x = Interactions.from_events(table, Weighting(half_life_days=None))
     np.testing.assert_allclose(x.ratings.toarray(), [[5, 3], [0, 0]])
     assert x.matrix[1, 1] == 0 and x.matrix.nnz == 2
 

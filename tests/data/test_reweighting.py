@@ -12,6 +12,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.reweighting import Reweighter
 from recforge.data.vocabulary import Vocabulary
 from recforge.evaluation import Range, WeightingSpace
+from recforge.weighting import Weighting
 
 
 @pytest.fixture(scope="module")
@@ -28,59 +29,54 @@ def same(a: Interactions, b: Interactions) -> None:
 
 
 @pytest.mark.parametrize(
-    ("weights", "half_life"),
+    "weighting",
     [
-        (None, 30.0),
-        ({"view": 1.0, "like": 2.0, "cart": 50.0, "purchase": 0.5}, 3.0),
-        ({"view": 0.0, "like": 1.0}, None),  # views weigh nothing: their pairs drop out
-        ({}, 0.0),
+        None,
+        Weighting({"view": 1.0, "like": 2.0, "cart": 50.0, "purchase": 0.5}, 3.0),
+        Weighting({"view": 0.0, "like": 1.0}, None),  # views weigh nothing: their pairs drop out
+        Weighting({}, None),
     ],
 )
-def test_a_rebuild_equals_a_build_from_the_events(events, weights, half_life):
+def test_a_rebuild_equals_a_build_from_the_events(events, weighting):
     reweighter = Reweighter(events)
-    expected = Interactions.from_events(events, weights=weights, half_life_days=half_life)
-    same(reweighter.build(weights, half_life), expected)
+    expected = Interactions.from_events(events, weighting)
+    same(reweighter.build(weighting), expected)
 
 
 def test_given_vocabularies_and_reference_time_are_kept(events):
     users = Vocabulary.from_values(events.column("user_id")[:500])  # some users unknown
     items = Vocabulary.from_values(events.column("item_id"))
     reference = datetime(2030, 1, 1, tzinfo=UTC)
-    reweighter = Reweighter(events, users=users, items=items, reference_time=reference)
-    expected = Interactions.from_events(
-        events, weights={"cart": 3.0}, half_life_days=7.0, reference_time=reference, users=users, items=items
-    )
-    rebuilt = reweighter.build({"cart": 3.0}, 7.0)
+    weighting = Weighting({"cart": 3.0}, 7.0, reference_time=reference)
+    reweighter = Reweighter(events, users=users, items=items)
+    expected = Interactions.from_events(events, weighting, users=users, items=items)
+    rebuilt = reweighter.build(weighting)
     same(rebuilt, expected)
+    assert rebuilt.info["reference_time"] == expected.info["reference_time"] == "2030-01-01T00:00:00Z"
     assert rebuilt.info["dropped"] == expected.info["dropped"] > 0
 
 
-def test_event_types_span_and_bad_half_life(events):
+def test_event_types_and_span(events):
     reweighter = Reweighter(events)
     types = events.column("event_type").to_numpy(zero_copy_only=False)
     counts = {t: int(np.count_nonzero(types == t)) for t in set(types)}
     assert reweighter.event_types == sorted(counts, key=lambda t: -counts[t])
     assert 19.0 < reweighter.span_days <= 20.0
-    with pytest.raises(ValueError, match="half_life_days must be >= 0"):
-        reweighter.build(None, -1.0)
 
 
 def test_the_weighting_space(events):
     reweighter = Reweighter(events)
     weights = {"view": 1.0, "like": 4.0, "cart": 8.0, "purchase": 0.0}
-    space = WeightingSpace(reweighter, weights, 30.0)
+    space = WeightingSpace(reweighter, Weighting(weights, 30.0))
     top = reweighter.event_types[0]
     assert top == "view"  # the most frequent type keeps its weight; purchase (0) stays 0
     assert set(space.search_space) == {"half_life_days", "weight.like", "weight.cart"}
     assert space.search_space["weight.cart"] == Range(0.8, 80.0, log=True)
     assert space.current() == {"half_life_days": 30.0, "weight.like": 4.0, "weight.cart": 8.0}
     drawn = {"half_life_days": 2.0, "weight.cart": 20.0}
-    assert space.settings(drawn) == ({**weights, "cart": 20.0}, 2.0)
-    same(
-        space.build(drawn),
-        Interactions.from_events(events, weights={**weights, "cart": 20.0}, half_life_days=2.0),
-    )
+    assert space.settings(drawn) == Weighting({**weights, "cart": 20.0}, 2.0)
+    same(space.build(drawn), Interactions.from_events(events, Weighting({**weights, "cart": 20.0}, 2.0)))
     # no decay in use: the longest half-life is the nearest point
-    assert WeightingSpace(reweighter, weights, 0.0, tune_weights=False).current() == {
+    assert WeightingSpace(reweighter, Weighting(weights, None), tune_weights=False).current() == {
         "half_life_days": space.search_space["half_life_days"].high
     }

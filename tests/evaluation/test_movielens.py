@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from recforge.data import Interactions
 from recforge.evaluation import compare, evaluate, random_split
 from recforge.models import Popular
+from recforge.weighting import Weighting
 from tests.conftest import dataset_path
 
 pytestmark = pytest.mark.datasets
@@ -64,7 +65,7 @@ def counts_only(x: Interactions) -> Interactions:
 
 @pytest.fixture(scope="module")
 def split():
-    return random_split(ml100k_events(), 0.2, random_state=0, half_life_days=None)
+    return random_split(ml100k_events(), 0.2, random_state=0, weighting=Weighting(half_life_days=None))
 
 
 def test_the_split_is_the_reference_split(split):

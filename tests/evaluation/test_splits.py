@@ -13,8 +13,10 @@ import scipy.sparse as sp
 
 from recforge.data import Interactions
 from recforge.evaluation import Split, leave_last_n_split, random_split, temporal_split
+from recforge.weighting import Weighting
 
 T0 = 1_600_000_000  # seconds
+NO_DECAY = Weighting(half_life_days=None)
 
 
 def make_events(n_users=30, seed=0, n_items=40):
@@ -83,9 +85,9 @@ def check_partition(events: pa.Table, split: Split) -> None:
 # per-user random holdout --------------------------------------------------------------------------
 def test_random_split_is_reproducible_by_seed():
     events = make_events()
-    a = random_split(events, 0.2, random_state=7, half_life_days=None)
-    b = random_split(events, 0.2, random_state=np.random.default_rng(7), half_life_days=None)
-    c = random_split(events, 0.2, random_state=8, half_life_days=None)
+    a = random_split(events, 0.2, random_state=7, weighting=NO_DECAY)
+    b = random_split(events, 0.2, random_state=np.random.default_rng(7), weighting=NO_DECAY)
+    c = random_split(events, 0.2, random_state=8, weighting=NO_DECAY)
     np.testing.assert_array_equal(a.test_mask, b.test_mask)
     assert not np.array_equal(a.test_mask, c.test_mask)
     assert a.params["random_state"] == 7 and b.params["random_state"] is None
@@ -93,13 +95,13 @@ def test_random_split_is_reproducible_by_seed():
 
 def test_random_split_partitions_the_input():
     events = make_events()
-    split = random_split(events, 0.3, random_state=1, half_life_days=None)
+    split = random_split(events, 0.3, random_state=1, weighting=NO_DECAY)
     check_partition(events, split)
 
 
 def test_random_split_holds_out_the_rounded_fraction_per_user():
     events = make_events(n_users=60)
-    split = random_split(events, 0.2, random_state=0, half_life_days=None)
+    split = random_split(events, 0.2, random_state=0, weighting=NO_DECAY)
     users = np.asarray(events.column("user_id").to_pylist())
     n_without = 0
     for u in np.unique(users):
@@ -114,7 +116,7 @@ def test_random_split_holds_out_the_rounded_fraction_per_user():
 
 def test_random_split_min_train_zero_can_hold_out_a_whole_user():
     events = table([0, 0, 1, 1, 1, 1], [0, 1, 0, 1, 2, 3], [1, 2, 3, 4, 5, 6])
-    split = random_split(events, 0.99, random_state=0, min_train=0, half_life_days=None)
+    split = random_split(events, 0.99, random_state=0, min_train=0, weighting=NO_DECAY)
     assert split.test_mask.all()
     assert sorted(split.test_only_users) == ["u0", "u1"]
     assert split.dropped_test == 6 and split.test.nnz == 0
@@ -123,7 +125,7 @@ def test_random_split_min_train_zero_can_hold_out_a_whole_user():
 def test_random_split_reports_test_only_items():
     # 200 items over ~500 events: some items occur only in rows the split sends to test
     events = make_events(n_users=40, n_items=200, seed=3)
-    split = random_split(events, 0.3, random_state=0, half_life_days=None)
+    split = random_split(events, 0.3, random_state=0, weighting=NO_DECAY)
     test_events = events.filter(pa.array(split.test_mask))
     train_items = set(events.filter(pa.array(~split.test_mask)).column("item_id").to_pylist())
     expected = sorted(set(test_events.column("item_id").to_pylist()) - train_items)
@@ -179,7 +181,7 @@ def test_random_split_rejects_bad_input():
 # leave-last-n -------------------------------------------------------------------------------------
 def test_leave_last_n_holds_out_each_users_newest_events():
     events = make_events(n_users=40, seed=5)
-    split = leave_last_n_split(events, 2, half_life_days=None)
+    split = leave_last_n_split(events, 2, weighting=NO_DECAY)
     check_partition(events, split)
     users = np.asarray(events.column("user_id").to_pylist())
     times = events.column("timestamp").cast(pa.int64()).to_numpy()
@@ -214,7 +216,7 @@ def test_leave_last_n_breaks_time_ties_by_row_order():
 def test_temporal_split_at_a_time():
     events = make_events(seed=2)
     at = datetime.fromtimestamp(T0 + 700_000, tz=UTC)
-    split = temporal_split(events, at=at, half_life_days=None)
+    split = temporal_split(events, at=at, weighting=NO_DECAY)
     check_partition(events, split)
     times = events.column("timestamp").cast(pa.int64()).to_numpy() // 1_000_000
     np.testing.assert_array_equal(split.test_mask, times >= T0 + 700_000)
@@ -226,7 +228,7 @@ def test_temporal_split_at_a_time():
 
 def test_temporal_split_by_fraction_respects_time():
     events = make_events(seed=4)
-    split = temporal_split(events, test_fraction=0.25, half_life_days=None)
+    split = temporal_split(events, test_fraction=0.25, weighting=NO_DECAY)
     check_partition(events, split)
     times = events.column("timestamp").cast(pa.int64()).to_numpy()
     assert times[~split.test_mask].max() < times[split.test_mask].min()
@@ -264,7 +266,7 @@ def test_temporal_split_needs_exactly_one_cut():
 
 def test_the_train_part_is_built_with_the_given_weighting():
     events = table([0, 0, 1, 1, 1], [0, 1, 0, 1, 2], [0, 86_400, 0, 86_400, 172_800], event_type="view")
-    split = leave_last_n_split(events, 1, weights={"view": 2.0}, half_life_days=1.0)
+    split = leave_last_n_split(events, 1, weighting=Weighting({"view": 2.0}, half_life_days=1.0))
     # train: u0 i0, u1 i0 (day 0), u1 i1 (day 1, the newest train event: the decay reference);
     # weight 2, half-life 1 day: day-0 events count 2 * 0.5
     assert interactions_pairs(split.train) == pytest.approx(

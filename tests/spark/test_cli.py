@@ -16,7 +16,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
-from recforge.spark.actions import events_frame
+from recforge.spark.build import events_frame
 
 pytestmark = pytest.mark.spark
 
@@ -51,11 +51,9 @@ def home(tmp_path_factory):
 def test_pairs_from_the_segments_equal_the_local_build(spark, home):
     config = load_config(home / "recforge.toml")
     pairs = events_frame(spark, home, config).toPandas()
-    weighting = config.weighting
     local = Interactions.from_events(
         EventStore(home).scan(CONTENT_COLUMNS),
-        weights=weighting.weights,
-        half_life_days=weighting.half_life_days,
+        config.weighting.value(),
     )
     matrix = sp.csr_matrix(
         (

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recforge._files import fsync_path
-from recforge._time import iso, parse_time
+from recforge._time import iso
 from recforge.config import Config
 from recforge.data.interactions import Interactions
 from recforge.data.schema import CONTENT_COLUMNS
@@ -42,14 +42,7 @@ def build_interactions(
     if events.num_rows == 0:
         window = "" if start is None and end is None else " in the given window"
         raise RecforgeError(f"no events{window} in {store.root}; ingest some first (recforge ingest FILE)")
-    weighting = config.weighting
-    reference = parse_time(weighting.reference_time) if weighting.reference_time else None
-    interactions = Interactions.from_events(
-        events,
-        weights=weighting.weights,
-        half_life_days=weighting.half_life_days,
-        reference_time=reference,
-    )
+    interactions = Interactions.from_events(events, config.weighting.value())
     interactions.info["window_start"] = iso(start)
     interactions.info["window_end"] = iso(end)
     return interactions

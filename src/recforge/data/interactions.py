@@ -13,9 +13,7 @@ SciPy's COO->CSR for the sums): no Python loop over events, users or items.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from recforge.data.schema import iso_from_us, timestamps_us, to_us
+from recforge._time import iso_from_us
+from recforge.data.schema import timestamps_us
 from recforge.data.vocabulary import Vocabulary
-from recforge.weighting import DEFAULT_WEIGHTS, SECONDS_PER_DAY, event_strength, type_weights
+from recforge.weighting import Weighting
 
 __all__ = ["Interactions"]
 
@@ -101,23 +100,23 @@ class Interactions:
     def from_events(
         cls,
         events: pa.Table,
+        weighting: Weighting | None = None,
         *,
-        weights: Mapping[str, float] | None = None,
-        half_life_days: float | None = 30.0,
-        reference_time: datetime | None = None,
         users: Vocabulary | None = None,
         items: Vocabulary | None = None,
     ) -> Interactions:
-        """Aggregate an event table (the :mod:`recforge.data.schema` columns) into ``r_ui``.
+        """Aggregate an event table (the :mod:`recforge.data.schema` columns) into ``r_ui``
+        under ``weighting`` (default: ``Weighting()``, see :class:`~recforge.weighting.Weighting`).
 
-        ``half_life_days`` of ``None`` or ``0`` turns decay off; ``reference_time`` defaults to
-        the newest event. Given ``users``/``items`` vocabularies fix the rows/columns (events on
-        ids outside them are dropped and counted in ``info["dropped"]``); otherwise the
-        vocabularies are the sorted distinct ids of the events.
+        Given ``users``/``items`` vocabularies fix the rows/columns (events on ids outside them
+        are dropped and counted in ``info["dropped"]``); otherwise the vocabularies are the
+        sorted distinct ids of the events. ``info`` records the weighting applied, its
+        reference time resolved (:meth:`Weighting.describe`).
         """
-        weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         n_events = events.num_rows
         ts_us = timestamps_us(events.column("timestamp"))
+        weighting = Weighting() if weighting is None else weighting
+        applied = weighting.resolved(int(ts_us.max()) if n_events else None)
         if users is None:
             users = Vocabulary.from_values(events.column("user_id"))
         if items is None:
@@ -132,18 +131,7 @@ class Interactions:
         type_names = [str(s) for s in types.dictionary.to_pylist()]
         value = _float_column(events.column("value"))
 
-        if n_events:
-            reference_us = int(ts_us.max()) if reference_time is None else to_us(reference_time)
-        else:
-            reference_us = 0 if reference_time is None else to_us(reference_time)
-        half_life = None if not half_life_days else float(half_life_days) * SECONDS_PER_DAY
-        strength = event_strength(
-            type_weights(type_codes, type_names, weights),
-            value,
-            ts_us / 1e6,
-            reference_us / 1e6,
-            half_life,
-        )
+        strength = applied.strength(type_codes, type_names, value, ts_us)
         shape = (len(users), len(items))
         summed = sp.csr_matrix((strength[known], (u[known], i[known])), shape=shape, dtype=np.float64)
         matrix = _canonical(summed.astype(np.float32))
@@ -159,9 +147,7 @@ class Interactions:
             "dropped": dropped,
             "first": iso_from_us(int(ts_us.min())) if n_events else None,
             "last": iso_from_us(int(ts_us.max())) if n_events else None,
-            "reference_time": iso_from_us(reference_us) if n_events or reference_time else None,
-            "half_life_days": float(half_life_days or 0.0),
-            "weights": weights,
+            **applied.describe(),
         }
         return cls(matrix, users, items, ratings, info)
 

@@ -1,22 +1,20 @@
-"""``Reweighter``: the events of one build, held ready to rebuild ``r_ui`` under other weights.
+"""``Reweighter``: the events of one build, held ready to rebuild ``r_ui`` under another weighting.
 
 Tuning treats the event-type weights and the half-life as hyperparameters (preprocessing is
 part of the model), so every trial needs the interactions rebuilt from the same events::
 
     r_ui = sum_e  w(t_e) * v_e * 0.5 ** (age_e / half_life),     age_e = max(0, T_ref - s_e)
 
-(:mod:`recforge.weighting`). Everything that does not depend on ``w`` or ``half_life`` is done
-once: the vocabulary lookups, the grouping of events by (user, item) pair in CSR order, the
-event types, values and ages, the ratings view. A rebuild is then one vectorised pass over the
-events (their strengths) and one segmented sum (``numpy.add.reduceat``) into the CSR data of the
-fixed pair pattern. The result equals :meth:`Interactions.from_events` on the same events with
-the same vocabularies and reference time (up to the rounding of the float64 sums).
+(:mod:`recforge.weighting`). Everything that does not depend on the
+:class:`~recforge.weighting.Weighting` is done once: the vocabulary lookups, the grouping of
+events by (user, item) pair in CSR order, the event types, values and times, the ratings view. A
+rebuild is then one vectorised pass over the events (:meth:`Weighting.strength
+<recforge.weighting.Weighting.strength>`) and one segmented sum (``numpy.add.reduceat``) into the
+CSR data of the fixed pair pattern. The result equals :meth:`Interactions.from_events` on the
+same events with the same vocabularies and weighting (up to the rounding of the float64 sums).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -24,19 +22,18 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions, _float_column
-from recforge.data.schema import timestamps_us, to_us
+from recforge.data.schema import timestamps_us
 from recforge.data.vocabulary import Vocabulary
-from recforge.weighting import DEFAULT_WEIGHTS, SECONDS_PER_DAY, event_strength, type_weights
+from recforge.weighting import SECONDS_PER_DAY, Weighting
 
 __all__ = ["Reweighter"]
 
 
 class Reweighter:
-    """Rebuild :class:`Interactions` from ``events`` for any weights and half-life.
+    """Rebuild :class:`Interactions` from ``events`` for any :class:`Weighting`.
 
     ``users`` / ``items`` fix the vocabularies (events on other ids are dropped, as
     :meth:`Interactions.from_events` does); by default they are the events' own.
-    ``reference_time`` is ``T_ref`` (default: the newest event).
     """
 
     def __init__(
@@ -45,11 +42,10 @@ class Reweighter:
         *,
         users: Vocabulary | None = None,
         items: Vocabulary | None = None,
-        reference_time: datetime | None = None,
     ) -> None:
         # the weight-independent parts (vocabularies, ratings view, info) from one plain build
         self._base = Interactions.from_events(
-            events, weights={}, half_life_days=None, reference_time=reference_time, users=users, items=items
+            events, Weighting(weights={}, half_life_days=None), users=users, items=items
         )
         n_items = self._base.n_items
         u = self._base.users.lookup(events.column("user_id"))
@@ -70,11 +66,9 @@ class Reweighter:
         self._type_codes = types.indices.to_numpy(zero_copy_only=False)[known][order]
         self._values = _float_column(events.column("value"))[known][order]
         ts_us = timestamps_us(events.column("timestamp"))
-        self._seconds = ts_us[known][order] / 1e6
-        if reference_time is not None:
-            self._reference = to_us(reference_time) / 1e6
-        else:
-            self._reference = int(ts_us.max()) / 1e6 if len(ts_us) else 0.0
+        self._timestamps_us = ts_us[known][order]
+        #: the newest event, dropped ones included (as from_events measures ages from it)
+        self._newest_us = int(ts_us.max()) if len(ts_us) else None
         self._span_days = float(np.ptp(ts_us)) / 1e6 / SECONDS_PER_DAY if len(ts_us) else 0.0
         counts = np.bincount(self._type_codes, minlength=len(self._type_names))
         #: event types in the events, the most frequent first
@@ -93,22 +87,10 @@ class Reweighter:
         """Days between the oldest and the newest event."""
         return self._span_days
 
-    def build(
-        self, weights: Mapping[str, float] | None = None, half_life_days: float | None = 30.0
-    ) -> Interactions:
-        """The interactions under ``weights`` (default :data:`DEFAULT_WEIGHTS`; a type not
-        listed weighs 1.0) and ``half_life_days`` (``None`` or 0: no decay)."""
-        weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        if half_life_days is not None and half_life_days < 0:
-            raise ValueError(f"half_life_days must be >= 0, got {half_life_days}")
-        half_life = float(half_life_days) * SECONDS_PER_DAY if half_life_days else None
-        strength = event_strength(
-            type_weights(self._type_codes, self._type_names, weights),
-            self._values,
-            self._seconds,
-            self._reference,
-            half_life,
-        )
+    def build(self, weighting: Weighting | None = None) -> Interactions:
+        """The interactions under ``weighting`` (default: ``Weighting()``)."""
+        applied = (Weighting() if weighting is None else weighting).resolved(self._newest_us)
+        strength = applied.strength(self._type_codes, self._type_names, self._values, self._timestamps_us)
         sums = np.add.reduceat(strength, self._starts) if len(strength) else np.zeros(0)
         data = sums.astype(np.float32)
         keep = data > 0  # as from_events: only positive r_ui are stored
@@ -117,5 +99,5 @@ class Reweighter:
         np.cumsum(np.bincount(self._rows[keep], minlength=shape[0]), out=indptr[1:])
         matrix = sp.csr_matrix((data[keep], self._cols[keep], indptr), shape=shape)
         matrix.has_sorted_indices = True
-        info = dict(self._base.info, half_life_days=float(half_life_days or 0.0), weights=weights)
+        info = dict(self._base.info, **applied.describe())
         return Interactions(matrix, self.users, self.items, self._base.ratings, info)

@@ -29,9 +29,7 @@ __all__ = [
     "EVENT_SCHEMA",
     "FIXED_TIMESTAMP",
     "MAX_ID_LENGTH",
-    "iso_from_us",
     "timestamps_us",
-    "to_us",
 ]
 
 EVENT_SCHEMA = pa.schema(
@@ -66,15 +64,3 @@ def timestamps_us(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
         column = pc.cast(column, pa.timestamp("us", tz="UTC")) if column.type.unit != "us" else column
         return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     return (np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64) * 1e6).astype(np.int64)
-
-
-def to_us(when: datetime) -> int:
-    """Microseconds since the epoch; a naive ``datetime`` is taken as UTC."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round(when.timestamp() * 1e6)
-
-
-def iso_from_us(us: int) -> str:
-    """ISO 8601 UTC (``...Z``) of microseconds since the epoch."""
-    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat().replace("+00:00", "Z")

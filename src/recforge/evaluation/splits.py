@@ -8,9 +8,10 @@ Inputs are event tables (the :mod:`recforge.data.schema` columns; time lives the
 temporal splits need them) or, for the random holdout, an already built ``Interactions``
 (its stored ``(user, item)`` pairs are the rows; both parts keep its values and vocabularies,
 and a pair's ``matrix`` and ``ratings`` entries stay together). From events, ``train`` is built with
-:meth:`Interactions.from_events` with the given ``weights`` and ``half_life_days`` (decay
-reference: the newest train event), and ``test`` with the same weights, **no time decay**
-(a test event is relevant however old it is) and the train vocabularies.
+:meth:`Interactions.from_events` with the given ``weighting`` (default ``Weighting()``; with
+no ``reference_time``, ages are measured from the newest train event), and ``test`` with the same
+weights, **no time decay** (a test event is relevant however old it is) and the train
+vocabularies.
 
 Users and items that occur only in the test part cannot be scored by a model trained on the
 train part: their test events are left out of ``test`` (they have no row or column there), and
@@ -26,8 +27,7 @@ Randomness follows the seed contract: ``random_state`` is an int seed or a
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -36,9 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from recforge._time import iso_from_us, to_us
 from recforge._validation import check_number, check_random_state
 from recforge.data.interactions import Interactions
-from recforge.data.schema import CONTENT_COLUMNS, iso_from_us, timestamps_us, to_us
+from recforge.data.schema import CONTENT_COLUMNS, timestamps_us
+from recforge.weighting import Weighting
 
 __all__ = ["Split", "leave_last_n_split", "random_split", "temporal_split"]
 
@@ -88,8 +90,7 @@ def random_split(
     *,
     random_state: int | np.random.Generator | None = 0,
     min_train: int = 1,
-    weights: Mapping[str, float] | None = None,
-    half_life_days: float | None = 30.0,
+    weighting: Weighting | None = None,
 ) -> Split:
     """Per-user random holdout: about ``test_fraction`` of each user's rows go to test.
 
@@ -123,7 +124,7 @@ def random_split(
         "min_train": int(min_train),
         "random_state": int(random_state) if isinstance(random_state, numbers.Integral) else None,
     }
-    return _finish(data, test_mask, params, weights, half_life_days)
+    return _finish(data, test_mask, params, weighting)
 
 
 def leave_last_n_split(
@@ -131,8 +132,7 @@ def leave_last_n_split(
     n: int = 1,
     *,
     min_train: int = 1,
-    weights: Mapping[str, float] | None = None,
-    half_life_days: float | None = 30.0,
+    weighting: Weighting | None = None,
 ) -> Split:
     """Per user, the ``n`` newest events go to test (ties in time: the later row is newer).
 
@@ -152,7 +152,7 @@ def leave_last_n_split(
     from_newest = counts[users] - 1 - _rank_within_user(users, counts, order)
     test_mask = from_newest < n_test[users]
     params = {"method": "leave_last_n", "n": int(n), "min_train": int(min_train)}
-    return _finish(events, test_mask, params, weights, half_life_days)
+    return _finish(events, test_mask, params, weighting)
 
 
 def temporal_split(
@@ -160,8 +160,7 @@ def temporal_split(
     *,
     at: datetime | None = None,
     test_fraction: float | None = None,
-    weights: Mapping[str, float] | None = None,
-    half_life_days: float | None = 30.0,
+    weighting: Weighting | None = None,
 ) -> Split:
     """Global temporal cut: events at or after the cut time go to test, earlier ones to train.
 
@@ -191,7 +190,7 @@ def temporal_split(
         "cut": iso_from_us(cut) if cut != np.iinfo(np.int64).max else None,
         "test_fraction": None if test_fraction is None else float(test_fraction),
     }
-    return _finish(events, test_mask, params, weights, half_life_days)
+    return _finish(events, test_mask, params, weighting)
 
 
 # building the parts -------------------------------------------------------------------------------
@@ -199,33 +198,31 @@ def _finish(
     data: pa.Table | Interactions,
     test_mask: np.ndarray,
     params: dict[str, Any],
-    weights: Mapping[str, float] | None,
-    half_life_days: float | None,
+    weighting: Weighting | None,
 ) -> Split:
     if isinstance(data, Interactions):
         return _split_interactions(data, test_mask, params)
-    return _split_events(data, test_mask, params, weights, half_life_days)
+    return _split_events(data, test_mask, params, Weighting() if weighting is None else weighting)
 
 
 def _split_events(
     events: pa.Table,
     test_mask: np.ndarray,
     params: dict[str, Any],
-    weights: Mapping[str, float] | None,
-    half_life_days: float | None,
+    weighting: Weighting,
 ) -> Split:
     train_events = events.filter(pa.array(~test_mask))
     test_events = events.filter(pa.array(test_mask))
-    train = Interactions.from_events(train_events, weights=weights, half_life_days=half_life_days)
+    train = Interactions.from_events(train_events, weighting)
     test = Interactions.from_events(
-        test_events, weights=weights, half_life_days=None, users=train.users, items=train.items
+        test_events, replace(weighting, half_life_days=None), users=train.users, items=train.items
     )
     user_known = train.users.lookup(test_events.column("user_id")) >= 0
     item_known = train.items.lookup(test_events.column("item_id")) >= 0
     all_users = _codes(events.column("user_id"))
     has_test = np.zeros(all_users.max() + 1 if len(all_users) else 0, dtype=bool)
     has_test[all_users[test_mask]] = True
-    params = dict(params, weights=train.info.get("weights"), half_life_days=half_life_days)
+    params = dict(params, weights=train.info.get("weights"), half_life_days=weighting.half_life_days)
     return Split(
         train=train,
         test=test,

@@ -70,7 +70,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
@@ -82,6 +82,7 @@ from recforge.data.interactions import Interactions
 from recforge.evaluation.metrics import METRICS
 from recforge.evaluation.protocol import Evaluator
 from recforge.models.base import Recommender, as_interactions
+from recforge.weighting import Weighting
 
 if TYPE_CHECKING:
     import optuna
@@ -214,63 +215,60 @@ class WeightingSpace:
     Dimensions: ``half_life_days`` (log scale, ``span / 50 .. span * 20`` days for the span of
     the events; at the top end the oldest event still weighs 0.97: no decay, in effect) when
     ``tune_half_life``; ``weight.<type>`` for each event type but the most frequent (log scale,
-    ``w / 10 .. w * 10`` around its weight in ``weights``) when ``tune_weights``. The most
+    ``w / 10 .. w * 10`` around its weight in ``weighting``) when ``tune_weights``. The most
     frequent type keeps its weight: scaling every weight alike is the model's job (ALS's
-    ``alpha``), not a dimension of its own. Types weighted 0 stay 0. Values not tuned come
-    from ``weights`` and ``half_life_days`` (``None`` or 0: no decay).
+    ``alpha``), not a dimension of its own. Types weighted 0 stay 0. Whatever is not tuned
+    (and the reference time) comes from ``weighting``.
     """
 
     def __init__(
         self,
         reweighter: Reweighter,
-        weights: Mapping[str, float],
-        half_life_days: float | None,
+        weighting: Weighting,
         *,
         tune_weights: bool = True,
         tune_half_life: bool = True,
     ) -> None:
         self.reweighter = reweighter
-        self.weights = {str(k): float(v) for k, v in weights.items()}
-        self.half_life_days = half_life_days or None
+        self.weighting = weighting
         space: dict[str, Dimension] = {}
         span = reweighter.span_days
         if tune_half_life and span > 0:
             space["half_life_days"] = Range(span / 50.0, span * 20.0, log=True)
         if tune_weights:
             for name in reweighter.event_types[1:]:
-                weight = self.weights.get(name, 1.0)
+                weight = weighting.weights.get(name, 1.0)
                 if weight > 0:
                     space[f"weight.{name}"] = Range(weight / 10.0, weight * 10.0, log=True)
         self.search_space: SearchSpace = space
 
-    def settings(self, values: Mapping[str, Any]) -> tuple[dict[str, float], float | None]:
-        """The ``(weights, half_life_days)`` that ``values`` (a trial's draw) stand for."""
-        weights = dict(self.weights)
+    def settings(self, values: Mapping[str, Any]) -> Weighting:
+        """The :class:`Weighting` that ``values`` (a trial's draw) stand for."""
+        weights = dict(self.weighting.weights)
         for name, value in values.items():
             if name.startswith("weight."):
                 weights[name.removeprefix("weight.")] = float(value)
-        half_life = values.get("half_life_days", self.half_life_days)
-        return weights, (float(half_life) if half_life else None)
+        half_life = values.get("half_life_days", self.weighting.half_life_days)
+        return replace(self.weighting, weights=weights, half_life_days=half_life)
 
     def current(self) -> dict[str, float]:
-        """The point of the search space nearest ``weights`` and ``half_life_days`` (no decay:
-        the longest half-life), to try first."""
+        """The point of the search space nearest ``weighting`` (no decay: the longest
+        half-life), to try first."""
         point: dict[str, float] = {}
         for key, dimension in self.search_space.items():
             assert isinstance(dimension, Range)
             if key == "half_life_days":
-                point[key] = dimension.clip(self.half_life_days or dimension.high)
+                half_life = self.weighting.half_life_days
+                point[key] = dimension.clip(dimension.high if half_life is None else half_life)
             else:
-                point[key] = dimension.clip(self.weights.get(key.removeprefix("weight."), 1.0))
+                point[key] = dimension.clip(self.weighting.weights.get(key.removeprefix("weight."), 1.0))
         return point
 
     def build(self, values: Mapping[str, Any]) -> Interactions:
-        weights, half_life = self.settings(values)
-        return self.reweighter.build(weights, half_life)
+        return self.reweighter.build(self.settings(values))
 
     def fingerprint(self) -> str:
-        base = self.reweighter.build(self.weights, self.half_life_days)
-        return _fingerprint(base.matrix)
+        return _fingerprint(self.reweighter.build(self.weighting).matrix)
 
 
 # results --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,10 +26,20 @@ from recforge.models.base import Recommender
 from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import precompute
 
-__all__ = ["ENGINES", "ComputedLists", "Engine", "LocalEngine", "open_engine"]
+__all__ = ["ENGINES", "ComputedLists", "Engine", "Fit", "LocalEngine", "open_engine"]
 
 #: The engines ``--engine`` and ``[engine] name`` accept.
 ENGINES = ("local", "spark")
+
+
+@dataclass
+class Fit:
+    """What :meth:`Engine.fit` returns: the fitted model, the interactions it was fitted on (for
+    the popular list and the data window), and settings to record in the version's manifest."""
+
+    model: Recommender
+    interactions: Interactions
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ComputedLists(ABC):
@@ -48,9 +59,8 @@ class Engine(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def fit(self, home: Path, config: Config, model: str) -> tuple[Recommender, Interactions]:
-        """Fit ``model`` (parameters from ``[model.<model>]``) on the home's data; returns the
-        fitted model and the interactions it was fitted on (for the popular list)."""
+    def fit(self, home: Path, config: Config, model: str) -> Fit:
+        """Fit ``model`` (parameters from ``[model.<model>]``) on the home's data."""
 
     @abstractmethod
     def lists(
@@ -73,10 +83,10 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def fit(self, home: Path, config: Config, model: str) -> tuple[Recommender, Interactions]:
+    def fit(self, home: Path, config: Config, model: str) -> Fit:
         estimator = make_model(model, model_params(config, model))
         data = load_interactions(home)
-        return estimator.fit(data), data
+        return Fit(estimator.fit(data), data)
 
     @contextlib.contextmanager
     def lists(

@@ -8,7 +8,7 @@ as a fraction of the newest events, a number of days before the newest event, or
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,25 +87,20 @@ def holdout_from_config(config: Config) -> Holdout:
 
 
 def split_events(events: pa.Table, holdout: Holdout, config: Config) -> Split:
-    """The temporal split of ``events`` at the holdout's cut, weighted as ``[weighting]`` says.
+    """The temporal split of ``events`` at the holdout's cut, weighted with ``[weighting]``'s
+    weights and half-life (ages measured from the newest training event, as the splits do).
 
     A cut that leaves no training events or no test events is an error naming the cut.
     """
     if events.num_rows == 0:
         raise RecforgeError("no events to split; ingest some first")
-    weighting = config.weighting
     if holdout.days is not None:
         newest = pc.max(events.column("timestamp")).as_py()
         at: datetime | None = newest - timedelta(days=holdout.days)
     else:
         at = holdout.at
-    split = temporal_split(
-        events,
-        at=at,
-        test_fraction=holdout.fraction,
-        weights=weighting.weights,
-        half_life_days=weighting.half_life_days or None,
-    )
+    weighting = replace(config.weighting.value(), reference_time=None)
+    split = temporal_split(events, at=at, test_fraction=holdout.fraction, weighting=weighting)
     n_test = int(np.count_nonzero(split.test_mask))
     if n_test == 0 or n_test == len(split.test_mask):
         side = "no events after" if n_test == 0 else "no events before"

@@ -22,11 +22,11 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from recforge.config import Config
+from recforge.config import Config, WeightingConfig
 from recforge.data.reweighting import Reweighter
 from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
@@ -35,6 +35,7 @@ from recforge.evaluation.splits import Split, random_split
 from recforge.evaluation.tuning import Choice, Range, TuneResult, WeightingSpace, default_search_space, tune
 from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
 from recforge.pipeline.training import make_model, model_params
+from recforge.weighting import Weighting
 
 __all__ = ["StoreTuning", "study_path", "tune_store", "tuned_config"]
 
@@ -53,8 +54,8 @@ class StoreTuning:
     path: Path
     seconds: float
 
-    def weights(self) -> tuple[dict[str, float], float | None]:
-        """The best trial's ``(weights, half_life_days)``."""
+    def best_weighting(self) -> Weighting:
+        """The best trial's weighting."""
         assert self.weighting is not None
         return self.weighting.settings(self.result.best_preprocessing)
 
@@ -107,16 +108,12 @@ def tune_store(
     events = EventStore(home).scan(CONTENT_COLUMNS)
     if events.num_rows == 0:
         raise RecforgeError("no events to tune on; ingest some first")
-    weighting = config.weighting
+    # as the splits do, ages are measured from the newest training event, not [weighting]'s
+    # reference_time
+    weighting = replace(config.weighting.value(), reference_time=None)
     split: Split
     if per_user is not None:
-        split = random_split(
-            events,
-            per_user,
-            random_state=seed,
-            weights=weighting.weights,
-            half_life_days=weighting.half_life_days or None,
-        )
+        split = random_split(events, per_user, random_state=seed, weighting=weighting)
     else:
         split = split_events(events, holdout or holdout_from_config(config), config)
     train_events = events.filter(~split.test_mask)
@@ -130,11 +127,7 @@ def tune_store(
     if tune_weights or tune_half_life:
         reweighter = Reweighter(train_events, users=split.train.users, items=split.train.items)
         weights_space = WeightingSpace(
-            reweighter,
-            weighting.weights,
-            weighting.half_life_days,
-            tune_weights=tune_weights,
-            tune_half_life=tune_half_life,
+            reweighter, weighting, tune_weights=tune_weights, tune_half_life=tune_half_life
         )
         initial.update(weights_space.current())
         if not weights_space.search_space:
@@ -168,10 +161,9 @@ def tuned_config(config: Config, tuning: StoreTuning) -> str:
     and half-life), ``[model]`` name and ``[model.<name>]`` parameters. Other settings are left
     to their defaults or to another config file."""
     result = tuning.result
-    weights: Mapping[str, float] = config.weighting.weights
-    half_life: float | None = config.weighting.half_life_days
+    tuned = config.weighting
     if tuning.weighting is not None:
-        weights, half_life = tuning.weights()
+        tuned = WeightingConfig.from_value(tuning.best_weighting())
     scores = ", ".join(f"{key} {value:.4f}" for key, value in result.best_scores.items())
     lines = [
         f"# recforge tune: study {tuning.study!r}, trial {result.best_trial} of {len(result.trials)}",
@@ -180,8 +172,8 @@ def tuned_config(config: Config, tuning: StoreTuning) -> str:
         f"home = {_toml(config.home)}",
         "",
         "[weighting]",
-        f"weights = {_toml(dict(weights))}",
-        f"half_life_days = {_toml(float(half_life or 0.0))}",
+        f"weights = {_toml(dict(tuned.weights))}",
+        f"half_life_days = {_toml(float(tuned.half_life_days))}",
         f"reference_time = {_toml(config.weighting.reference_time)}",
         "",
         "[model]",

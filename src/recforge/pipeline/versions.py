@@ -70,11 +70,17 @@ def train_version(
     version; returns the version and the fit's seconds."""
     name = model or config.model.name
     started = time.perf_counter()
-    fitted, interactions = engine.fit(Path(home), config, name)
+    fit = engine.fit(Path(home), config, name)
     seconds = time.perf_counter() - started
     source = "recforge train" if engine.name == "local" else f"recforge train --engine {engine.name}"
     info = store_version(
-        engine, ModelRegistry(home), fitted, interactions, config, extra={"source": source}, store=store
+        engine,
+        ModelRegistry(home),
+        fit.model,
+        fit.interactions,
+        config,
+        extra={"source": source, **fit.extra},
+        store=store,
     )
     return info, seconds
 

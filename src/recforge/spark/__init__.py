@@ -9,7 +9,11 @@ come out as from local training, so the same server serves them.
   lists for every user / item, item factors broadcast, written as Parquet; :func:`write_redis`
   copies them from the executors straight into the Redis list store, :func:`lists_array`
   reads them back as the artifact's arrays.
-* ``recforge train | precompute --engine spark`` (:mod:`recforge.spark.actions`).
+* :func:`~recforge.spark.build.events_frame` (:mod:`recforge.spark.build`): the event store's
+  segments as weighted (user, item, value) pairs, the expression generated from a
+  :class:`~recforge.weighting.Weighting`.
+* :class:`~recforge.spark.engine.SparkEngine`: ``recforge train | precompute --engine spark``;
+  :mod:`recforge.spark.build` reads the event store with Spark and weights it.
 * :func:`spark_session`, :func:`managed_session` (:mod:`recforge.spark.session`).
 """
 

@@ -3,7 +3,7 @@
 :class:`SparkEngine` implements :class:`recforge.pipeline.engine.Engine` on a Spark session:
 
 * :meth:`~SparkEngine.fit` reads the event store's Parquet segments with Spark, as they are,
-  aggregates them into ``(user, item, value)`` pairs (:func:`~recforge.spark.actions.events_frame`:
+  aggregates them into ``(user, item, value)`` pairs (:func:`~recforge.spark.build.events_frame`:
   the ``r_ui`` of the local build, or the latest rating per pair for explicit ALS) and fits
   :class:`~recforge.spark.SparkALS` on them (``[model.als]``'s parameters, plus the SparkALS ones);
 * :meth:`~SparkEngine.lists` computes the lists with the distributed top-K, writes them as
@@ -26,11 +26,11 @@ from recforge.data.interactions import Interactions
 from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
 from recforge.models.base import FactorRecommender, Recommender
-from recforge.pipeline.engine import ComputedLists, Engine
+from recforge.pipeline.engine import ComputedLists, Engine, Fit
 from recforge.pipeline.training import model_params
 from recforge.precompute import item_source, popular_list
-from recforge.spark.actions import SPARK_PARAMS, events_frame
 from recforge.spark.als import SparkALS
+from recforge.spark.build import events_frame
 from recforge.spark.session import managed_session
 from recforge.spark.topk import (
     RedisTarget,
@@ -43,7 +43,10 @@ from recforge.spark.topk import (
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["SparkEngine"]
+__all__ = ["SPARK_PARAMS", "SparkEngine"]
+
+#: SparkALS parameters a ``[model.als]`` section may also set
+SPARK_PARAMS = ("num_user_blocks", "num_item_blocks", "checkpoint_interval")
 
 
 class SparkEngine(Engine):
@@ -61,7 +64,7 @@ class SparkEngine(Engine):
         with managed_session(master, driver_memory=driver_memory) as spark:
             yield cls(spark)
 
-    def fit(self, home: Path, config: Config, model: str) -> tuple[Recommender, Interactions]:
+    def fit(self, home: Path, config: Config, model: str) -> Fit:
         if model != "als":
             raise RecforgeError(f"the Spark engine trains ALS only, not {model!r} (use --engine local)")
         params = model_params(config, model)
@@ -71,13 +74,11 @@ class SparkEngine(Engine):
             raise RecforgeError(f"bad parameters for model 'als' ([model.als]): {error}") from None
         pairs = events_frame(self.spark, home, config, implicit=bool(estimator.implicit))
         fitted = estimator.fit(pairs)
-        interactions = Interactions(
-            fitted.seen_,
-            fitted.users_,
-            fitted.items_,
-            info={"events": None, "spark_params": {k: params.get(k) for k in SPARK_PARAMS}},
+        return Fit(
+            fitted,
+            Interactions(fitted.seen_, fitted.users_, fitted.items_, info={"events": None}),
+            {"spark_params": {k: params.get(k) for k in SPARK_PARAMS}},
         )
-        return fitted, interactions
 
     @contextlib.contextmanager
     def lists(
