@@ -28,8 +28,9 @@ from recforge.data.build import parse_time
 from recforge.data.interactions import Interactions
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
+from recforge.models.als import ALS
 from recforge.models.base import FactorRecommender, Recommender
-from recforge.pipeline.training import model_params
+from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import item_source, popular_list
 from recforge.spark.als import SparkALS
 from recforge.spark.topk import (
@@ -94,11 +95,11 @@ def train_version_spark(
     if name != "als":
         raise RecforgeError(f"the Spark engine trains ALS only, not {name!r} (use --engine local)")
     params = model_params(config, name)
-    try:
-        estimator = SparkALS(**params)
-    except TypeError as error:
-        raise RecforgeError(f"bad parameters for model 'als' ([model.als]): {error}") from None
-    pairs = events_frame(spark, home, config, implicit=bool(estimator.implicit))
+    spark_params = {k: params.pop(k) for k in SPARK_PARAMS if k in params}
+    als = make_model(name, params)
+    assert isinstance(als, ALS)
+    estimator = SparkALS(als, **spark_params)
+    pairs = events_frame(spark, home, config, implicit=bool(als.implicit))
     started = time.perf_counter()
     fitted = estimator.fit(pairs)
     seconds = time.perf_counter() - started
@@ -106,7 +107,7 @@ def train_version_spark(
     popular = popular_list(interactions, config.pipeline.k_popular)
     extra = {
         "source": "recforge train --engine spark",
-        "spark_params": {k: params.get(k) for k in SPARK_PARAMS},
+        "spark_params": {k: spark_params.get(k) for k in SPARK_PARAMS},
     }
     info = _store(spark, home, config, fitted, popular, store, extra=extra)
     return info, seconds
