@@ -1,6 +1,9 @@
-"""SparkALS against local ALS on the same data and initial factors (issue 9)."""
+"""SparkALS against local ALS on the same data and initial factors (issue 9), with exactly
+ALS's hyperparameters (issue 13)."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
@@ -9,8 +12,6 @@ from recforge import ALS
 from recforge.spark import SparkALS
 from recforge.spark.session import FAIL_ONCE
 from tests.spark.conftest import random_pairs
-
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 #: float64: the same maths to 1e-10 (in float32, 3-step CG turns rounding differences, from
 #: Grams summed per block and the basis the factors are kept in, into about 1e-2)
@@ -39,6 +40,8 @@ def failed_tasks(sc, group: str) -> int:
     return total
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "params",
     [{"solver": "cg"}, {"solver": "cholesky", "implicit": False, "regularization_scaling": "count"}],
@@ -58,6 +61,8 @@ def test_same_model_as_local_training(spark, params):
     np.testing.assert_allclose(scores(fitted), expected, atol=1e-8 * np.abs(expected).max())
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_deterministic_and_a_retried_task_gives_the_same_bits(spark, tmp_path):
     """Nonnegative (NNLS) fits with checkpoints: equal to local training, and a second fit in
     which a solve task fails once and is retried gives the same bits."""
@@ -85,6 +90,8 @@ def test_deterministic_and_a_retried_task_gives_the_same_bits(spark, tmp_path):
     np.testing.assert_array_equal(loaded.recommend(["u1"], k=5)[0], second.recommend(["u1"], k=5)[0])
 
 
+@pytest.mark.spark
+@pytest.mark.slow
 def test_bad_input_is_refused_clearly(spark):
     frame, _ = random_pairs(3, nnz=50)
     data = spark.createDataFrame(frame)
@@ -92,3 +99,34 @@ def test_bad_input_is_refused_clearly(spark):
         SparkALS(factors=4).fit(data, value_col="rating")
     with pytest.raises(ValueError, match="num_user_blocks"):
         SparkALS(num_user_blocks=0).fit(data)
+
+
+def test_hyperparameters_are_exactly_those_of_als():
+    """Every ALS default is written once, in ALS (issue 13): SparkALS takes an ALS or its
+    parameters, and adds only the Spark settings."""
+    assert SparkALS().als.get_params() == ALS().get_params()
+    assert SparkALS().als_params() == ALS().get_params()
+    own = set(inspect.signature(SparkALS).parameters)
+    assert own == {"als", "num_user_blocks", "num_item_blocks", "checkpoint_interval", "als_params"}
+    given = ALS(factors=8, solver="cholesky", random_state=3)
+    from_model = SparkALS(given, num_user_blocks=3)
+    from_params = SparkALS(factors=8, solver="cholesky", random_state=3, num_user_blocks=3)
+    assert from_model.als_params() == from_params.als_params() == given.get_params()
+    assert (from_model.num_user_blocks, from_model.num_item_blocks) == (3, 10)
+    given.set_params(factors=16)  # a copy was taken
+    assert from_model.als.factors == 8 and from_model.als is not from_model.als
+    assert repr(from_params).startswith("SparkALS(ALS(factors=8, ")
+
+
+def test_bad_parameters_are_refused_before_spark_is_touched():
+    with pytest.raises(TypeError, match="not both"):
+        SparkALS(ALS(), factors=4)
+    with pytest.raises(TypeError, match="recforge.ALS"):
+        SparkALS(64)
+    with pytest.raises(TypeError, match="factor"):
+        SparkALS(factor=4)
+    for params, name in (({"factors": 0}, "factors"), ({"num_item_blocks": 0}, "num_item_blocks")):
+        with pytest.raises(ValueError, match=name):
+            SparkALS(**params).fit(None)  # validated first: no DataFrame needed
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        SparkALS(checkpoint_interval=0).fit(None)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recforge import ALS
 from recforge.artifacts import ModelRegistry
 from recforge.cli.main import main
 from recforge.config import load_config
@@ -75,6 +76,12 @@ def test_train_and_precompute_with_the_spark_engine(spark, home, capsys):
     trained = registry.open(registry.list()[-1].version)
     model = trained.model
     assert model.name == "als" and model.user_factors_.shape[1] == 8
+    # [model.als] mixes ALS's parameters with SparkALS's: each goes where it belongs
+    params = model.get_params()
+    assert set(params) == set(ALS().get_params())
+    assert (params["factors"], params["iterations"], params["random_state"]) == (8, 2, 3)
+    extra = registry.list()[-1].manifest["extra"]
+    assert extra["spark_params"] == {"num_user_blocks": 2, "num_item_blocks": 2, "checkpoint_interval": None}
     expected_ids, _ = model.recommend(np.arange(len(model.users_)), k=5)
     np.testing.assert_array_equal(trained.user_ids, expected_ids)
     np.testing.assert_array_equal(trained.item_ids, model.similar_items(np.arange(len(model.items_)), k=4)[0])

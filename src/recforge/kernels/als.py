@@ -16,14 +16,15 @@ factors ``Y`` (rows ``y_j``)::
   ratings), else ``lam_u = regularization``. A row with no entries gets ``x_u = 0``.
 
 **Diagonal Gram.** The CG and exact kernels take ``G`` diagonal (``gram_diag``): the caller
-first rotates both factor matrices by the eigenvectors of ``Y^T Y``
-(:func:`rotate_to_gram_eigenbasis`, two BLAS products). A common orthogonal rotation changes
-no product ``x . y`` and no norm, so the loss, every score and the solution of (1) (expressed in
-the new basis) are unchanged, and CG is invariant under it. Per row, the dense part of (1) then
-costs ``O(f)`` instead of ``O(f^2)`` (``implicit`` pays an ``f x f`` matrix-vector product per CG
-step and row), and an exact solve of a row with ``n`` entries, ``n`` small, costs
-``O(n^2 f + n^3)`` through the Woodbury identity instead of ``O(n f^2 + f^3)``. The NNLS kernel
-takes the full ``G``: non-negativity is not rotation invariant.
+first finds the eigenvectors ``Q`` of ``Y^T Y`` (:func:`gram_eigenbasis`) and rotates both factor
+matrices by them (two BLAS products; :func:`rotate_to_gram_eigenbasis` does both steps). A common
+orthogonal rotation changes no product ``x . y`` and no norm, so the loss, every score and the
+solution of (1) (expressed in the new basis) are unchanged, and CG is invariant under it. Per
+row, the dense part of (1) then costs ``O(f)`` instead of ``O(f^2)`` (``implicit`` pays an
+``f x f`` matrix-vector product per CG step and row), and an exact solve of a row with ``n``
+entries, ``n`` small, costs ``O(n^2 f + n^3)`` through the Woodbury identity instead of
+``O(n f^2 + f^3)``. The NNLS kernel takes the full ``G``: non-negativity is not rotation
+invariant.
 
 **Flops** (``f`` factors, ``s`` CG steps, a row with ``n`` entries; one multiply-add = 2):
 CG ``(s + 1) (4 n f + 2 f) + s 10 f``; direct exact ``n f^2 + 2 n f + f^3 / 3 + 2 f^2``;
@@ -53,6 +54,9 @@ __all__ = [
     "als_loss_reference",
     "als_nnls",
     "als_nnls_reference",
+    "gram_eigenbasis",
+    "gram_matrix",
+    "rotate_in_place",
     "rotate_to_gram_eigenbasis",
     "row_blocks",
     "row_flops",
@@ -71,6 +75,8 @@ CHUNK = 16
 TINY = 1e-30
 #: unused elements at both ends of a block's scratch arena (see :func:`_cg_block`)
 ARENA_PAD = 1024
+#: rows rotated per BLAS call (:func:`rotate_in_place`)
+ROTATE_ROWS = 8192
 
 
 # plain NumPy helpers ------------------------------------------------------------------------
@@ -92,18 +98,23 @@ def row_blocks(indptr: np.ndarray, n_blocks: int, row_cost: int = 16) -> np.ndar
     return np.unique(bounds).astype(np.int64)
 
 
-def rotate_to_gram_eigenbasis(Y: np.ndarray, *others: np.ndarray, block: int = 8192) -> np.ndarray:
-    """Rotate ``Y`` and ``others`` in place by the eigenvectors ``Q`` of ``Y^T Y``; return the
-    eigenvalues (``Y``'s dtype, clipped at 0), i.e. the diagonal of the new ``Y^T Y``.
+def gram_matrix(Y: np.ndarray) -> np.ndarray:
+    """``G = Y^T Y``: one BLAS product in ``Y``'s dtype, returned in float64."""
+    return np.asarray(Y.T @ Y, dtype=np.float64)
 
-    ``Q`` is orthogonal, so ``x . y`` and every norm are unchanged. The work is BLAS products
-    over blocks of rows (memory stays bounded), run single-threaded by the callers so results
-    do not depend on thread counts.
-    """
-    gram = np.asarray(Y.T @ Y, dtype=np.float64)
-    eigenvalues, Q = np.linalg.eigh(gram)
-    Q = Q.astype(Y.dtype)
-    for matrix in (Y, *others):
+
+def gram_eigenbasis(gram: np.ndarray, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+    """``(eigenvalues, Q)`` of a Gram matrix, ``G = Q diag(eigenvalues) Q^T``: ``eigh`` in
+    float64, eigenvalues clipped at 0 (rounding can make them slightly negative), both cast to
+    ``dtype``. The one place the kernels' diagonal Gram is computed (see the module doc)."""
+    eigenvalues, Q = np.linalg.eigh(np.asarray(gram, dtype=np.float64))
+    return np.maximum(eigenvalues, 0.0).astype(dtype), Q.astype(dtype)
+
+
+def rotate_in_place(Q: np.ndarray, *matrices: np.ndarray, block: int = ROTATE_ROWS) -> None:
+    """``M <- M @ Q`` for each of ``matrices``, in place, one BLAS product per ``block`` rows
+    (memory stays bounded)."""
+    for matrix in matrices:
         if len(matrix) == 0:
             continue
         buffer = np.empty((min(block, len(matrix)), matrix.shape[1]), dtype=matrix.dtype)
@@ -112,7 +123,19 @@ def rotate_to_gram_eigenbasis(Y: np.ndarray, *others: np.ndarray, block: int = 8
             out = buffer[: stop - start]
             np.dot(matrix[start:stop], Q, out=out)
             matrix[start:stop] = out
-    return np.maximum(eigenvalues, 0.0).astype(Y.dtype)
+
+
+def rotate_to_gram_eigenbasis(Y: np.ndarray, *others: np.ndarray, block: int = ROTATE_ROWS) -> np.ndarray:
+    """Rotate ``Y`` and ``others`` in place by the eigenvectors ``Q`` of ``Y^T Y``; return the
+    eigenvalues (``Y``'s dtype, clipped at 0), i.e. the diagonal of the new ``Y^T Y``.
+
+    ``Q`` is orthogonal, so ``x . y`` and every norm are unchanged. The work is BLAS products
+    over blocks of rows (memory stays bounded), run single-threaded by the callers so results
+    do not depend on thread counts.
+    """
+    eigenvalues, Q = gram_eigenbasis(gram_matrix(Y), Y.dtype)
+    rotate_in_place(Q, Y, *others, block=block)
+    return eigenvalues
 
 
 def row_flops(indptr: np.ndarray, factors: int, solver: str, cg_steps: int = 3) -> float:

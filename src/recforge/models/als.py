@@ -1,13 +1,15 @@
 """``ALS``: matrix factorisation by alternating least squares, implicit or explicit feedback.
 
-The kernels (:mod:`recforge.kernels.als`) solve each row's normal equations; this module
-runs the iterations, validates hyperparameters, reports progress and folds new users in.
+The kernels (:mod:`recforge.kernels.als`) solve each row's normal equations, through the one
+half-iteration of :mod:`recforge.models.als_solve` (shared with Spark); this module runs the
+iterations, validates hyperparameters, reports progress and folds new users in.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import numba
@@ -18,12 +20,10 @@ from recforge._numba import num_threads, thread_limits, warn_if_oversubscribed
 from recforge._validation import check_in, check_number, check_random_state
 from recforge.data.interactions import Interactions
 from recforge.kernels import als as kernels
+from recforge.models.als_solve import BLOCKS_PER_THREAD, HalfStep, check_failures, initial_factors, solve_rows
 from recforge.models.base import FactorRecommender, FitProgress
 
 __all__ = ["ALS"]
-
-#: blocks of rows per thread handed out by the parallel kernels
-BLOCKS_PER_THREAD = 64
 
 
 class ALS(FactorRecommender):
@@ -73,8 +73,8 @@ class ALS(FactorRecommender):
 
     user_factors_: np.ndarray
     item_factors_: np.ndarray
-    #: ``(rotated, gram or eigenvalues, basis)`` of the item factors, for fold-in (not saved)
-    _fold_in_basis: tuple[bool, np.ndarray, np.ndarray] | None = None
+    #: the fold-in solve against the item factors, their Gram included (cached, not saved)
+    _fold_in_step: HalfStep | None = None
 
     def __init__(
         self,
@@ -146,19 +146,18 @@ class ALS(FactorRecommender):
         return matrix
 
     def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
-        self._fold_in_basis = None
+        self._fold_in_step = None
         Cui = self._training_matrix(interactions)
         rng = check_random_state(self.random_state)
-        dtype = self._float
         n_users, n_items = Cui.shape
-        self.user_factors_ = rng.random((n_users, self.factors), dtype=dtype)
-        self.user_factors_ *= dtype(0.01)
-        self.item_factors_ = rng.random((n_items, self.factors), dtype=dtype)
-        self.item_factors_ *= dtype(0.01)
+        self.user_factors_, self.item_factors_ = initial_factors(
+            rng, n_users, n_items, self.factors, self.dtype
+        )
         if self.iterations == 0:
             return
         Ciu = Cui.T.tocsr()
         threads = num_threads(self.num_threads)
+        step = HalfStep.of(self)
         halves = [
             (Cui, kernels.row_blocks(Cui.indptr, BLOCKS_PER_THREAD * threads), True),
             (Ciu, kernels.row_blocks(Ciu.indptr, BLOCKS_PER_THREAD * threads), False),
@@ -169,9 +168,9 @@ class ALS(FactorRecommender):
             for iteration in range(self.iterations):
                 for matrix, blocks, users in halves:
                     if users:
-                        self._half(matrix, blocks, self.user_factors_, self.item_factors_)
+                        self._half(step, matrix, blocks, self.user_factors_, self.item_factors_)
                     else:
-                        self._half(matrix, blocks, self.item_factors_, self.user_factors_)
+                        self._half(step, matrix, blocks, self.item_factors_, self.user_factors_)
                 if callback is not None:
                     progress = FitProgress(
                         iteration=iteration + 1,
@@ -183,46 +182,18 @@ class ALS(FactorRecommender):
                     if callback(progress):
                         break
 
-    def _half(self, matrix: sp.csr_matrix, blocks: np.ndarray, X: np.ndarray, Y: np.ndarray) -> None:
-        """One half-iteration: solve every row of ``matrix`` for ``X`` with ``Y`` fixed."""
-        dtype = self._float
-        regularization, alpha = dtype(self.regularization), dtype(self.alpha)
-        args = (matrix.indptr, matrix.indices, matrix.data)
-        if self.nonnegative:
-            gram = (Y.T @ Y) if self.implicit else np.zeros((self.factors, self.factors), dtype)
-            failures = kernels.als_nnls(
-                *args, X, Y, gram, regularization, self._scale_by_count, alpha, self._implicit, blocks
-            )
-            if failures:
-                raise ValueError(
-                    f"nonnegative least squares did not converge on {failures} rows; increase regularization"
-                )
-            return
-        if self.implicit:
-            # rotate both sides into the eigenbasis of Y^T Y (X only matters as CG's start)
-            others = (X,) if self.solver == "cg" else ()
-            gram_diag = kernels.rotate_to_gram_eigenbasis(Y, *others)
-        else:
-            gram_diag = np.zeros(self.factors, dtype)
-        if self.solver == "cg":
-            kernels.als_cg(
-                *args,
-                X,
-                Y,
-                gram_diag,
-                regularization,
-                self._scale_by_count,
-                alpha,
-                self._implicit,
-                self.cg_steps,
-                blocks,
-            )
-            return
-        failures = kernels.als_exact(
-            *args, X, Y, gram_diag, regularization, self._scale_by_count, alpha, self._implicit, blocks
-        )
-        if failures:
-            raise ValueError(f"the normal equations of {failures} rows are singular; increase regularization")
+    @staticmethod
+    def _half(
+        step: HalfStep, matrix: sp.csr_matrix, blocks: np.ndarray, X: np.ndarray, Y: np.ndarray
+    ) -> None:
+        """One half-iteration: solve every row of ``matrix`` for ``X`` with ``Y`` fixed. For CG
+        and exact solves of implicit feedback, both are first rotated in place into the
+        eigenbasis of ``Y^T Y`` (``X`` only matters as CG's start)."""
+        if step.implicit:
+            step = step.with_gram(kernels.gram_matrix(Y))
+        if step.rotation is not None:
+            kernels.rotate_in_place(step.rotation, Y, *((X,) if step.warm_start else ()))
+        check_failures(solve_rows(step, matrix.indptr, matrix.indices, matrix.data, X, Y, blocks), step)
 
     def _loss(self, matrix: sp.csr_matrix) -> float:
         return kernels.als_loss(
@@ -246,9 +217,10 @@ class ALS(FactorRecommender):
 
     # fold-in -----------------------------------------------------------------------------------
     def _fold_in(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """One exact solve of the new user's normal equations against ``item_factors_``."""
+        """One exact (or NNLS) solve of the new user's normal equations against ``item_factors_``."""
         dtype = self._float
         Y = np.asarray(self.item_factors_, dtype=dtype)
+        step = self._fold_in_half_step(Y)
         unique, inverse = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
         summed = np.bincount(inverse, weights=np.asarray(values, np.float64), minlength=len(unique))
         # index dtypes as scipy's CSR (int32), so the kernels compiled for training are reused
@@ -257,40 +229,23 @@ class ALS(FactorRecommender):
         data = summed.astype(np.float32)
         x = np.zeros((1, self.factors), dtype=dtype)
         blocks = np.array([0, 1], dtype=np.int64)
-        regularization, alpha = dtype(self.regularization), dtype(self.alpha)
+        Yu = Y[unique]
+        if step.rotation is not None:
+            Yu = np.ascontiguousarray(Yu @ step.rotation)
         # one row: waking numba's thread pool would cost more than the solve (ms per request)
-        if self.nonnegative:
-            gram = self._fold_in_gram(Y, rotate=False)[0]
-            with thread_limits(1):
-                kernels.als_nnls(
-                    indptr, indices, data, x, Y[unique], gram, regularization,
-                    self._scale_by_count, alpha, self._implicit, blocks,
-                )  # fmt: skip
-            return x[0]
-        gram_diag, basis = self._fold_in_gram(Y, rotate=True)
         with thread_limits(1):
-            kernels.als_exact(
-                indptr, indices, data, x, np.ascontiguousarray(Y[unique] @ basis), gram_diag,
-                regularization, self._scale_by_count, alpha, self._implicit, blocks,
-            )  # fmt: skip
-        return np.asarray(basis @ x[0], dtype=dtype)
+            solve_rows(step, indptr, indices, data, x, Yu, blocks)
+        if step.rotation is None:
+            return x[0]
+        return np.asarray(step.rotation @ x[0], dtype=dtype)
 
-    def _fold_in_gram(self, Y: np.ndarray, rotate: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(G, I)`` or, rotated, ``(eigenvalues, Q)`` of the item factors' Gram, cached."""
-        cached = self._fold_in_basis
-        if cached is not None and cached[0] == rotate:
-            return cached[1], cached[2]
-        f = self.factors
-        dtype = self._float
-        gram = (Y.T @ Y).astype(np.float64) if self.implicit else np.zeros((f, f))
-        if rotate:
-            eigenvalues, Q = np.linalg.eigh(gram)
-            result = (np.maximum(eigenvalues, 0).astype(dtype), Q.astype(dtype))
-        else:
-            result = (gram.astype(dtype), np.eye(f, dtype=dtype))
-        self._fold_in_basis = (rotate, *result)
-        return result
+    def _fold_in_half_step(self, Y: np.ndarray) -> HalfStep:
+        """The fold-in's step (an exact solve, or NNLS) against the item factors ``Y``, cached."""
+        if self._fold_in_step is None:
+            step = replace(HalfStep.of(self), solver="cholesky")
+            self._fold_in_step = step.with_gram(kernels.gram_matrix(Y) if step.implicit else None)
+        return self._fold_in_step
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         super()._set_state(arrays)
-        self._fold_in_basis = None
+        self._fold_in_step = None

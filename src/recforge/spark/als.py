@@ -24,12 +24,14 @@ Spark MLlib's (:mod:`recforge.spark.blocks` describes the blocks):
 5. **Output**: the factors, the vocabularies and the seen pairs are collected into a fitted
    :class:`recforge.ALS`, so ``save``, artifacts and serving work unchanged.
 
-Same seed, same initial factors: they are drawn on the driver exactly as ``ALS.fit`` draws
-them. Results are deterministic for a given input partitioning and block counts (shipped blocks
-are concatenated in source order, duplicates summed in input order, Grams summed in block
-order); they match a local fit to rounding (the Grams are summed per block, and local training
-keeps its factors in the rotated basis), not bit for bit. A failed task is retried by Spark
-and recomputes the same bits.
+Same seed, same initial factors: the driver draws them with the function ``ALS.fit`` uses
+(:func:`recforge.models.als_solve.initial_factors`), and every half-iteration is the same
+:class:`~recforge.models.als_solve.HalfStep` solved by the same
+:func:`~recforge.models.als_solve.solve_rows`. Results are deterministic for a given input
+partitioning and block counts (shipped blocks are concatenated in source order, duplicates summed
+in input order, Grams summed in block order); they match a local fit to rounding (the Grams are
+summed per block, and local training keeps its factors in the rotated basis), not bit for bit. A
+failed task is retried by Spark and recomputes the same bits.
 
 Differences from local ``ALS.fit``: the input is pairs, not ``Interactions``. For implicit
 feedback, duplicate pairs are summed and pairs whose sum is not positive are dropped (as
@@ -44,14 +46,15 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from recforge._validation import check_in, check_number, check_random_state
+from recforge._validation import check_number, check_random_state
 from recforge.data.vocabulary import Vocabulary
 from recforge.models.als import ALS
+from recforge.models.als_solve import HalfStep, check_failures, initial_factors
 from recforge.spark import blocks
 from recforge.spark.session import (
     block_of,
@@ -78,69 +81,57 @@ _PAIR_SCHEMA = "pair int, part int, seq int, users binary, items binary, values 
 class SparkALS:
     """Fit :class:`recforge.ALS` on a Spark DataFrame of ``(user, item, value)`` rows.
 
-    Hyperparameters are ``ALS``'s (same names, defaults and meaning; ``num_threads=0`` means
-    ``spark.task.cpus`` threads per task), plus ``num_user_blocks`` / ``num_item_blocks`` (how
-    many blocks each side is cut into: the parallelism of a half-iteration) and
-    ``checkpoint_interval`` (iterations between checkpoints of the factors; ``None``: never).
-    ``fit`` returns a fitted ``ALS``.
+    ``SparkALS(ALS(factors=32, ...))`` fits that model's hyperparameters;
+    ``SparkALS(factors=32, ...)`` those of ``ALS(factors=32, ...)`` (same names, defaults and
+    meaning; ``num_threads=0`` means ``spark.task.cpus`` threads per task), not both. The
+    Spark-only settings are ``num_user_blocks`` / ``num_item_blocks`` (how many blocks each side
+    is cut into: the parallelism of a half-iteration) and ``checkpoint_interval`` (iterations
+    between checkpoints of the factors; ``None``: never). ``fit`` returns a fitted ``ALS``.
     """
 
     def __init__(
         self,
-        factors: int = 64,
-        regularization: float = 0.01,
-        alpha: float = 1.0,
-        iterations: int = 15,
-        solver: Literal["cg", "cholesky"] = "cg",
-        cg_steps: int = 3,
-        implicit: bool = True,
-        nonnegative: bool = False,
-        regularization_scaling: Literal["none", "count"] = "none",
-        random_state: int | np.random.Generator | None = None,
-        num_threads: int = 0,
-        dtype: Any = np.float32,
+        als: ALS | None = None,
+        *,
         num_user_blocks: int = 10,
         num_item_blocks: int = 10,
         checkpoint_interval: int | None = 10,
+        **als_params: Any,
     ) -> None:
-        self.factors = factors
-        self.regularization = regularization
-        self.alpha = alpha
-        self.iterations = iterations
-        self.solver = solver
-        self.cg_steps = cg_steps
-        self.implicit = implicit
-        self.nonnegative = nonnegative
-        self.regularization_scaling = regularization_scaling
-        self.random_state = random_state
-        self.num_threads = num_threads
-        self.dtype = dtype
+        if als is None:
+            als = ALS(**als_params)
+        elif not isinstance(als, ALS):
+            raise TypeError(f"SparkALS fits a recforge.ALS, got {als!r}")
+        elif als_params:
+            raise TypeError(f"give SparkALS an ALS or ALS parameters, not both (got {sorted(als_params)})")
+        self._als = als.clone()
         self.num_user_blocks = num_user_blocks
         self.num_item_blocks = num_item_blocks
         self.checkpoint_interval = checkpoint_interval
 
+    @property
+    def als(self) -> ALS:
+        """An unfitted copy of the ``ALS`` this fits (its hyperparameters)."""
+        return self._als.clone()
+
     def als_params(self) -> dict[str, Any]:
         """The hyperparameters the fitted ``ALS`` carries (all but the Spark ones)."""
-        names = ALS._param_names()
-        return {name: getattr(self, name) for name in names}
+        return self._als.get_params()
 
     def __repr__(self) -> str:
-        params = {
-            **self.als_params(),
-            "num_user_blocks": self.num_user_blocks,
-            "num_item_blocks": self.num_item_blocks,
-            "checkpoint_interval": self.checkpoint_interval,
-        }
-        return f"SparkALS({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+        return (
+            f"SparkALS({self._als!r}, num_user_blocks={self.num_user_blocks!r}, "
+            f"num_item_blocks={self.num_item_blocks!r}, checkpoint_interval={self.checkpoint_interval!r})"
+        )
 
     def _validate_params(self) -> ALS:
-        model = ALS(**self.als_params())
+        """An unfitted ``ALS`` with the validated hyperparameters, the Spark settings checked."""
+        model = self._als.clone()
         model._validate_params()
         check_number("num_user_blocks", self.num_user_blocks, integer=True, low=1)
         check_number("num_item_blocks", self.num_item_blocks, integer=True, low=1)
         if self.checkpoint_interval is not None:
             check_number("checkpoint_interval", self.checkpoint_interval, integer=True, low=1)
-        check_in("implicit", self.implicit, (True, False))
         return model
 
     # fitting -----------------------------------------------------------------------------------
@@ -164,7 +155,7 @@ class SparkALS:
         users, items = _vocabulary(frame, "user"), _vocabulary(frame, "item")
         indexed = _indexed(spark, frame, users, items)
         layout = _Layout(len(users), len(items), int(self.num_user_blocks), int(self.num_item_blocks))
-        data = _BlockData.build(indexed, layout, bool(self.implicit))
+        data = _BlockData.build(indexed, layout, bool(model.implicit))
         log.info(
             "SparkALS: %d users x %d items in %d x %d blocks, built in %.1f s",
             len(users),
@@ -174,7 +165,8 @@ class SparkALS:
             time.perf_counter() - started,
         )
         try:
-            user_factors, item_factors = _Iterations(self, sc, layout, data).run()
+            iterations = _Iterations(model, self.checkpoint_interval, sc, layout, data)
+            user_factors, item_factors = iterations.run()
             seen = data.seen(layout)
         finally:
             data.unpersist()
@@ -441,7 +433,7 @@ def _ship_task(items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, blocks.S
 
 
 def _solve_task(
-    step: blocks.HalfStep, threads: int, failures: Any, items: Iterator[tuple[int, Any]]
+    step: HalfStep, threads: int, failures: Any, items: Iterator[tuple[int, Any]]
 ) -> Iterator[tuple[int, blocks.FactorBlock]]:
     """Executor: a destination block's new factors from what was shipped to it."""
     inject_failure("solve")
@@ -484,38 +476,18 @@ def _values(kv: tuple[int, blocks.FactorBlock]) -> tuple[int, np.ndarray]:
 class _Iterations:
     """The driver's loop: two half-iterations per iteration, one Spark job per half."""
 
-    def __init__(self, params: SparkALS, sc: SparkContext, layout: _Layout, data: _BlockData) -> None:
-        self.params = params
+    def __init__(
+        self, model: ALS, checkpoint_interval: int | None, sc: SparkContext, layout: _Layout, data: _BlockData
+    ) -> None:
+        self.model = model
+        self.checkpoint_interval = checkpoint_interval
         self.sc = sc
         self.layout = layout
         self.data = data
-        self.dtype = np.dtype(params.dtype)
+        self.template = HalfStep.of(model)
+        self.dtype = self.template.dtype
         self.checkpoints: list[str] = []
         self.failures = sc.accumulator(0)
-
-    def step(self, gram: np.ndarray | None) -> blocks.HalfStep:
-        """The half-iteration's settings; ``gram`` is the source side's ``G`` (implicit)."""
-        p = self.params
-        kernel_gram = rotation = None
-        if gram is not None and p.nonnegative:
-            kernel_gram = gram
-        elif gram is not None:  # as rotate_to_gram_eigenbasis: eigenvalues clipped at 0
-            eigenvalues, rotation = np.linalg.eigh(gram)
-            kernel_gram = np.maximum(eigenvalues, 0.0)
-        return blocks.HalfStep(
-            factors=int(p.factors),
-            dtype=self.dtype,
-            regularization=float(p.regularization),
-            alpha=float(p.alpha),
-            implicit=bool(p.implicit),
-            scale_by_count=p.regularization_scaling == "count",
-            solver=p.solver,
-            cg_steps=int(p.cg_steps),
-            nonnegative=bool(p.nonnegative),
-            warm_start=p.solver == "cg" and not p.nonnegative,
-            gram=kernel_gram,
-            rotation=rotation,
-        )
 
     def run(self) -> tuple[np.ndarray, np.ndarray]:
         from recforge._numba import thread_limits
@@ -524,19 +496,17 @@ class _Iterations:
             return self._run()
 
     def _run(self) -> tuple[np.ndarray, np.ndarray]:
-        p, layout, dtype = self.params, self.layout, self.dtype
-        rng = check_random_state(p.random_state)
-        users = rng.random((layout.n_users, p.factors), dtype=dtype.type)
-        users *= dtype.type(0.01)
-        items = rng.random((layout.n_items, p.factors), dtype=dtype.type)
-        items *= dtype.type(0.01)
-        if p.iterations == 0:
+        model, layout, template = self.model, self.layout, self.template
+        rng = check_random_state(model.random_state)
+        users, items = initial_factors(rng, layout.n_users, layout.n_items, template.factors, self.dtype)
+        if model.iterations == 0:
             return users, items
         U = self._distribute(users, layout.user_blocks)
         V = self._distribute(items, layout.item_blocks)
         del users, items
         can_checkpoint = bool(self.sc._jsc.sc().getCheckpointDir().isDefined())
-        if p.checkpoint_interval is not None and not can_checkpoint:
+        interval = self.checkpoint_interval
+        if interval is not None and not can_checkpoint:
             log.info(
                 "SparkALS: no checkpoint directory set (SparkContext.setCheckpointDir): not checkpointing"
             )
@@ -544,17 +514,13 @@ class _Iterations:
         data = self.data
         try:
             item_gram = self._gram(V)
-            for iteration in range(p.iterations):
-                checkpoint = (
-                    can_checkpoint
-                    and p.checkpoint_interval is not None
-                    and (iteration + 1) % p.checkpoint_interval == 0
-                )
-                item_step = self.step(item_gram)
+            for iteration in range(model.iterations):
+                checkpoint = can_checkpoint and interval is not None and (iteration + 1) % interval == 0
+                item_step = template.with_gram(item_gram)
                 U_new = self._half(
                     V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint
                 )
-                user_step = self.step(self._gram(U_new))  # the job that computes U_new
+                user_step = template.with_gram(self._gram(U_new))  # the job that computes U_new
                 U.unpersist()
                 U = U_new
                 V_new = self._half(
@@ -569,7 +535,7 @@ class _Iterations:
                 log.info(
                     "SparkALS: iteration %d/%d, %.1f s",
                     iteration + 1,
-                    p.iterations,
+                    model.iterations,
                     time.perf_counter() - start,
                 )
             users, items = self._collect(U, layout.n_users), self._collect(V, layout.n_items)
@@ -589,7 +555,7 @@ class _Iterations:
         """``G = sum_b Y_b^T Y_b`` of a side's factors by ``treeAggregate`` (implicit feedback;
         ``None`` for explicit ratings, after computing ``factors``). The parts travel whole and
         are summed here in block order, so the result does not depend on task timing."""
-        if not self.params.implicit:
+        if not self.template.implicit:
             materialize(factors)
             return None
         zero: dict[int, np.ndarray] = {}
@@ -597,7 +563,7 @@ class _Iterations:
         n_blocks = factors.getNumPartitions()
         if sorted(parts) != list(range(n_blocks)):
             raise RuntimeError(f"the Gram matrix needs a part from each of {n_blocks} blocks")
-        total = np.zeros((self.params.factors, self.params.factors))
+        total = np.zeros((self.template.factors, self.template.factors))
         for block in range(n_blocks):
             total += parts[block]
         return total
@@ -609,43 +575,37 @@ class _Iterations:
         dst: RDD[Any],
         dst_in: RDD[Any],
         n_dst: int,
-        step: blocks.HalfStep,
+        step: HalfStep,
         checkpoint: bool,
     ) -> RDD[Any]:
         """The ``dst`` side's new factors (cached, not yet computed) against ``src``."""
         shipped = zip_partitions(src_out, src).mapPartitions(_ship_task)  # keys: destination blocks
         shipped = shipped.partitionBy(n_dst, block_of)
         inputs = [shipped, dst_in, dst] if step.warm_start else [shipped, dst_in]
-        solve = functools.partial(_solve_task, step, int(self.params.num_threads), self.failures)
+        solve = functools.partial(_solve_task, step, int(self.model.num_threads), self.failures)
         solved = zip_partitions(*inputs).mapPartitions(solve, preservesPartitioning=True).persist()
         if checkpoint:
             solved.checkpoint()
         return solved
 
     def _check_failures(self) -> None:
-        failures = int(self.failures.value)
-        if failures:
-            if self.params.nonnegative:
-                message = f"nonnegative least squares did not converge on {failures} rows"
-            else:
-                message = f"the normal equations of {failures} rows are singular"
-            raise ValueError(f"{message}; increase regularization")
+        check_failures(int(self.failures.value), self.template)
 
     def _collect(self, factors: RDD[Any], n: int) -> np.ndarray:
         n_blocks = factors.getNumPartitions()
-        out = np.empty((n, int(self.params.factors)), dtype=self.dtype)
+        out = np.empty((n, self.template.factors), dtype=self.dtype)
         for b, values in factors.map(_values).collect():
             out[b::n_blocks] = values
         return out
 
     def _final_basis(
-        self, users: np.ndarray, items: np.ndarray, step: blocks.HalfStep
+        self, users: np.ndarray, items: np.ndarray, step: HalfStep
     ) -> tuple[np.ndarray, np.ndarray]:
         """Express both in the basis the last item half solved in (the eigenbasis of the users'
         Gram matrix), as local training leaves its factors (implicit feedback, not NNLS)."""
         if step.rotation is None:
             return users, items
-        Q = (np.asarray(step.rotation, dtype=self.dtype),)
+        Q = (step.rotation,)
         return blocks.rotate(users, Q), blocks.rotate(items, Q)
 
     def _forget_checkpoints(self, keep: tuple[RDD[Any], ...]) -> None:

@@ -20,17 +20,18 @@ indices point into the concatenation of the factor blocks shipped to it, source 
 (``offsets[b]`` is where block ``b``'s rows start), and whose values are ``r``. Within a row,
 entries are sorted by the other side's global index, as in a local CSR matrix. So one
 half-iteration is: every source block ships its rows (:func:`ship`), every destination block
-concatenates what it got and runs a local ALS kernel over its in-block (:func:`solve_block`),
-which solves (1) of :mod:`recforge.kernels.als` for its rows: the same kernels, scratch and
-per-row arithmetic as local training.
+concatenates what it got and solves (1) of :mod:`recforge.kernels.als` for its rows over its
+in-block (:func:`solve_block`) with :func:`recforge.models.als_solve.solve_rows`: the same
+dispatch, kernels, scratch and per-row arithmetic as local training.
 
 **Rotations.** As local training does, implicit fits solve in the eigenbasis ``Q`` of the
 source side's Gram matrix ``G = Y^T Y``, where the kernels' ``G`` is diagonal. The driver sums
 ``G`` from every source block's part ``Y_b^T Y_b`` (:func:`gram_part`, reduced by a tree
 aggregate and summed in block order, so the same factors give the same bits), finds ``Q`` once
-and hands ``(eigenvalues, Q)`` to every destination block (:class:`HalfStep`), which rotates what
-it got and its previous factors (CG's start) into that basis, solves, and rotates its new
-factors back: stored factors are always in the original basis.
+and hands ``(eigenvalues, Q)`` to every destination block in the half-iteration's
+:class:`~recforge.models.als_solve.HalfStep`, which rotates what it got and its previous factors
+(CG's start) into that basis, solves, and rotates its new factors back: stored factors are always
+in the original basis.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ import numpy as np
 
 from recforge._numba import thread_limits
 from recforge.kernels import als as kernels
+from recforge.models.als_solve import BLOCKS_PER_THREAD, HalfStep, solve_rows
 
 __all__ = [
     "BLOCKS_PER_THREAD",
     "FactorBlock",
-    "HalfStep",
     "InBlock",
     "OutBlock",
     "Piece",
@@ -65,10 +66,8 @@ __all__ = [
     "split_pairs",
 ]
 
-#: blocks of rows per thread handed out by the parallel kernels (as :mod:`recforge.models.als`)
-BLOCKS_PER_THREAD = 64
-#: rows rotated per BLAS call (as :func:`recforge.kernels.als.rotate_to_gram_eigenbasis`)
-ROTATE_ROWS = 8192
+#: rows rotated per BLAS call (as local training rotates)
+ROTATE_ROWS = kernels.ROTATE_ROWS
 
 
 def block_rows(n: int, n_blocks: int, block: int) -> int:
@@ -297,7 +296,7 @@ def ship(factors: FactorBlock, out: OutBlock) -> Iterator[tuple[int, Shipped]]:
 def gram_part(factors: FactorBlock) -> tuple[int, np.ndarray]:
     """``(block, Y_b^T Y_b)`` in float64: the block's part of the Gram matrix ``G``."""
     X = factors.values
-    return factors.block, np.asarray(X.T @ X, dtype=np.float64)
+    return factors.block, kernels.gram_matrix(X)
 
 
 def gather(block: InBlock, shipped: Sequence[Shipped], factors: int, dtype: np.dtype) -> np.ndarray:
@@ -323,28 +322,6 @@ def gather(block: InBlock, shipped: Sequence[Shipped], factors: int, dtype: np.d
     return np.ascontiguousarray(np.concatenate(parts), dtype=dtype)
 
 
-@dataclass(frozen=True)
-class HalfStep:
-    """What every destination block of one half-iteration needs besides its data: the
-    hyperparameters (as :class:`recforge.ALS` holds them), whether the solver starts from the
-    previous factors (CG), and the kernels' Gram matrix: for implicit feedback either the
-    eigenvalues of ``G`` with the rotation ``Q`` (``gram`` ``[f]``, ``rotation`` ``[f, f]``), or
-    for NNLS the full ``G`` (``[f, f]``, no rotation); ``None`` for explicit ratings."""
-
-    factors: int
-    dtype: np.dtype
-    regularization: float
-    alpha: float
-    implicit: bool
-    scale_by_count: bool
-    solver: str
-    cg_steps: int
-    nonnegative: bool
-    warm_start: bool
-    gram: np.ndarray | None = None
-    rotation: np.ndarray | None = None
-
-
 def solve_block(
     block: InBlock,
     shipped: Sequence[Shipped],
@@ -353,48 +330,26 @@ def solve_block(
     threads: int = 1,
 ) -> tuple[FactorBlock, int]:
     """Solve (1) of :mod:`recforge.kernels.als` for every row of ``block`` against the shipped
-    factors, with the kernels local training uses (``threads`` numba threads, BLAS pinned to 1).
+    factors, with :func:`~recforge.models.als_solve.solve_rows` as local training
+    (``threads`` numba threads, BLAS pinned to 1); ``step`` carries the Gram of the shipped
+    side (:meth:`~recforge.models.als_solve.HalfStep.with_gram`).
 
     Returns the new factors (original basis) and the number of rows whose system could not be
     solved (exact: singular; NNLS: not converged)."""
     dtype = np.dtype(step.dtype)
-    scalar = dtype.type
     f = step.factors
     if step.warm_start and (previous is None or previous.values.shape != (block.rows, f)):
         raise ValueError(f"block {block.block} needs its previous factors as the solver's start")
-    args = (block.indptr, block.indices, block.data)
-    regularization, alpha = scalar(step.regularization), scalar(step.alpha)
-    implicit = bool(step.implicit)
+    rotation = () if step.rotation is None else (step.rotation,)
     with thread_limits(numba_threads=threads, blas_threads=1), numba.parallel_chunksize(1):
-        Y = gather(block, shipped, f, dtype)
-        rotation: tuple[np.ndarray, ...] = ()
-        if step.gram is None:
-            kernel_gram = np.zeros((f, f) if step.nonnegative else f, dtype)
-        else:
-            kernel_gram = np.asarray(step.gram, dtype=dtype)
-        if step.rotation is not None:
-            rotation = (np.asarray(step.rotation, dtype=dtype),)
-            Y = rotate(Y, rotation)
+        Y = rotate(gather(block, shipped, f, dtype), rotation)
         if step.warm_start:
             assert previous is not None
             X = np.array(rotate(previous.values, rotation), dtype=dtype, order="C", copy=True)
         else:
             X = np.zeros((block.rows, f), dtype=dtype)
         blocks = kernels.row_blocks(block.indptr, BLOCKS_PER_THREAD * max(1, threads))
-        failures = 0
-        if step.nonnegative:
-            failures = kernels.als_nnls(
-                *args, X, Y, kernel_gram, regularization, step.scale_by_count, alpha, implicit, blocks
-            )
-        elif step.solver == "cg":
-            kernels.als_cg(
-                *args, X, Y, kernel_gram, regularization, step.scale_by_count, alpha, implicit,
-                step.cg_steps, blocks,
-            )  # fmt: skip
-        else:
-            failures = kernels.als_exact(
-                *args, X, Y, kernel_gram, regularization, step.scale_by_count, alpha, implicit, blocks
-            )
-        if rotation:
-            X = rotate(X, (np.ascontiguousarray(rotation[0].T),))
-    return FactorBlock(block.block, X), int(failures)
+        failures = solve_rows(step, block.indptr, block.indices, block.data, X, Y, blocks)
+        if step.rotation is not None:
+            X = rotate(X, (np.ascontiguousarray(step.rotation.T),))
+    return FactorBlock(block.block, X), failures

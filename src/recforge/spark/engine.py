@@ -25,9 +25,10 @@ from recforge.config import Config
 from recforge.data.interactions import Interactions
 from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
+from recforge.models.als import ALS
 from recforge.models.base import FactorRecommender, Recommender
 from recforge.pipeline.engine import ComputedLists, Engine, Fit
-from recforge.pipeline.training import model_params
+from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import item_source, popular_list
 from recforge.spark.als import SparkALS
 from recforge.spark.build import events_frame
@@ -68,16 +69,15 @@ class SparkEngine(Engine):
         if model != "als":
             raise RecforgeError(f"the Spark engine trains ALS only, not {model!r} (use --engine local)")
         params = model_params(config, model)
-        try:
-            estimator = SparkALS(**params)
-        except TypeError as error:
-            raise RecforgeError(f"bad parameters for model 'als' ([model.als]): {error}") from None
-        pairs = events_frame(self.spark, home, config, implicit=bool(estimator.implicit))
-        fitted = estimator.fit(pairs)
+        spark_params = {k: params.pop(k) for k in SPARK_PARAMS if k in params}
+        als = make_model(model, params)
+        assert isinstance(als, ALS)
+        pairs = events_frame(self.spark, home, config, implicit=bool(als.implicit))
+        fitted = SparkALS(als, **spark_params).fit(pairs)
         return Fit(
             fitted,
             Interactions(fitted.seen_, fitted.users_, fitted.items_, info={"events": None}),
-            {"spark_params": {k: params.get(k) for k in SPARK_PARAMS}},
+            {"spark_params": {k: spark_params.get(k) for k in SPARK_PARAMS}},
         )
 
     @contextlib.contextmanager
