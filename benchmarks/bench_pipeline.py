@@ -87,10 +87,10 @@ def main() -> None:
         return
 
     from recforge.data.generate import generate_events, write_events
-    from recforge.models import Recommender
+    from recforge.models.registry import MODELS
 
-    models = [m for m in args.models.split(",") if m in Recommender.registry]
-    skipped = [m for m in args.models.split(",") if m not in Recommender.registry]
+    models = [m for m in args.models.split(",") if m in MODELS]
+    skipped = [m for m in args.models.split(",") if m not in MODELS]
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         events_file = Path(tmp) / "events.parquet"
         started = time.perf_counter()

@@ -65,7 +65,7 @@ def build_home(work: Path, model_name: str) -> Path:
     from recforge.data.generate import generate_events
     from recforge.data.store import EventStore
     from recforge.lists import Lists
-    from recforge.models.base import Recommender
+    from recforge.models.registry import model_class
     from recforge.precompute import popular_list
     from recforge.topk import recommend_all, similar_items_all
 
@@ -78,7 +78,7 @@ def build_home(work: Path, model_name: str) -> Path:
     if not store.segments():
         store.append(generate_events(users=N_USERS, items=N_ITEMS, events=N_EVENTS, seed=0))
     interactions = build_interactions(store, Config())
-    cls = ToyFactors if model_name == "toyfactors" else Recommender.registry[model_name]
+    cls = ToyFactors if model_name == "toyfactors" else model_class(model_name)
     model = cls(factors=FACTORS)  # a factor model: its versions differ by scaled user factors
     model.fit(interactions)
     seen = interactions.matrix

@@ -43,14 +43,14 @@ def test_example_config_lists_every_key_with_its_default():
 
 
 def test_example_model_tables_match_constructor_defaults():
-    from recforge.models.base import Recommender
+    from recforge.models.registry import MODELS
 
     example = tomllib.loads((REPO / "recforge.example.toml").read_text())
     tables = {k: v for k, v in example["model"].items() if isinstance(v, dict)}
-    shipped = {name for name, cls in Recommender.registry.items() if cls.__module__.startswith("recforge.")}
+    shipped = {name for name, entry in MODELS.items() if entry.cls.__module__.startswith("recforge.")}
     assert set(tables) == shipped  # tests may register models of their own
     for name, params in tables.items():
-        cls = Recommender.registry[name]
+        cls = MODELS[name].cls
         signature = inspect.signature(cls.__init__)
         defaults = {p.name: p.default for p in signature.parameters.values() if p.name != "self"}
         documented = {k: v for k, v in params.items()}

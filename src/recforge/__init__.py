@@ -1,12 +1,11 @@
 """recforge: a recommendation system from raw events to a served, monitored API."""
 
+from recforge._version import __version__
 from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
 from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
 from recforge.topk import recommend_all, similar_items_all
 from recforge.weighting import Weighting
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ALS",

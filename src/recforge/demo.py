@@ -26,9 +26,9 @@ from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
+from recforge.models.registry import MODELS
 from recforge.pipeline.runner import RunResult, run_pipeline
 from recforge.pipeline.state import Run
-from recforge.pipeline.training import best_available
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,7 +75,7 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
     config.home = str(home)
     config.pipeline.inbox = ""
     config.pipeline.lock_path = ""
-    config.model.name = settings.model or best_available()
+    config.model.name = settings.model or next(iter(MODELS))
     if settings.data is not None:
         report = ingest_file(settings.data, EventStore(home), config, format=settings.format)
         console.print(

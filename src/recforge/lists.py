@@ -25,7 +25,7 @@ process that serves the version::
 
 A list is encoded as ``int32 ids[k]`` then ``float32 scores[k]``, little-endian. The local
 loader (:meth:`RedisLists.load`) and Spark's executors (:mod:`recforge.spark.topk`) write the
-same keys through :meth:`RedisLists.begin`, :meth:`RedisLists.key` and :meth:`RedisLists.finish`;
+same keys (:func:`redis_key`; :meth:`RedisLists.begin` first, :meth:`RedisLists.finish` last);
 serving reads them (:mod:`recforge.serving.stores`). This module imports nothing above it.
 """
 
@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from recforge._validation import check_positive_int
 from recforge.errors import RecforgeError
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "encode_rows",
     "load_lists",
     "redis_client",
+    "redis_key",
     "safe_url",
     "save_lists",
     "translate_errors",
@@ -142,22 +144,25 @@ class StoreUnavailable(RecforgeError):
     """The list store or fresh-event store cannot be reached (answered as 503)."""
 
 
-class RedisLists:
-    """The lists of several model versions in one Redis database (see the module doc)."""
+def redis_key(prefix: str, version: str, part: str) -> str:
+    """The Redis key of ``part`` (``users``, ``items``, ``popular``, ``ready``, ``loading``) of
+    a version's lists."""
+    return f"{prefix}:lists:{version}:{part}"
 
-    def __init__(
-        self, url: str, prefix: str = "recforge", keep_versions: int = 3, client: Any = None
-    ) -> None:
-        if keep_versions < 1:
-            raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
+
+class RedisLists:
+    """The lists of the newest ``keep_versions`` model versions in one Redis database, under
+    ``prefix`` (see the module doc)."""
+
+    def __init__(self, url: str, prefix: str, keep_versions: int, client: Any = None) -> None:
+        check_positive_int("keep_versions", keep_versions)
         self.url = url
         self.prefix = prefix
         self.keep_versions = keep_versions
         self.client = client if client is not None else redis_client(url)
 
     def key(self, version: str, part: str) -> str:
-        """The Redis key of ``part`` (``users``, ``items``, ``popular``, ``ready``) of a version."""
-        return f"{self.prefix}:lists:{version}:{part}"
+        return redis_key(self.prefix, version, part)
 
     def ready(self, version: str) -> bool:
         """Whether ``version`` is completely loaded."""

@@ -39,11 +39,12 @@ def precompute(
     model: Recommender,
     interactions: Interactions,
     *,
-    k_users: int = 100,
-    k_items: int = 50,
-    k_popular: int = 200,
+    k_users: int,
+    k_items: int,
+    k_popular: int,
 ) -> Lists:
-    """All three lists for a model fitted on ``interactions`` (seen items filtered for users)."""
+    """All three lists for a model fitted on ``interactions`` (seen items filtered for users),
+    of the sizes ``[pipeline] k_users / k_items / k_popular`` configure."""
     if len(model.users_) != interactions.n_users or len(model.items_) != interactions.n_items:
         raise ValueError("the model was not fitted on these interactions (shapes differ)")
     users = model.recommend(np.arange(interactions.n_users, dtype=np.int32), k=k_users, filter_seen=True)

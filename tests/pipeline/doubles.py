@@ -1,6 +1,6 @@
 """Test models for the pipeline, independent of the real models' progress.
 
-Importing this module registers them (``Recommender.registry``), so a subprocess can use them
+Importing this module registers them (``recforge.models.registry.register``), so a subprocess can use them
 with ``python -c "import tests.pipeline.doubles; ..."``:
 
 * ``test-cooccurrence``: cosine item-item co-occurrence (a small dense ItemKNN); clearly beats
@@ -19,6 +19,7 @@ import numpy as np
 from recforge.data.interactions import Interactions
 from recforge.models.base import FitProgress, Recommender
 from recforge.models.popular import Popular
+from recforge.models.registry import register
 from recforge.topk import select_topk
 
 __all__ = ["Antipopular", "Cooccurrence", "run_cli"]
@@ -70,6 +71,10 @@ class Antipopular(Popular):
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         return -super()._score_users(users)
+
+
+register(Cooccurrence)
+register(Antipopular)
 
 
 def run_cli(argv: list[str]) -> int:

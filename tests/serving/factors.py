@@ -19,6 +19,7 @@ from scipy.sparse.linalg import svds
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import FactorRecommender, FitProgress
+from recforge.models.registry import register
 
 
 class ToyFactors(FactorRecommender):
@@ -53,3 +54,6 @@ class ToyFactors(FactorRecommender):
         confidence = 1.0 + self.alpha * np.asarray(values, dtype=np.float64)
         a = gram + rows.T @ ((confidence - 1.0)[:, None] * rows) + self.regularization * np.eye(len(gram))
         return np.linalg.solve(a, rows.T @ confidence).astype(np.float32)
+
+
+register(ToyFactors)

@@ -71,7 +71,12 @@ def test_odd_records_take_the_general_layout():
 
 def test_requests_queued_together_are_one_commit_with_their_own_counts(tmp_path):
     store = EventStore(tmp_path)
-    intake = EventIntake(store, Config(), MemoryFreshEvents(), lambda: 0)
+    intake = EventIntake(
+        store,
+        Config(),
+        MemoryFreshEvents(Config().serving.fresh_events_per_user, Config().serving.fresh_max_users),
+        lambda: 0,
+    )
     bodies = [
         b'[{"event_id": "a", "user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1}]',
         b'[{"event_id": "a", "user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1},'

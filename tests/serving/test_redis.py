@@ -36,7 +36,7 @@ def prefix():
 
 def test_lists_in_redis_are_the_artifact_lists(home, redis_url, prefix):
     artifact = ModelRegistry(home).open()
-    lists = RedisLists(redis_url, prefix)
+    lists = RedisLists(redis_url, prefix, keep_versions=3)
     model = artifact.model
     assert lists.load(artifact.version, model.users_, model.items_, artifact.lists) is True
     assert lists.load(artifact.version, model.users_, model.items_, artifact.lists) is False  # already there
@@ -70,7 +70,9 @@ def test_concurrent_servers_load_a_version_once(home, redis_url, prefix, monkeyp
     stores = []
     threads = [
         threading.Thread(
-            target=lambda: stores.append(open_redis_store(RedisLists(redis_url, prefix), artifact))
+            target=lambda: stores.append(
+                open_redis_store(RedisLists(redis_url, prefix, keep_versions=3), artifact)
+            )
         )
         for _ in range(4)
     ]
@@ -158,8 +160,8 @@ def test_cli_load_and_publish_into_redis(home, redis_url, prefix, capsys, monkey
     current = registry.current()
     assert main(["--home", str(home), "models", "load", "--store", redis_url]) == 0
     assert "loaded the lists of" in capsys.readouterr().out
-    assert RedisLists(redis_url, prefix).ready(current)
+    assert RedisLists(redis_url, prefix, keep_versions=3).ready(current)
     candidate = publish_version(home, make_config(home), Popular(), publish=False)
     assert main(["--home", str(home), "models", "publish", candidate, "--store", redis_url]) == 0
-    assert RedisLists(redis_url, prefix).ready(candidate) and registry.current() == candidate
+    assert RedisLists(redis_url, prefix, keep_versions=3).ready(candidate) and registry.current() == candidate
     assert main(["--home", str(home), "models", "load", "--store", "mmap"]) == 2

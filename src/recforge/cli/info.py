@@ -6,14 +6,14 @@ import json
 
 import typer
 
-import recforge
+from recforge._version import __version__
 
 
 def register(app: typer.Typer) -> None:
     @app.command("version")
     def version() -> None:
         """Print recforge's version."""
-        typer.echo(recforge.__version__)
+        typer.echo(__version__)
 
     @app.command("config")
     def show_config(ctx: typer.Context) -> None:

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         """Fit a model on the latest build (recforge build) and save it as a candidate version
         with its precomputed lists (publish it with recforge models publish). With --engine spark:
         ALS on a Spark cluster, straight from the event store's Parquet segments."""
-        from recforge.pipeline.engine import open_engine
+        from recforge.cli.engines import open_engine
         from recforge.pipeline.versions import train_version
 
         config = _config(ctx, config_file)
@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recompute a version's lists with the [pipeline] k_users / k_items / k_popular sizes
         into a new candidate version (--engine spark: the distributed top-K)."""
-        from recforge.pipeline.engine import open_engine
+        from recforge.cli.engines import open_engine
         from recforge.pipeline.versions import precompute_version
 
         config = _config(ctx, config_file)

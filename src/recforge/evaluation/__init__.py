@@ -24,20 +24,12 @@ from recforge.evaluation.metrics import (
 from recforge.evaluation.protocol import DEFAULT_METRICS, Evaluator, ValidationCallback, compare, evaluate
 from recforge.evaluation.report import Evaluation, Report, plot_report, print_report, render_table, write_json
 from recforge.evaluation.splits import Split, leave_last_n_split, random_split, temporal_split
-from recforge.evaluation.tuning import (
-    SEARCH_SPACES,
-    Choice,
-    Range,
-    TrialResult,
-    TuneResult,
-    WeightingSpace,
-    tune,
-)
+from recforge.evaluation.tuning import TrialResult, TuneResult, WeightingSpace, tune
+from recforge.models.spaces import Choice, Range
 
 __all__ = [
     "DEFAULT_METRICS",
     "METRICS",
-    "SEARCH_SPACES",
     "Choice",
     "Evaluation",
     "Evaluator",

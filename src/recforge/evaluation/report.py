@@ -124,7 +124,7 @@ class Report:
         return value / base - 1.0 if base and math.isfinite(base) and math.isfinite(value) else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        from recforge import __version__
+        from recforge._version import __version__
 
         out: dict[str, Any] = {
             "recforge": __version__,

@@ -26,21 +26,10 @@ and ``alpha``, which act together, are modelled together), the first ``startup_t
 drawn at random. On ml-100k with 16 trials it chose better configurations than independent
 TPE (``BENCHMARKS.md``, Tuning).
 
-**Search spaces** (:data:`SEARCH_SPACES`, the default per model; ``search_space=`` replaces it):
-
-========  ==================  =========================================================
-model     parameter           range
-========  ==================  =========================================================
-als       ``factors``         4 .. 256, integer, log scale
-als       ``regularization``  0.01 .. 300, log scale (it matters as much as ``factors``)
-als       ``alpha``           0.1 .. 30, log scale (confidence ``c = 1 + alpha * r``)
-als       ``iterations``      5 .. 40, integer, log scale
-bpr       ``factors``         16 .. 256, integer, log scale
-bpr       ``learning_rate``   0.003 .. 0.3, log scale
-bpr       ``regularization``  1e-4 .. 0.3, log scale
-bpr       ``iterations``      20 .. 200, integer, log scale
-itemknn   ``neighbors``       5 .. 1000, integer, log scale
-========  ==================  =========================================================
+**Search spaces**: the default per model is declared beside it, in
+:data:`recforge.models.registry.MODELS` (its docstring lists them); ``search_space=`` replaces
+it. A dimension is a :class:`~recforge.models.spaces.Range` or a
+:class:`~recforge.models.spaces.Choice`.
 
 **Preprocessing.** ``train`` may be a :class:`Preprocessing` instead of data: an object with
 its own ``search_space`` that builds each trial's training data from the values drawn for it
@@ -66,7 +55,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import numbers
 import warnings
 from collections.abc import Mapping, Sequence
@@ -82,6 +70,8 @@ from recforge.data.interactions import Interactions
 from recforge.evaluation.metrics import METRICS
 from recforge.evaluation.protocol import Evaluator
 from recforge.models.base import Recommender, as_interactions
+from recforge.models.registry import MODELS, default_search_space, model_class
+from recforge.models.spaces import Choice, Dimension, Range, SearchSpace
 from recforge.weighting import Weighting
 
 if TYPE_CHECKING:
@@ -90,105 +80,14 @@ if TYPE_CHECKING:
     from recforge.data.reweighting import Reweighter
 
 __all__ = [
-    "SEARCH_SPACES",
-    "Choice",
     "Preprocessing",
-    "Range",
     "TrialResult",
     "TuneResult",
     "WeightingSpace",
-    "default_search_space",
     "tune",
 ]
 
 Data: TypeAlias = Interactions | sp.spmatrix | sp.sparray
-
-
-# search spaces ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Range:
-    """A numeric dimension ``low .. high`` (both included), uniform or, with ``log=True``,
-    log-uniform; ``integer=True`` draws integers."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise ValueError(f"Range {name} must be a finite number, got {value!r}")
-        if self.low > self.high:
-            raise ValueError(f"Range low must be <= high, got {self.low} > {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log-scale Range needs low > 0, got {self.low}")
-        if self.integer and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError(f"an integer Range needs integer bounds, got {self.low} .. {self.high}")
-
-    def suggest(self, trial: optuna.Trial, name: str) -> int | float:
-        if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
-
-    def clip(self, value: float) -> int | float:
-        """``value`` moved into the range (rounded for an integer range)."""
-        inside = min(max(float(value), self.low), self.high)
-        return round(inside) if self.integer else inside
-
-    def describe(self) -> str:
-        kind = "integer" if self.integer else "float"
-        return f"{kind} {self.low:g}..{self.high:g}{' log' if self.log else ''}"
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A categorical dimension: one of ``options`` (None, bool, int, float or str)."""
-
-    options: tuple[Any, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", tuple(self.options))
-        if not self.options:
-            raise ValueError("Choice needs at least one option")
-        for option in self.options:
-            if option is not None and not isinstance(option, bool | int | float | str):
-                raise ValueError(f"Choice options must be None, bool, int, float or str, got {option!r}")
-
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.options))
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(repr(o) for o in self.options)
-
-
-Dimension: TypeAlias = Range | Choice
-SearchSpace: TypeAlias = Mapping[str, Dimension]
-
-#: The default search space per model name (see the module doc).
-SEARCH_SPACES: dict[str, dict[str, Dimension]] = {
-    "als": {
-        "factors": Range(4, 256, log=True, integer=True),
-        "regularization": Range(0.01, 300.0, log=True),
-        "alpha": Range(0.1, 30.0, log=True),
-        "iterations": Range(5, 40, log=True, integer=True),
-    },
-    "bpr": {
-        "factors": Range(16, 256, log=True, integer=True),
-        "learning_rate": Range(0.003, 0.3, log=True),
-        "regularization": Range(1e-4, 0.3, log=True),
-        "iterations": Range(20, 200, log=True, integer=True),
-    },
-    "itemknn": {
-        "neighbors": Range(5, 1000, log=True, integer=True),
-    },
-}
-
-
-def default_search_space(model: str) -> dict[str, Dimension]:
-    """A copy of :data:`SEARCH_SPACES` ``[model]`` (empty for a model without one, e.g. popular)."""
-    return dict(SEARCH_SPACES.get(model, {}))
 
 
 # preprocessing --------------------------------------------------------------------------------------
@@ -306,7 +205,7 @@ class TrialResult:
 class TuneResult:
     """What :func:`tune` found. ``best_params``: the constructor arguments of the best complete
     trial (the tuned ones and ``fixed_params``, with the ``random_state`` the trials used), so
-    ``Recommender.registry[model](**best_params)`` is the tuned model; ``best_preprocessing``:
+    ``model_class(model)(**best_params)`` is the tuned model; ``best_preprocessing``:
     the preprocessing values of that trial; ``best_score``: its ``metric``; ``best_scores``:
     all its validation metrics (NDCG and MAP among them); ``trials``: every trial of the
     study, this call's and earlier ones'."""
@@ -326,7 +225,7 @@ class TuneResult:
 
     def make_model(self) -> Recommender:
         """An unfitted model with :attr:`best_params`."""
-        return Recommender.registry[self.model](**self.best_params)
+        return model_class(self.model)(**self.best_params)
 
     def top(self, n: int | None = None) -> list[TrialResult]:
         """The complete trials, best first (ties: the earlier trial first)."""
@@ -584,15 +483,11 @@ def _import_optuna() -> Any:
 
 
 def _model_class(model: str | type[Recommender]) -> type[Recommender]:
-    from recforge import models as _models  # noqa: F401 - importing registers the models
-
     if isinstance(model, type) and issubclass(model, Recommender) and model.name:
         return model
-    cls = Recommender.registry.get(model) if isinstance(model, str) else None
-    if cls is None:
-        known = ", ".join(sorted(Recommender.registry))
-        raise ValueError(f"model must be a registered model name ({known}), got {model!r}")
-    return cls
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(f"model must be a registered model name ({', '.join(MODELS)}), got {model!r}")
+    return model_class(model)
 
 
 def _constructor_params(cls: type[Recommender]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from recforge._numba import kernel, prange
+from recforge.kernels.search import contains
 
 __all__ = [
     "BATCH",
@@ -108,20 +109,6 @@ def _bounded_reference(z: int, n: int) -> int:
 
 # shared pieces ---------------------------------------------------------------------------------
 @kernel()
-def _contains(indices, start, stop, item):
-    """Whether the sorted ``indices[start:stop]`` holds ``item`` (binary search)."""
-    lo = start
-    hi = stop
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if indices[mid] < item:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < stop and indices[lo] == item
-
-
-@kernel()
 def _draw_batch(
     state,
     m,
@@ -165,7 +152,7 @@ def _draw_batch(
             state, z = _splitmix64(state)
             r = _bounded(z, n_candidates)
             candidate = candidates[lo + r] if candidates.shape[0] > 0 else r
-            if not _contains(indices, starts[b], stop, candidate):
+            if not contains(indices, starts[b], stop, candidate):
                 negatives[b] = candidate
                 break
     return state

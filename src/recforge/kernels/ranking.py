@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from recforge._numba import kernel, prange
+from recforge.kernels.search import lower_bound
 
 __all__ = ["PARALLEL_ROWS", "ideal_dcg", "ideal_dcg_reference", "match_topk", "match_topk_reference"]
 
@@ -42,13 +43,7 @@ def _match_row(
         item = row[j]
         if item < 0 or start == end:
             continue
-        lo, hi = start, end
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if indices[mid] < item:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = lower_bound(indices, start, end, item)
         if lo < end and indices[lo] == item:
             hit[j] = True
             gain[j] = data[lo]

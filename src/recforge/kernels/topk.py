@@ -35,6 +35,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from recforge._numba import kernel, prange
+from recforge.kernels.search import contains
 
 __all__ = [
     "CHUNK",
@@ -55,15 +56,6 @@ CHUNK = 64
 
 
 # ----------------------------------------------------------------------------- building blocks
-@kernel()
-def _contains(sorted_items: np.ndarray, item: int) -> bool:
-    """Whether ``item`` is in the sorted array ``sorted_items`` (a binary search)."""
-    if sorted_items.size == 0:
-        return False
-    p = np.searchsorted(sorted_items, item)
-    return bool(p < sorted_items.size and sorted_items[p] == item)
-
-
 @kernel()
 def _insert(top_s: np.ndarray, top_i: np.ndarray, x: float, item: int) -> None:
     """Insert ``(x, item)`` into the sorted lists ``top_s``/``top_i`` (best first), dropping the
@@ -129,7 +121,7 @@ def _select_row(
             x = chunk[c]
             if x >= t:
                 item = base + c0 + c if cand.size == 0 else cand[base + c0 + c]
-                if (x > t or item < ti) and not _contains(banned, item):
+                if (x > t or item < ti) and not contains(banned, 0, banned.size, item):
                     _insert(top_s, top_i, x, item)
                     t = top_s[k - 1]
                     ti = top_i[k - 1]
@@ -422,7 +414,7 @@ def cosine_topk_pairs(
                 row = tile[r]
                 if _reaches(row, out_scores[i0 + r, k - 1]):
                     _select_row(row, nj, j0, none, banned, out_scores[i0 + r], out_ids[i0 + r])
-                if _reaches_each(row, thresholds) and not _contains(banned, i0 + r):
+                if _reaches_each(row, thresholds) and not contains(banned, 0, banned.size, i0 + r):
                     _select_columns(row, nj, i0 + r, thresholds, col_s, col_i)
 
 

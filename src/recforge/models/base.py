@@ -79,7 +79,6 @@ class Recommender(ABC):
     ``_score_users`` and ``_similar``; the arrays they learn come back from ``_state``."""
 
     name: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type[Recommender]]] = {}
 
     users_: Vocabulary
     items_: Vocabulary
@@ -87,11 +86,6 @@ class Recommender(ABC):
     #: numba threads for fitting and for the model's own ``recommend`` / ``similar_items``
     #: (``0``: all cores); models that take ``num_threads`` set it in ``__init__``
     num_threads: int = 0
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            Recommender.registry[cls.name] = cls
 
     # hyperparameters -----------------------------------------------------------------------
     @classmethod
@@ -322,9 +316,12 @@ class Recommender(ABC):
             raise ValueError(f"no saved model at {path} (model.json missing)") from None
         if manifest.get("format_version") != MODEL_FORMAT_VERSION:
             raise ValueError(f"unsupported model format {manifest.get('format_version')!r} at {path}")
-        model_cls = Recommender.registry.get(manifest["model"])
-        if model_cls is None:
+        from recforge.models.registry import MODELS  # the table imports every model, this one too
+
+        entry = MODELS.get(manifest["model"])
+        if entry is None:
             raise ValueError(f"unknown model type {manifest['model']!r} at {path}")
+        model_cls = entry.cls
         if cls is not Recommender and not issubclass(model_cls, cls):
             raise ValueError(f"{path} holds a {model_cls.__name__}, not a {cls.__name__}")
         model = model_cls(**manifest["params"])

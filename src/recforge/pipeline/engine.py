@@ -4,8 +4,9 @@ An :class:`Engine` fits a model on a home's events (:meth:`Engine.fit`) and comp
 model's precomputed lists (:meth:`Engine.lists`). :class:`LocalEngine` does both on this machine
 (numba kernels, the blocked top-K of :mod:`recforge.topk`); ``recforge.spark.SparkEngine`` on a
 Spark cluster. Everything around them (which model, its parameters, storing the version,
-publishing) is written once, in :mod:`recforge.pipeline.versions`, and the engine is chosen once,
-by :func:`open_engine`, instead of being asked about at every step.
+publishing) is written once, in :mod:`recforge.pipeline.versions`, and takes the engine as an
+argument: the command line chooses it once (:func:`recforge.cli.engines.open_engine`), nothing
+below asks which one it is.
 """
 
 from __future__ import annotations
@@ -20,17 +21,12 @@ from typing import Any, ClassVar
 from recforge.config import Config
 from recforge.data.build import load_interactions
 from recforge.data.interactions import Interactions
-from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
 from recforge.models.base import Recommender
 from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import precompute
 
-__all__ = ["ENGINES", "ComputedLists", "Engine", "Fit", "LocalEngine", "open_engine"]
-
-#: The engines ``--engine`` and ``[engine] name`` accept.
-ENGINES = ("local", "spark")
-
+__all__ = ["ComputedLists", "Engine", "Fit", "LocalEngine"]
 
 @dataclass
 class Fit:
@@ -102,20 +98,3 @@ class LocalEngine(Engine):
                 k_popular=settings.k_popular,
             )
         )
-
-
-@contextlib.contextmanager
-def open_engine(name: str, **options: Any) -> Iterator[Engine]:
-    """The engine ``name`` (``local`` or ``spark``), open for the duration of the context.
-
-    ``options`` go to the Spark engine (``master``, ``driver_memory``); the local engine takes
-    none."""
-    if name not in ENGINES:
-        raise RecforgeError(f"the engine must be one of {', '.join(ENGINES)}, got {name!r}")
-    if name == "local":
-        yield LocalEngine()
-        return
-    from recforge.spark.engine import SparkEngine
-
-    with SparkEngine.open(**options) as engine:
-        yield engine

@@ -32,7 +32,9 @@ from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.evaluation.splits import Split, random_split
-from recforge.evaluation.tuning import Choice, Range, TuneResult, WeightingSpace, default_search_space, tune
+from recforge.evaluation.tuning import TuneResult, WeightingSpace, tune
+from recforge.models.registry import default_search_space
+from recforge.models.spaces import Choice, Range
 from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
 from recforge.pipeline.training import make_model, model_params
 from recforge.weighting import Weighting

@@ -1,8 +1,8 @@
 """Which model to fit, with which parameters, and the key that says "this fit was done before".
 
-The model class comes from :attr:`Recommender.registry` by name (every model registers itself
-there), its constructor arguments from ``[model.<name>]`` in the config, so a new model or a
-tuned configuration needs no change here.
+The model class comes from :data:`recforge.models.registry.MODELS` by name, its constructor
+arguments from ``[model.<name>]`` in the config, so a new model or a tuned configuration needs
+no change here.
 """
 
 from __future__ import annotations
@@ -11,16 +11,12 @@ import hashlib
 import json
 from typing import Any
 
-from recforge import models as _models  # noqa: F401 - importing registers the models
 from recforge.config import Config
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
+from recforge.models.registry import MODELS
 
-__all__ = ["PREFERENCE", "best_available", "make_model", "model_params", "train_key"]
-
-#: The order in which :func:`best_available` prefers models.
-PREFERENCE: tuple[str, ...] = ("als", "itemknn", "bpr", "popular")
-
+__all__ = ["make_model", "model_params", "train_key"]
 
 def model_params(config: Config, name: str) -> dict[str, Any]:
     """``[model.<name>]`` from the config (empty when absent)."""
@@ -30,22 +26,13 @@ def model_params(config: Config, name: str) -> dict[str, Any]:
 def make_model(name: str, params: dict[str, Any] | None = None) -> Recommender:
     """An unfitted model of the registered class ``name``; a clear error for an unknown name or
     a parameter its constructor does not take."""
-    cls = Recommender.registry.get(name)
-    if cls is None:
-        known = ", ".join(sorted(Recommender.registry)) or "none"
-        raise RecforgeError(f"unknown model {name!r}; available: {known}")
+    entry = MODELS.get(name)
+    if entry is None:
+        raise RecforgeError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     try:
-        return cls(**(params or {}))
+        return entry.cls(**(params or {}))
     except TypeError as error:
         raise RecforgeError(f"bad parameters for model {name!r} ([model.{name}]): {error}") from None
-
-
-def best_available() -> str:
-    """The first of :data:`PREFERENCE` that is registered."""
-    for name in PREFERENCE:
-        if name in Recommender.registry:
-            return name
-    raise RecforgeError("no model is available")  # pragma: no cover - Popular always is
 
 
 def train_key(build: str, name: str, params: dict[str, Any], config: Config) -> str:

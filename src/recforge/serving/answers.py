@@ -26,12 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
-from recforge.lists import StoreUnavailable
+from recforge.lists import Pair, StoreUnavailable
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
@@ -88,13 +89,7 @@ def user_answer(
         if answer is not None:
             return answer
     if user >= 0:
-        try:
-            row = served.lists.user(user, user_id)
-        except StoreUnavailable as error:
-            warn_store(error)
-            row, reason = None, "store_unavailable"
-        else:
-            reason = "no_list"
+        row, reason = _stored(served.lists.user, user, user_id)
         if row is not None:
             ids, scores = first_k(row[0], row[1], k, exclude)
             return Answer("precomputed", ids, scores)
@@ -103,6 +98,16 @@ def user_answer(
     ids, scores = served.lists.popular()
     ids, scores = first_k(ids, scores, k, exclude)
     return Answer("popular", ids, scores, fallback=reason)
+
+
+def _stored(lookup: Callable[[int, str], Pair | None], index: int, name: str) -> tuple[Pair | None, str]:
+    """A precomputed row from the list store, or ``None`` with the fallback's reason."""
+    try:
+        row = lookup(index, name)
+    except StoreUnavailable as error:
+        warn_store(error)
+        return None, "store_unavailable"
+    return row, "no_list"
 
 
 def _fold_in(
@@ -137,13 +142,7 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
     """Similar items for one item (see the module docstring)."""
     item = served.items.get(item_id)
     if item >= 0:
-        try:
-            row = served.lists.item(item, item_id)
-        except StoreUnavailable as error:
-            warn_store(error)
-            row, reason = None, "store_unavailable"
-        else:
-            reason = "no_list"
+        row, reason = _stored(served.lists.item, item, item_id)
         if row is not None:
             ids, scores = first_k(row[0], row[1], k, _NONE)
             return Answer(served.item_source, ids, scores)

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
-import recforge
+from recforge._version import __version__
 from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.data.store import EventStore
@@ -101,7 +101,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
     app = FastAPI(
         title="recforge",
-        version=recforge.__version__,
+        version=__version__,
         description="Recommendations, similar items and event intake over the published model.",
         lifespan=lifespan,
     )

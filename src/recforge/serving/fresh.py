@@ -30,6 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge._validation import check_positive_int
 from recforge.lists import translate_errors
 
 __all__ = ["FreshEvent", "FreshEvents", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
@@ -105,9 +106,9 @@ def fresh_rows(
 class MemoryFreshEvents(FreshEvents):
     """Fresh events in process memory: ``per_user`` newest per user, ``max_users`` users."""
 
-    def __init__(self, per_user: int = 100, max_users: int = 100_000) -> None:
-        if per_user < 1 or max_users < 1:
-            raise ValueError("per_user and max_users must be >= 1")
+    def __init__(self, per_user: int, max_users: int) -> None:
+        check_positive_int("per_user", per_user)
+        check_positive_int("max_users", max_users)
         self.per_user = per_user
         self.max_users = max_users
         self._users: OrderedDict[str, list[FreshEvent]] = OrderedDict()
@@ -160,11 +161,9 @@ def _distinct_newer(events: list[FreshEvent], cutoff_us: int) -> list[FreshEvent
 class RedisFreshEvents(FreshEvents):
     """Fresh events in Redis lists, one per user, shared by several API processes."""
 
-    def __init__(
-        self, client: Any, url: str, prefix: str, per_user: int = 100, ttl_seconds: int = 604_800
-    ) -> None:
-        if per_user < 1 or ttl_seconds < 1:
-            raise ValueError("per_user and ttl_seconds must be >= 1")
+    def __init__(self, client: Any, url: str, prefix: str, per_user: int, ttl_seconds: int) -> None:
+        check_positive_int("per_user", per_user)
+        check_positive_int("ttl_seconds", ttl_seconds)
         self.client = client
         self.url = url
         self.prefix = prefix

@@ -127,9 +127,9 @@ def _probe(iterator: Iterable[Any]) -> Iterator[str]:
     """Runs on an executor: import what the distributed code needs."""
     import numba  # noqa: F401
 
-    import recforge
+    from recforge._version import __version__
 
-    yield recforge.__version__
+    yield __version__
 
 
 def check_executors(sc: SparkContext) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from recforge.lists import RedisLists, encode_rows, translate_errors
+from recforge.lists import encode_rows, redis_client, redis_key, translate_errors
 from recforge.models.base import FactorRecommender
 from recforge.spark.session import check_executors, inject_failure, require_pyspark, task_threads
 
@@ -72,12 +72,12 @@ class RedisTarget:
 
     url: str
     version: str
-    prefix: str = "recforge"
+    prefix: str
     #: list rows per ``HSET`` round trip
     batch: int = 2000
 
-    def lists(self) -> RedisLists:
-        return RedisLists(self.url, self.prefix)
+    def key(self, part: str) -> str:
+        return redis_key(self.prefix, self.version, part)
 
 
 # driver -------------------------------------------------------------------------------------
@@ -144,9 +144,8 @@ def write_redis(lists: DataFrame, target: RedisTarget, part: str) -> int:
     if part not in ("users", "items"):
         raise ValueError(f"part must be 'users' or 'items', got {part!r}")
     key_column = lists.columns[0]
-    lists_store = target.lists()
     with translate_errors(target.url):
-        lists_store.client.delete(lists_store.key(target.version, part))
+        redis_client(target.url).delete(target.key(part))
     width = _width(lists)
     written = lists.select(key_column, "items", "scores").mapInArrow(
         functools.partial(_redis_task, target, part, width), "rows long"
@@ -296,8 +295,8 @@ def _similar_task(
 def _redis_task(
     target: RedisTarget, part: str, width: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    lists = target.lists()
-    key = lists.key(target.version, part)
+    client = redis_client(target.url)
+    key = target.key(part)
     written = 0
     with translate_errors(target.url):
         for batch in batches:
@@ -305,6 +304,6 @@ def _redis_task(
                 chunk = batch.slice(start, target.batch)
                 names = chunk.column(0).to_pylist()
                 rows = encode_rows(*_padded(chunk.column(1), chunk.column(2), width))
-                lists.client.hset(key, mapping={n: r.tobytes() for n, r in zip(names, rows, strict=True)})
+                client.hset(key, mapping={n: r.tobytes() for n, r in zip(names, rows, strict=True)})
                 written += len(names)
     yield pa.RecordBatch.from_pydict({"rows": [written]}, schema=pa.schema([("rows", pa.int64())]))
