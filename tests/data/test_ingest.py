@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recforge.config import Config
-from recforge.data.ingest import ingest_file, ingest_records
+from recforge.data.ingest import ingest_file
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError, UnreadableSourceError
 
@@ -88,17 +88,3 @@ def test_unreadable_file_stores_nothing(tmp_path):
     with pytest.raises(UnreadableSourceError, match="no such file"):
         ingest_file(tmp_path / "nope.csv", store, Config())
     assert store.stats()["events"] == 0
-
-
-def test_ingest_records_for_http_and_kafka(tmp_path):
-    store = EventStore(tmp_path)
-    records = [
-        {"event_id": "k1", "user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": 1704067200},
-        {"user_id": "u1", "event_type": "view", "timestamp": 1704067200},
-    ]
-    report, rejections = ingest_records(records, store, Config(), source="http")
-    assert (report.accepted, report.rejected) == (1, 1)
-    assert rejections[0].location == {"index": 1} and rejections[0].reason == "missing item_id"
-    assert report.quarantine.name.startswith("http.")
-    report, _ = ingest_records(records[:1], store, Config(), source="http")
-    assert report.duplicates == 1

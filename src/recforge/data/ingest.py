@@ -7,22 +7,20 @@ ingestion that fails or is killed half-way stores nothing, and running it again 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from recforge._progress import progress
 from recforge.config import Config
 from recforge.data.quarantine import Quarantine
 from recforge.data.readers import Source
 from recforge.data.store import EventStore
-from recforge.data.validation import Rejection, validate_records, validate_table
+from recforge.data.validation import Rejection, validate_table
 from recforge.errors import RecforgeError
 
-__all__ = ["IngestReport", "ingest_file", "ingest_records"]
+__all__ = ["IngestReport", "ingest_file"]
 
 
 @dataclass(frozen=True)
@@ -109,33 +107,3 @@ def ingest_file(
         quarantine.written,
         result.segment,
     )
-
-
-def ingest_records(
-    records: Sequence[Any],
-    store: EventStore,
-    config: Config,
-    *,
-    source: str,
-    locations: Mapping[str, np.ndarray] | None = None,
-) -> tuple[IngestReport, list[Rejection]]:
-    """Validate and store in-memory events (an HTTP request body, a batch of Kafka messages).
-
-    Rejections go to the quarantine file of ``source`` (e.g. ``"http"``) and are returned, so
-    the caller can answer with them. ``locations`` defaults to ``{"index": 0..n-1}``.
-    """
-    good, rejections = validate_records(records, config.data, source=source, locations=locations)
-    with Quarantine(store.home, source) as quarantine:
-        quarantine.write(rejections)
-    result = store.append(good)
-    report = IngestReport(
-        source,
-        "records",
-        len(records),
-        result.accepted,
-        len(rejections),
-        result.duplicates,
-        quarantine.written,
-        result.segment,
-    )
-    return report, rejections

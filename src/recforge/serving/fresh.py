@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from recforge._validation import check_positive_int
 from recforge.lists import translate_errors
+from recforge.weighting import Weighting
 
 __all__ = ["FreshEvent", "FreshEvents", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
 
@@ -47,7 +48,7 @@ class FreshEvents(ABC):
     """Recent events per user, newer than a cutoff."""
 
     @abstractmethod
-    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+    def add(self, events: pa.Table, weighting: Weighting, cutoff_us: int) -> int:
         """Keep the events (validated, :data:`~recforge.data.schema.EVENT_SCHEMA`) newer than
         ``cutoff_us``; returns how many were newer."""
 
@@ -64,7 +65,7 @@ class FreshEvents(ABC):
 
 
 def fresh_rows(
-    events: pa.Table, weights: Mapping[str, float], cutoff_us: int
+    events: pa.Table, weighting: Weighting, cutoff_us: int
 ) -> Iterator[tuple[str, list[FreshEvent]]]:
     """The events newer than ``cutoff_us`` grouped by user (in time order within a user).
     Filtering, weights, sorting and finding each user's run are vectorised; Python builds one
@@ -74,10 +75,8 @@ def fresh_rows(
     n = events.num_rows
     if not n:
         return
-    names = list(weights)
-    codes = pc.index_in(events.column("event_type"), value_set=pa.array(names, pa.large_string()))
-    table = np.append(np.asarray([float(weights[name]) for name in names], dtype=np.float64), 1.0)
-    r = table[np.asarray(codes.fill_null(-1).to_numpy(), dtype=np.int64)]
+    types = pc.dictionary_encode(events.column("event_type")).combine_chunks()
+    r = weighting.type_weights(types.indices.to_numpy(zero_copy_only=False), types.dictionary.to_pylist())
     r *= np.asarray(events.column("value").to_numpy(), dtype=np.float64)
     ts_us = np.asarray(events.column("timestamp").cast(pa.int64()).to_numpy(), dtype=np.int64)
     users = pc.dictionary_encode(events.column("user_id")).combine_chunks()
@@ -114,12 +113,12 @@ class MemoryFreshEvents(FreshEvents):
         self._users: OrderedDict[str, list[FreshEvent]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+    def add(self, events: pa.Table, weighting: Weighting, cutoff_us: int) -> int:
         kept = 0
         keep = self.per_user
         users = self._users
         with self._lock:
-            for user, rows in fresh_rows(events, weights, cutoff_us):
+            for user, rows in fresh_rows(events, weighting, cutoff_us):
                 kept += len(rows)
                 queue = users.get(user)
                 if queue is None:
@@ -173,11 +172,11 @@ class RedisFreshEvents(FreshEvents):
     def _key(self, user_id: str) -> str:
         return f"{self.prefix}:fresh:{user_id}"
 
-    def add(self, events: pa.Table, weights: Mapping[str, float], cutoff_us: int) -> int:
+    def add(self, events: pa.Table, weighting: Weighting, cutoff_us: int) -> int:
         kept = 0
         with translate_errors(self.url):
             pipe = self.client.pipeline(transaction=False)
-            for user, rows in fresh_rows(events, weights, cutoff_us):
+            for user, rows in fresh_rows(events, weighting, cutoff_us):
                 key = self._key(user)
                 pipe.rpush(key, *(orjson.dumps(tuple(e)) for e in rows))
                 pipe.ltrim(key, -self.per_user, -1)

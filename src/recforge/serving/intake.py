@@ -143,6 +143,7 @@ class EventIntake:
     ) -> None:
         self.store = store
         self.config = config
+        self.weighting = config.weighting.value()
         self.fresh = fresh
         self.cutoff_us = cutoff_us
         self.metrics = metrics
@@ -278,7 +279,7 @@ class EventIntake:
             self.metrics.commit_latency.observe(seconds)
         if committed:
             try:
-                self.fresh.add(pa.concat_tables(committed), self.config.weighting.weights, self.cutoff_us())
+                self.fresh.add(pa.concat_tables(committed), self.weighting, self.cutoff_us())
             except Exception as error:  # durable already; fresh events are a best effort
                 log.error("could not keep fresh events: %s", error)
             if self.metrics is not None:
