@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from recforge._progress import Display
 from recforge.cli.state import State
 from recforge.config import Config, load_config
 
@@ -68,6 +69,13 @@ def register(app: typer.Typer) -> None:
     master_option = typer.Option("local[2]", "--master", help="Spark master URL (--engine spark).")
     memory_option = typer.Option("4g", "--driver-memory", help="Spark driver memory (--engine spark).")
     store_option = typer.Option(None, "--store", help="Also write the lists into this Redis list store.")
+    quiet_option = typer.Option(False, "--quiet", "-q", help="No progress while fitting.")
+    set_option = typer.Option(
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="A hyperparameter of the model, e.g. --set factors=128 (repeat).",
+    )
 
     @app.command("train")
     def train(
@@ -78,16 +86,23 @@ def register(app: typer.Typer) -> None:
         master: str = master_option,
         driver_memory: str = memory_option,
         store: str | None = store_option,
+        assignments: list[str] = set_option,
+        quiet: bool = quiet_option,
     ) -> None:
         """Fit a model on the latest build (recforge build) and save it as a candidate version
         with its precomputed lists (publish it with recforge models publish). With --engine spark:
-        ALS on a Spark cluster, straight from the event store's Parquet segments."""
+        ALS on a Spark cluster, straight from the event store's Parquet segments. Shows each
+        iteration's loss (a bar on a terminal, a line each otherwise)."""
         from recforge.cli.engines import open_engine
+        from recforge.cli.overrides import with_model_params
         from recforge.pipeline.versions import train_version
 
         config = _config(ctx, config_file)
+        name = model or config.model.name
+        config = with_model_params(config, name, assignments)
+        display: Display = "quiet" if quiet else "auto"
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
-            info, seconds = train_version(chosen, Path(config.home), config, model, store)
+            info, seconds = train_version(chosen, Path(config.home), config, name, store, display=display)
         manifest = info.manifest
         typer.echo(
             f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
@@ -167,6 +182,7 @@ def register(app: typer.Typer) -> None:
         run_id: str | None = typer.Option(None, "--run-id", help="Name the run; an existing run resumes."),
         model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+        quiet: bool = quiet_option,
     ) -> None:
         """Run every stage once: ingest -> build -> train -> evaluate -> gate -> precompute ->
         publish -> prune."""
@@ -174,7 +190,8 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         _log_to_stderr(state.debug)
-        result = run_pipeline(state.home, state.config, run_id=run_id, model=model)
+        display: Display = "quiet" if quiet else "auto"
+        result = run_pipeline(state.home, state.config, run_id=run_id, model=model, display=display)
         typer.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else result.summary())
 
     @pipeline.command("schedule")
