@@ -45,7 +45,7 @@ def test_train_evaluate_precompute(tmp_path, capsys, events, config_file):
     assert code == 0 and "Metrics @5" in out and "NDCG@5" in out and "popular (baseline)" in out
     saved = json.loads(report.read_text())
     assert set(saved["models"]) == {"popular", GOOD} and saved["k"] == 5
-    assert saved["split"]["test_fraction"] == 0.2 and saved["split"]["evaluated"] == f"model {GOOD}"
+    assert saved["split"]["test_fraction"] == 0.2 and saved["split"]["evaluated"] == f"models {GOOD}"
     assert saved["models"][GOOD]["metrics"]["ndcg"] > saved["models"]["popular"]["metrics"]["ndcg"]
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

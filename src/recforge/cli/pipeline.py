@@ -94,12 +94,12 @@ def register(app: typer.Typer) -> None:
         ALS on a Spark cluster, straight from the event store's Parquet segments. Shows each
         iteration's loss (a bar on a terminal, a line each otherwise)."""
         from recforge.cli.engines import open_engine
-        from recforge.cli.overrides import with_model_params
+        from recforge.cli.overrides import with_params_for
         from recforge.pipeline.versions import train_version
 
         config = _config(ctx, config_file)
         name = model or config.model.name
-        config = with_model_params(config, name, assignments)
+        config = with_params_for(config, [name], assignments)
         display: Display = "quiet" if quiet else "auto"
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
             info, seconds = train_version(chosen, Path(config.home), config, name, store, display=display)
@@ -116,8 +116,17 @@ def register(app: typer.Typer) -> None:
             None, "--version", help="Model version to evaluate (its served lists)."
         ),
         model: str | None = typer.Option(
-            None, "--model", help="Model configuration to fit on the train part."
+            None,
+            "--model",
+            help="Model configurations to fit on the train part, comma-separated: als,bpr,itemknn,popular.",
         ),
+        metric: str | None = typer.Option(
+            None,
+            "--metric",
+            help="Metrics, comma-separated (default: precision,recall,ndcg,map,hit_rate,mrr,coverage); "
+            "rmse,mae for rating data.",
+        ),
+        assignments: list[str] = set_option,
         holdout: str | None = typer.Option(
             None,
             "--holdout",
@@ -129,15 +138,27 @@ def register(app: typer.Typer) -> None:
         plot_out: Path | None = typer.Option(None, "--plot", help="Draw the metrics chart (PNG) here."),
         config_file: Path | None = config_option,
     ) -> None:
-        """Evaluate a model version (default: the published one) or a model configuration on a
-        temporal holdout, beside the popularity baseline: table, JSON, PNG chart."""
+        """Evaluate a model version (default: the published one) or model configurations, each
+        fitted on the same train part, on a temporal holdout beside the popularity baseline: one
+        table, one JSON, one PNG chart."""
+        from recforge.cli.overrides import with_params_for
         from recforge.evaluation.report import print_report
         from recforge.pipeline.holdout import parse_holdout
         from recforge.pipeline.scoring import evaluate_holdout
 
         config = _config(ctx, config_file)
+        models = _names(model)
+        config = with_params_for(config, models or [config.model.name], assignments)
         spec = parse_holdout(holdout) if holdout else None
-        report = evaluate_holdout(Path(config.home), config, version=version, model=model, holdout=spec, k=k)
+        report = evaluate_holdout(
+            Path(config.home),
+            config,
+            version=version,
+            models=models,
+            holdout=spec,
+            k=k,
+            metrics=_names(metric) or None,
+        )
         print_report(report)
         if json_out is not None:
             typer.echo(f"wrote {report.write_json(json_out)}")
@@ -299,6 +320,11 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
 
     command.__doc__ = STAGE_HELP[stage]
     pipeline.command(stage)(command)
+
+
+def _names(text: str | None) -> list[str]:
+    """``"als, bpr"`` as ``["als", "bpr"]`` (empty for ``None``)."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def _stage_note(stage: str, result: dict[str, Any]) -> str:
