@@ -101,3 +101,16 @@ def test_version_names(home, capsys):
     assert code == 2 and "matches 3 versions" in err
     code, _, err = run(capsys, *h, "models", "publish", "nope")
     assert code == 2 and "no model version 'nope'" in err
+
+
+def test_train_can_record_the_metrics_of_its_configuration(home, capsys):
+    h = ["--home", str(home)]
+    code, out, err = run(
+        capsys, *h, "train", "--evaluate", "--quiet", "--set", "iterations=2", "--set", "factors=4"
+    )
+    assert code == 0, err
+    assert "Metrics @10" in out and "popular (baseline)" in out
+    metrics = ModelRegistry(home).list()[-1].metrics
+    assert set(metrics) >= {"ndcg@10", "map@10"} and 0 <= metrics["ndcg@10"] <= 1
+    code, out, _ = run(capsys, *h, "models", "list")
+    assert "ndcg@10=" in out

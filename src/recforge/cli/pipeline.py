@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -88,6 +89,12 @@ def register(app: typer.Typer) -> None:
         store: str | None = store_option,
         assignments: list[str] = set_option,
         quiet: bool = quiet_option,
+        evaluate_first: bool = typer.Option(
+            False,
+            "--evaluate",
+            help="First score the configuration on [pipeline]'s holdout (fitted on the part before it) "
+            "and record those metrics in the version.",
+        ),
     ) -> None:
         """Fit a model on the latest build (recforge build) and save it as a candidate version
         with its precomputed lists (publish it with recforge models publish). With --engine spark:
@@ -101,8 +108,11 @@ def register(app: typer.Typer) -> None:
         name = model or config.model.name
         config = with_params_for(config, [name], assignments)
         display: Display = "quiet" if quiet else "auto"
+        metrics = _holdout_metrics(config, name) if evaluate_first else None
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
-            info, seconds = train_version(chosen, Path(config.home), config, name, store, display=display)
+            info, seconds = train_version(
+                chosen, Path(config.home), config, name, store, display=display, metrics=metrics
+            )
         manifest = info.manifest
         typer.echo(
             f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
@@ -320,6 +330,20 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
 
     command.__doc__ = STAGE_HELP[stage]
     pipeline.command(stage)(command)
+
+
+def _holdout_metrics(config: Config, model: str) -> dict[str, Any]:
+    """The configuration's metrics (``ndcg@10``, ...) on ``[pipeline]``'s holdout, printed too."""
+    from recforge.evaluation.report import print_report
+    from recforge.pipeline.scoring import evaluate_holdout
+
+    report = evaluate_holdout(Path(config.home), config, models=[model])
+    print_report(report)
+    evaluation = report.evaluations[-1]
+    return {
+        f"{name}@{report.k}": (value if math.isfinite(value) else None)
+        for name, value in evaluation.metrics.items()
+    }
 
 
 def _names(text: str | None) -> list[str]:

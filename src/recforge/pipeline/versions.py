@@ -71,11 +71,13 @@ def train_version(
     model: str | None = None,
     store: str | None = None,
     display: Display = "auto",
+    metrics: dict[str, Any] | None = None,
 ) -> tuple[VersionInfo, float]:
     """Fit ``model`` (default ``[model] name``) with ``engine`` and store it as a candidate
     version; returns the version and the fit's seconds. Iterative models show their progress
     (``display``, see :func:`recforge._progress.fit_report`) and the version records the loss
-    after each iteration (``extra.training``)."""
+    after each iteration (``extra.training``). ``metrics`` are recorded with it (those of its
+    configuration on a holdout, when one was measured)."""
     name = model or config.model.name
     started = time.perf_counter()
     with fit_report(f"fitting {name}", display) as report:
@@ -91,6 +93,7 @@ def train_version(
         fit.interactions,
         config,
         extra={"source": source, **fit.extra},
+        metrics=metrics,
         store=store,
     )
     return info, seconds
