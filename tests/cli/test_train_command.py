@@ -114,3 +114,13 @@ def test_train_can_record_the_metrics_of_its_configuration(home, capsys):
     assert set(metrics) >= {"ndcg@10", "map@10"} and 0 <= metrics["ndcg@10"] <= 1
     code, out, _ = run(capsys, *h, "models", "list")
     assert "ndcg@10=" in out
+
+
+def test_commands_that_write_create_the_home_and_say_where(tmp_path, capsys):
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,event_type,timestamp\nu1,i1,view,2024-01-01T00:00:00Z\n")
+    home = tmp_path / "new-home"
+    code, _, err = run(capsys, "--home", str(home), "ingest", str(events))
+    assert code == 0 and f"created a new home at {home.resolve()}" in err and home.is_dir()
+    code, _, err = run(capsys, "--home", str(home), "ingest", str(events))
+    assert code == 0 and "created" not in err

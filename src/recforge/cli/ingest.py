@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         mapping = parse_mapping(map_)
-        store = EventStore(state.home)
+        store = EventStore(state.writable_home())
         for path in paths:
             started = time.perf_counter()
             report = ingest_file(path, store, state.config, format=format, mapping=mapping, strict=strict)
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         changes = {key: value for key, value in changes.items() if value is not None}
         config = dataclasses.replace(state.config, kafka=dataclasses.replace(state.config.kafka, **changes))
         report = ingest_kafka(
-            EventStore(state.home),
+            EventStore(state.writable_home()),
             config,
             bootstrap=bootstrap,
             topic=topic,

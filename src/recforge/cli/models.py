@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         """Every stored version, oldest first; the published one is marked with *."""
         from recforge.artifacts import ModelRegistry
 
-        registry = ModelRegistry(_state(ctx).home)
+        registry = ModelRegistry(_state(ctx).existing_home())
         versions = registry.list()
         current = registry.current()
         if as_json:
@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         the training loss after each iteration."""
         from recforge.artifacts import ModelRegistry
 
-        registry = ModelRegistry(_state(ctx).home)
+        registry = ModelRegistry(_state(ctx).existing_home())
         name = registry.resolve(version)
         info = registry.get(name)
         record = {**info.to_dict(), "published": name == registry.current()}
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
+        registry = ModelRegistry(state.existing_home())
         name = registry.resolve(version)
         _load_lists(state, registry, name, store)
         info = registry.publish(name)
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
+        registry = ModelRegistry(state.existing_home())
         info = registry.rollback() if to == "previous" else registry.publish(registry.resolve(to))
         _load_lists(state, registry, info.version, store)
         typer.echo(f"rolled back to {info.version}")
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
+        registry = ModelRegistry(state.existing_home())
         name = registry.resolve(version)
         if not _load_lists(state, registry, name, store, required=True):
             typer.echo(f"{name} is already loaded")

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from recforge._progress import Display
-from recforge.cli.state import State
+from recforge.cli.state import State, existing_home
 from recforge.config import Config, load_config
 
 STAGE_HELP = {
@@ -111,7 +111,13 @@ def register(app: typer.Typer) -> None:
         metrics = _holdout_metrics(config, name) if evaluate_first else None
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
             info, seconds = train_version(
-                chosen, Path(config.home), config, name, store, display=display, metrics=metrics
+                chosen,
+                existing_home(Path(config.home)),
+                config,
+                name,
+                store,
+                display=display,
+                metrics=metrics,
             )
         manifest = info.manifest
         typer.echo(
@@ -161,7 +167,7 @@ def register(app: typer.Typer) -> None:
         config = with_params_for(config, models or [config.model.name], assignments)
         spec = parse_holdout(holdout) if holdout else None
         report = evaluate_holdout(
-            Path(config.home),
+            existing_home(Path(config.home)),
             config,
             version=version,
             models=models,
@@ -194,7 +200,7 @@ def register(app: typer.Typer) -> None:
 
         config = _config(ctx, config_file)
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
-            info = precompute_version(chosen, Path(config.home), config, version, store)
+            info = precompute_version(chosen, existing_home(Path(config.home)), config, version, store)
         manifest = info.manifest
         typer.echo(
             f"precomputed {manifest['k_users']} items per user, {manifest['k_items']} per item: "
@@ -222,7 +228,9 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         _log_to_stderr(state.debug)
         display: Display = "quiet" if quiet else "auto"
-        result = run_pipeline(state.home, state.config, run_id=run_id, model=model, display=display)
+        result = run_pipeline(
+            state.writable_home(), state.config, run_id=run_id, model=model, display=display
+        )
         typer.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else result.summary())
 
     @pipeline.command("schedule")
@@ -244,7 +252,7 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         _log_to_stderr(state.debug)
         seconds = parse_duration(every or state.config.pipeline.schedule_every)
-        scheduler = Scheduler(state.home, state.config, seconds, model=model, max_runs=max_runs)
+        scheduler = Scheduler(state.writable_home(), state.config, seconds, model=model, max_runs=max_runs)
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -278,7 +286,7 @@ def register(app: typer.Typer) -> None:
         from recforge.pipeline.state import list_runs
 
         state: State = ctx.obj
-        runs = list_runs(state.home)[-limit:]
+        runs = list_runs(state.existing_home())[-limit:]
         rows = [
             {
                 **RunResult.of(r, 0.0).to_dict(),
@@ -322,7 +330,7 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
         if model is not None and stage != "train":
             raise RecforgeError("--model applies to the train stage only")
         _log_to_stderr(state.debug)
-        run, result = run_stage(state.home, state.config, stage, run_id=run_id, model=model)
+        run, result = run_stage(state.writable_home(), state.config, stage, run_id=run_id, model=model)
         if as_json:
             typer.echo(json.dumps({"run_id": run.id, "stage": stage, "result": result}, sort_keys=True))
         else:
