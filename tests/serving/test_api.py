@@ -91,6 +91,17 @@ def test_unknown_user_gets_time_decayed_popular_items(client, artifact):
     assert items_of(response) == names(artifact, artifact.popular_ids[1:6])
 
 
+def test_popular_scores_are_normalised_to_the_most_popular_item(client, artifact):
+    scores = [
+        e["score"] for e in client.get("/v1/users/stranger/recommendations", params={"k": 5}).json()["items"]
+    ]
+    mass = np.asarray(artifact.popular_scores[:5], dtype=np.float64)
+    assert scores[0] == 1.0 and all(0.0 <= s <= 1.0 for s in scores)
+    np.testing.assert_allclose(scores, mass / mass[0], rtol=1e-6)
+    similar = client.get("/v1/items/no-such-item/similar", params={"k": 3}).json()
+    assert similar["source"] == "popular" and similar["items"][0]["score"] == 1.0
+
+
 def test_new_user_with_fresh_events_gets_fold_in_without_the_seen_items(client, artifact):
     posted = ["i1", "i2", "i3", "i4"]
     assert client.post("/v1/events", json=events("newcomer", posted), headers=AUTH).status_code == 202
