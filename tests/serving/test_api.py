@@ -391,3 +391,41 @@ def test_a_failing_fold_in_falls_back_instead_of_failing(client, artifact, monke
     response = client.get("/v1/users/unlucky/recommendations")
     assert response.status_code == 200 and response.json()["source"] == "popular"
     assert "fold-in failed" in caplog.text
+
+
+# batch -------------------------------------------------------------------------------------
+def test_batch_answers_each_user_as_the_single_route_does(client, artifact):
+    fresh = events("batch-newcomer", ["i1", "i2", "i3"])
+    assert client.post("/v1/events", json=fresh, headers=AUTH).status_code == 202
+    known = [artifact.model.users_.id(i) for i in (3, 7, 11)]
+    users = [known[0], "stranger", known[1], "batch-newcomer", known[2]]
+    params = {"k": 4, "exclude": "i5"}
+    singles = [client.get(f"/v1/users/{u}/recommendations", params=params).json() for u in users]
+    response = client.post("/v1/recommendations", json={"users": users, "k": 4, "exclude": ["i5"]})
+    assert response.status_code == 200
+    batch = response.json()
+    assert batch["model_version"] == artifact.version
+    assert batch["results"] == singles
+    assert [r["source"] for r in batch["results"]] == [
+        "precomputed",
+        "popular",
+        "precomputed",
+        "foldin",
+        "precomputed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"users": []}, 422, "users"),
+        ({"users": ["u1"] * 101}, 413, "at most 100"),
+        ({"users": ["u1"], "k": 0}, 422, "k"),
+        ({"users": ["x" * 300]}, 422, "user_id is longer than"),
+        ({"users": "u1"}, 422, "users"),
+        ({"users": ["u1"], "colour": "red"}, 422, "colour"),
+    ],
+)
+def test_batch_rejects_bad_requests_with_a_message(client, body, status, message):
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == status and message in response.text

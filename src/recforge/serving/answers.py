@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -42,7 +43,7 @@ from recforge.lists import Pair, StoreUnavailable
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
-__all__ = ["Answer", "item_answer", "popular_list", "render", "user_answer"]
+__all__ = ["Answer", "body", "item_answer", "popular_list", "render", "user_answer"]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
@@ -169,14 +170,17 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
 
 
 def render(key: str, value: str, served: ServedModel, answer: Answer) -> bytes:
-    """The JSON body: ``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
+    """The JSON body of :func:`body`."""
+    return orjson.dumps(body(key, value, served, answer))
+
+
+def body(key: str, value: str, served: ServedModel, answer: Answer) -> dict[str, Any]:
+    """``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
     names = served.items.names(answer.ids)
     scores = answer.scores.tolist()
-    return orjson.dumps(
-        {
-            key: value,
-            "model_version": served.version,
-            "source": answer.source,
-            "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
-        }
-    )
+    return {
+        key: value,
+        "model_version": served.version,
+        "source": answer.source,
+        "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
+    }

@@ -33,7 +33,7 @@ from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
-from recforge.serving.routers import events, health, items, model, prometheus, users
+from recforge.serving.routers import batch, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
@@ -108,7 +108,15 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
+    for router in (
+        users.router,
+        batch.router,
+        items.router,
+        events.router,
+        model.router,
+        health.router,
+        prometheus.router,
+    ):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
