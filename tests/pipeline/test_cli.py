@@ -136,6 +136,9 @@ def test_demo_end_to_end_on_small_settings(tmp_path, capsys):
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert len(ModelRegistry(home).list()) == 1
+    # not a terminal (as in CI): the fit shows a plain line per iteration, with its loss
+    lines = [line for line in err.splitlines() if line.startswith("train: als: iteration")]
+    assert len(lines) == 15 and lines[-1].startswith("train: als: iteration 15/15, loss ")
 
 
 def test_demo_refuses_to_wipe_a_foreign_directory(tmp_path, capsys):

@@ -114,6 +114,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("recforge.pipeline")
+#: the train stage's line per iteration (when not on a terminal)
+fit_log = logging.getLogger("recforge.pipeline.fit")
 
 BUILD_FORMAT = 1
 _SKIP_SUFFIXES = (".part", ".tmp")
@@ -302,7 +304,7 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
         return {**base, "model_dir": str(staged), "fit_seconds": None}
     data = _load_build(built, "train")
     started = time.perf_counter()
-    with fit_report(f"train: {name}", ctx.display, emit=log.info) as report:
+    with fit_report(f"train: {name}", ctx.display, emit=fit_log.info) as report:
         model = make_model(name, params).fit(data, report)
     seconds = time.perf_counter() - started
     tmp = temporary_dir(staged)
