@@ -172,6 +172,15 @@ class ModelRegistry:
 
     def rollback(self) -> VersionInfo:
         """Publish the most recent earlier version that was published before the current one."""
+        target = self._rollback_target()
+        current = self.current()
+        assert current is not None  # there is a target, so something is published
+        self.publish(target.version)
+        self.set_status(current, "retired", reason=f"rolled back to {target.version}")
+        return self.get(target.version)
+
+    def _rollback_target(self) -> VersionInfo:
+        """The most recent earlier version that was published before the current one."""
         current = self.current()
         if current is None:
             raise RecforgeError("nothing is published, nothing to roll back")
@@ -182,10 +191,7 @@ class ModelRegistry:
         ]
         if not earlier:
             raise RecforgeError(f"no earlier published version to roll back to from {current}")
-        target = earlier[-1]
-        self.publish(target.version)
-        self.set_status(current, "retired", reason=f"rolled back to {target.version}")
-        return self.get(target.version)
+        return earlier[-1]
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` versions; never the published one. Returns the deleted."""
@@ -241,6 +247,33 @@ class ModelRegistry:
         model = Recommender.load(path / "model", mmap=True)
         lists = load_lists(path / "lists", str(manifest.get("item_source") or "factors"))
         return Artifact(name, path, manifest, model, *lists.users, *lists.items, *lists.popular)
+
+    def resolve(self, name: str) -> str:
+        """A version's full name from what a person types: ``latest`` (the newest version),
+        ``published`` (the served one), ``previous`` (the one published before it, where
+        ``rollback`` goes), or any unique prefix of a version name."""
+        versions = [path.name for path in self._version_dirs()]
+        if name == "latest":
+            if not versions:
+                raise RecforgeError(f"no model versions under {self.versions_dir}")
+            return versions[-1]
+        if name == "published":
+            current = self.current()
+            if current is None:
+                raise RecforgeError(f"nothing is published under {self.root}")
+            return current
+        if name == "previous":
+            return self._rollback_target().version
+        matches = [v for v in versions if v.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RecforgeError(
+                f"no model version {name!r} under {self.versions_dir} (names: latest, published, previous, "
+                "or a version or its unique prefix; recforge models list shows them)"
+            )
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise RecforgeError(f"{name!r} matches {len(matches)} versions ({shown}); give more of the name")
 
     def _path(self, version: str) -> Path:
         if not _VERSION_RE.match(version):

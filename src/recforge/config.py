@@ -140,6 +140,8 @@ class ServingConfig:
     max_body_bytes: int = 16_777_216
     #: Most events in one ``POST /v1/events``.
     max_events_per_request: int = 10_000
+    #: Most users in one ``POST /v1/recommendations``.
+    max_batch_users: int = 100
     #: Most events written as one event-store segment by the group commit.
     commit_max_events: int = 200_000
     #: How often the server checks for a newly published model version, in seconds.

@@ -9,10 +9,14 @@ on a demo home, nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,7 @@ from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.models.registry import MODELS
 from recforge.pipeline.runner import RunResult, run_pipeline
+from recforge.pipeline.stages import fit_log
 from recforge.pipeline.state import Run
 
 if TYPE_CHECKING:
@@ -95,7 +100,8 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
             f"{settings.items:,} items, {settings.days:g} days) into {path}"
         )
     console.print(f"running the pipeline with model [bold]{config.model.name}[/bold] ...")
-    result = run_pipeline(home, config)
+    with _fit_lines_on_stderr():
+        result = run_pipeline(home, config)
     run = Run.load(result.path)
     _print_metrics(run, config.model.name, console)
     console.print(_verdict(result), highlight=False)
@@ -107,6 +113,21 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
         highlight=False,
     )
     return result
+
+
+@contextlib.contextmanager
+def _fit_lines_on_stderr() -> Iterator[None]:
+    """The train stage's line per iteration (shown when stderr is not a terminal; on one, a
+    bar) on stderr, without the other stages' log."""
+    handler = logging.StreamHandler(sys.stderr)
+    fit_log.addHandler(handler)
+    level = fit_log.level
+    fit_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        fit_log.removeHandler(handler)
+        fit_log.setLevel(level)
 
 
 def _print_metrics(run: Run, model: str, console: Console) -> None:

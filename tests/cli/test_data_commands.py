@@ -5,6 +5,7 @@ import json
 import pytest
 
 from recforge.cli.main import main
+from recforge.data.store import EventStore
 
 
 def run(capsys, *args):
@@ -95,3 +96,35 @@ def test_help_everywhere(capsys):
     ):
         code, out, _ = run(capsys, *command, "--help")
         assert code == 0 and "Usage" in out
+
+
+def test_ingest_help_shows_the_file_options(capsys):
+    assert main(["ingest", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--map", "--format", "--strict", "--event-type", "--value"):
+        assert option in out
+
+
+def test_the_readme_map_example_works_as_written(tmp_path, capsys):
+    """README: ``recforge ingest clicks.csv --map user_id=uid,item_id=sku,timestamp=ts --event-type
+    view --strict``: a file of clicks with its own column names and no event type."""
+    clicks = tmp_path / "clicks.csv"
+    clicks.write_text("uid,sku,ts\nu1,s1,2024-05-01T10:00:00Z\nu2,s1,2024-05-01T10:05:00Z\n")
+    home = tmp_path / "home"
+    args = ["--map", "user_id=uid,item_id=sku,timestamp=ts", "--event-type", "view", "--strict"]
+    assert main(["--home", str(home), "ingest", str(clicks), *args]) == 0
+    assert "2 accepted, 0 rejected" in capsys.readouterr().out
+    stored = EventStore(home).scan(["event_type", "value"])
+    assert stored.column("event_type").to_pylist() == ["view", "view"]
+    assert stored.column("value").to_pylist() == [1.0, 1.0]
+    assert (
+        main(["--home", str(home), "ingest", str(clicks), "--map", "user_id=uid,item_id=sku,timestamp=ts"])
+        == 2
+    )
+    assert "no column 'event_type'" in capsys.readouterr().err
+    purchases = tmp_path / "p.csv"
+    purchases.write_text("user_id,item_id,timestamp\nu1,s2,2024-05-02T00:00:00Z\n")
+    assert (
+        main(["--home", str(home), "ingest", str(purchases), "--event-type", "purchase", "--value", "3"]) == 0
+    )
+    assert EventStore(home).scan(["value"]).column("value").to_pylist()[-1] == 3.0

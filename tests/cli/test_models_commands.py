@@ -61,4 +61,4 @@ def test_build_list_show_publish_rollback(tmp_path, capsys):
     code, _, err = run(capsys, *h, "train", "--model", "nonsense")
     assert code == 2 and "unknown model 'nonsense'" in err and "popular" in err
     code, _, err = run(capsys, *h, "models", "publish", "v-not-a-version")
-    assert code == 2 and "not a model version name" in err
+    assert code == 2 and "no model version 'v-not-a-version'" in err

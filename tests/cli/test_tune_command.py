@@ -125,5 +125,6 @@ def test_bad_arguments_are_one_line_errors(capsys, home, args, message):
 
 
 def test_an_empty_store_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "--home", str(tmp_path / "empty"), "tune", "--trials", "1")
     assert code == 2 and "no events" in err

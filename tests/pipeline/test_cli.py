@@ -45,7 +45,7 @@ def test_train_evaluate_precompute(tmp_path, capsys, events, config_file):
     assert code == 0 and "Metrics @5" in out and "NDCG@5" in out and "popular (baseline)" in out
     saved = json.loads(report.read_text())
     assert set(saved["models"]) == {"popular", GOOD} and saved["k"] == 5
-    assert saved["split"]["test_fraction"] == 0.2 and saved["split"]["evaluated"] == f"model {GOOD}"
+    assert saved["split"]["test_fraction"] == 0.2 and saved["split"]["evaluated"] == f"models {GOOD}"
     assert saved["models"][GOOD]["metrics"]["ndcg"] > saved["models"]["popular"]["metrics"]["ndcg"]
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -136,6 +136,9 @@ def test_demo_end_to_end_on_small_settings(tmp_path, capsys):
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert len(ModelRegistry(home).list()) == 1
+    # not a terminal (as in CI): the fit shows a plain line per iteration, with its loss
+    lines = [line for line in err.splitlines() if line.startswith("train: als: iteration")]
+    assert len(lines) == 15 and lines[-1].startswith("train: als: iteration 15/15, loss ")
 
 
 def test_demo_refuses_to_wipe_a_foreign_directory(tmp_path, capsys):

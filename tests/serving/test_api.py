@@ -91,6 +91,17 @@ def test_unknown_user_gets_time_decayed_popular_items(client, artifact):
     assert items_of(response) == names(artifact, artifact.popular_ids[1:6])
 
 
+def test_popular_scores_are_normalised_to_the_most_popular_item(client, artifact):
+    scores = [
+        e["score"] for e in client.get("/v1/users/stranger/recommendations", params={"k": 5}).json()["items"]
+    ]
+    mass = np.asarray(artifact.popular_scores[:5], dtype=np.float64)
+    assert scores[0] == 1.0 and all(0.0 <= s <= 1.0 for s in scores)
+    np.testing.assert_allclose(scores, mass / mass[0], rtol=1e-6)
+    similar = client.get("/v1/items/no-such-item/similar", params={"k": 3}).json()
+    assert similar["source"] == "popular" and similar["items"][0]["score"] == 1.0
+
+
 def test_new_user_with_fresh_events_gets_fold_in_without_the_seen_items(client, artifact):
     posted = ["i1", "i2", "i3", "i4"]
     assert client.post("/v1/events", json=events("newcomer", posted), headers=AUTH).status_code == 202
@@ -350,7 +361,8 @@ def test_bad_parameters_are_422_with_a_message(client, path, params, message):
 def test_odd_ids_are_answered(client):
     for user in ["%F0%9F%8E%89", "a%20b", "%00", "%FF%FE", "..", "u1%2Fextra"]:
         response = client.get(f"/v1/users/{user}/recommendations")
-        assert response.status_code in (200, 404), (user, response.text)
+        # ".." is resolved by the client to GET /v1/recommendations, the POST-only batch route
+        assert response.status_code in ((200, 404, 405) if user == ".." else (200, 404)), (user, response.text)
     response = client.post(
         "/v1/events",
         json=[{"user_id": "🎉", "item_id": "i1", "event_type": "view", "timestamp": FRESH_TIME, "value": 3}],
@@ -380,3 +392,41 @@ def test_a_failing_fold_in_falls_back_instead_of_failing(client, artifact, monke
     response = client.get("/v1/users/unlucky/recommendations")
     assert response.status_code == 200 and response.json()["source"] == "popular"
     assert "fold-in failed" in caplog.text
+
+
+# batch -------------------------------------------------------------------------------------
+def test_batch_answers_each_user_as_the_single_route_does(client, artifact):
+    fresh = events("batch-newcomer", ["i1", "i2", "i3"])
+    assert client.post("/v1/events", json=fresh, headers=AUTH).status_code == 202
+    known = [artifact.model.users_.id(i) for i in (3, 7, 11)]
+    users = [known[0], "stranger", known[1], "batch-newcomer", known[2]]
+    params = {"k": 4, "exclude": "i5"}
+    singles = [client.get(f"/v1/users/{u}/recommendations", params=params).json() for u in users]
+    response = client.post("/v1/recommendations", json={"users": users, "k": 4, "exclude": ["i5"]})
+    assert response.status_code == 200
+    batch = response.json()
+    assert batch["model_version"] == artifact.version
+    assert batch["results"] == singles
+    assert [r["source"] for r in batch["results"]] == [
+        "precomputed",
+        "popular",
+        "precomputed",
+        "foldin",
+        "precomputed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"users": []}, 422, "users"),
+        ({"users": ["u1"] * 101}, 413, "at most 100"),
+        ({"users": ["u1"], "k": 0}, 422, "k"),
+        ({"users": ["x" * 300]}, 422, "user_id is longer than"),
+        ({"users": "u1"}, 422, "users"),
+        ({"users": ["u1"], "colour": "red"}, 422, "colour"),
+    ],
+)
+def test_batch_rejects_bad_requests_with_a_message(client, body, status, message):
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == status and message in response.text

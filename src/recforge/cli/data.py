@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         with stage("building interactions from the event store"):
             interactions = build_interactions(
-                EventStore(state.home),
+                EventStore(state.existing_home()),
                 state.config,
                 start=parse_time(start) if start else None,
                 end=parse_time(end) if end else None,
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         from recforge.data.store import EventStore
 
         state: State = ctx.obj
-        result = EventStore(state.home).stats()
+        result = EventStore(state.existing_home()).stats()
         if as_json:
             typer.echo(json.dumps(result, sort_keys=True))
             return
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         rows = target_rows if target_rows is not None else state.config.data.compact_rows
-        result = EventStore(state.home).compact(target_rows=rows)
+        result = EventStore(state.existing_home()).compact(target_rows=rows)
         typer.echo(
             f"merged {result.merged} segments into {result.written}; "
             f"{result.before} segments before, {result.after} after"

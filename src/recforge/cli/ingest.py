@@ -27,6 +27,16 @@ class _FilesByDefault(TyperGroup):
             args = ["files", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, then the options of ``recforge ingest FILE...`` (the common case),
+        so that ``recforge ingest --help`` shows ``--map``, ``--format``, ``--strict``..."""
+        super().format_help(ctx, formatter)
+        files = self.commands["files"]
+        with formatter.section("Options of recforge ingest FILE..."):
+            options = [p for p in files.get_params(ctx) if p.param_type_name == "option" and p.name != "help"]
+            rows = [p.get_help_record(ctx) for p in options]
+            formatter.write_dl([row for row in rows if row is not None])
+
 
 def register(app: typer.Typer) -> None:
     ingest = typer.Typer(
@@ -45,6 +55,14 @@ def register(app: typer.Typer) -> None:
             None, "--map", help="Column mapping FIELD=COLUMN,..., e.g. user_id=userId,item_id=movieId."
         ),
         strict: bool = typer.Option(False, "--strict", help="Any bad row fails the whole file."),
+        event_type: str | None = typer.Option(
+            None,
+            "--event-type",
+            help="The event type of every row, for files without that column (e.g. view).",
+        ),
+        value: float | None = typer.Option(
+            None, "--value", help="The value of every row, for files without that column (default 1.0)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON report per file."),
     ) -> None:
         """Ingest event files (the default: `recforge ingest FILE...`).
@@ -57,10 +75,17 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         mapping = parse_mapping(map_)
-        store = EventStore(state.home)
+        constants: dict[str, Any] = {}
+        if event_type is not None:
+            constants["event_type"] = event_type
+        if value is not None:
+            constants["value"] = value
+        store = EventStore(state.writable_home())
         for path in paths:
             started = time.perf_counter()
-            report = ingest_file(path, store, state.config, format=format, mapping=mapping, strict=strict)
+            report = ingest_file(
+                path, store, state.config, format=format, mapping=mapping, constants=constants, strict=strict
+            )
             took = time.perf_counter() - started
             if as_json:
                 typer.echo(json.dumps({**report.to_dict(), "seconds": round(took, 3)}))
@@ -110,7 +135,7 @@ def register(app: typer.Typer) -> None:
         changes = {key: value for key, value in changes.items() if value is not None}
         config = dataclasses.replace(state.config, kafka=dataclasses.replace(state.config.kafka, **changes))
         report = ingest_kafka(
-            EventStore(state.home),
+            EventStore(state.writable_home()),
             config,
             bootstrap=bootstrap,
             topic=topic,

@@ -14,6 +14,9 @@ import typer
 
 from recforge.cli.state import State
 
+#: What a version argument accepts.
+VERSION_HELP = "Version: latest, published, previous, a version name or its unique prefix"
+
 
 def register(app: typer.Typer) -> None:
     models = typer.Typer(
@@ -28,7 +31,7 @@ def register(app: typer.Typer) -> None:
         """Every stored version, oldest first; the published one is marked with *."""
         from recforge.artifacts import ModelRegistry
 
-        registry = ModelRegistry(_state(ctx).home)
+        registry = ModelRegistry(_state(ctx).existing_home())
         versions = registry.list()
         current = registry.current()
         if as_json:
@@ -43,7 +46,7 @@ def register(app: typer.Typer) -> None:
         for info in versions:
             m = info.manifest
             mark = "*" if info.version == current else " "
-            metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(info.metrics.items()))
+            metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(info.metrics.items())) or "-"
             typer.echo(
                 f"{mark} {info.version:<33} {info.status:<10} {m.get('model', ''):<10} "
                 f"{m.get('n_users', 0):>9,} {m.get('n_items', 0):>9,}  {metrics}"
@@ -52,17 +55,15 @@ def register(app: typer.Typer) -> None:
     @models.command("show")
     def show(
         ctx: typer.Context,
-        version: str | None = typer.Argument(None, help="Version (default: the published one)."),
+        version: str = typer.Argument("published", help=VERSION_HELP + " (default: published)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
-        """A version's manifest: model, parameters, data window, metrics, list sizes, status."""
+        """A version's manifest: model, parameters, data window, metrics, list sizes, status, and
+        the training loss after each iteration."""
         from recforge.artifacts import ModelRegistry
-        from recforge.errors import RecforgeError
 
-        registry = ModelRegistry(_state(ctx).home)
-        name = version or registry.current()
-        if name is None:
-            raise RecforgeError(f"nothing is published under {registry.root}; name a version")
+        registry = ModelRegistry(_state(ctx).existing_home())
+        name = registry.resolve(version)
         info = registry.get(name)
         record = {**info.to_dict(), "published": name == registry.current()}
         if as_json:
@@ -73,11 +74,12 @@ def register(app: typer.Typer) -> None:
         for key in ("params", "data_window", "metrics"):
             typer.echo(f"{key:>12}: {json.dumps(record.get(key, {}), default=str, sort_keys=True)}")
         typer.echo(f"{'lists':>12}: k_users={record.get('k_users')} k_items={record.get('k_items')}")
+        typer.echo(f"{'training':>12}: {_training(record.get('extra') or {})}")
 
     @models.command("publish")
     def publish(
         ctx: typer.Context,
-        version: str = typer.Argument(..., help="The version to serve."),
+        version: str = typer.Argument(..., help=VERSION_HELP + "."),
         store: str | None = typer.Option(
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
@@ -86,42 +88,41 @@ def register(app: typer.Typer) -> None:
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
-        _load_lists(state, registry, version, store)
-        info = registry.publish(version)
+        registry = ModelRegistry(state.existing_home())
+        name = registry.resolve(version)
+        _load_lists(state, registry, name, store)
+        info = registry.publish(name)
         typer.echo(f"published {info.version}")
 
     @models.command("rollback")
     def rollback(
         ctx: typer.Context,
+        to: str = typer.Argument("previous", help=VERSION_HELP + " to go back to (default: previous)."),
         store: str | None = typer.Option(
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
     ) -> None:
-        """Publish again the version that was published before the current one."""
+        """Publish again the version that was published before the current one (or the one named)."""
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
-        info = registry.rollback()
+        registry = ModelRegistry(state.existing_home())
+        info = registry.rollback() if to == "previous" else registry.publish(registry.resolve(to))
         _load_lists(state, registry, info.version, store)
         typer.echo(f"rolled back to {info.version}")
 
     @models.command("load")
     def load(
         ctx: typer.Context,
-        version: str | None = typer.Argument(None, help="Version (default: the published one)."),
+        version: str = typer.Argument("published", help=VERSION_HELP + " (default: published)."),
         store: str | None = typer.Option(None, "--store", help="Redis URL (default: serving.store)."),
     ) -> None:
         """Copy a version's precomputed lists into a Redis list store."""
         from recforge.artifacts import ModelRegistry
-        from recforge.errors import RecforgeError
 
         state = _state(ctx)
-        registry = ModelRegistry(state.home)
-        name = version or registry.current()
-        if name is None:
-            raise RecforgeError(f"nothing is published under {registry.root}; name a version")
+        registry = ModelRegistry(state.existing_home())
+        name = registry.resolve(version)
         if not _load_lists(state, registry, name, store, required=True):
             typer.echo(f"{name} is already loaded")
 
@@ -156,6 +157,18 @@ def _state(ctx: typer.Context) -> State:
 
 def _summary(record: dict[str, Any], published: bool) -> dict[str, Any]:
     return {key: value for key, value in {**record, "published": published}.items() if key != "checksums"}
+
+
+def _training(extra: dict[str, Any]) -> str:
+    """``15 iterations, loss 2.82e+06 -> 2.81e+06, 3.1 s`` from the recorded history, or ``-``."""
+    iterations = (extra.get("training") or {}).get("iterations") or []
+    if not iterations:
+        return "-"
+    first, last = iterations[0], iterations[-1]
+    return (
+        f"{len(iterations)} iterations, loss {first['loss']:.6g} -> {last['loss']:.6g}, "
+        f"{last['seconds']:.1f} s"
+    )
 
 
 def _short(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -14,7 +15,8 @@ from typing import Any
 
 import typer
 
-from recforge.cli.state import State
+from recforge._progress import Display
+from recforge.cli.state import State, existing_home
 from recforge.config import Config, load_config
 
 STAGE_HELP = {
@@ -68,6 +70,13 @@ def register(app: typer.Typer) -> None:
     master_option = typer.Option("local[2]", "--master", help="Spark master URL (--engine spark).")
     memory_option = typer.Option("4g", "--driver-memory", help="Spark driver memory (--engine spark).")
     store_option = typer.Option(None, "--store", help="Also write the lists into this Redis list store.")
+    quiet_option = typer.Option(False, "--quiet", "-q", help="No progress while fitting.")
+    set_option = typer.Option(
+        [],
+        "--set",
+        metavar="KEY=VALUE",
+        help="A hyperparameter of the model, e.g. --set factors=128 (repeat).",
+    )
 
     @app.command("train")
     def train(
@@ -78,16 +87,38 @@ def register(app: typer.Typer) -> None:
         master: str = master_option,
         driver_memory: str = memory_option,
         store: str | None = store_option,
+        assignments: list[str] = set_option,
+        quiet: bool = quiet_option,
+        evaluate_first: bool = typer.Option(
+            False,
+            "--evaluate",
+            help="First score the configuration on [pipeline]'s holdout (fitted on the part before it) "
+            "and record those metrics in the version.",
+        ),
     ) -> None:
         """Fit a model on the latest build (recforge build) and save it as a candidate version
         with its precomputed lists (publish it with recforge models publish). With --engine spark:
-        ALS on a Spark cluster, straight from the event store's Parquet segments."""
+        ALS on a Spark cluster, straight from the event store's Parquet segments. Shows each
+        iteration's loss (a bar on a terminal, a line each otherwise)."""
         from recforge.cli.engines import open_engine
+        from recforge.cli.overrides import with_params_for
         from recforge.pipeline.versions import train_version
 
         config = _config(ctx, config_file)
+        name = model or config.model.name
+        config = with_params_for(config, [name], assignments)
+        display: Display = "quiet" if quiet else "auto"
+        metrics = _holdout_metrics(config, name) if evaluate_first else None
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
-            info, seconds = train_version(chosen, Path(config.home), config, model, store)
+            info, seconds = train_version(
+                chosen,
+                existing_home(Path(config.home)),
+                config,
+                name,
+                store,
+                display=display,
+                metrics=metrics,
+            )
         manifest = info.manifest
         typer.echo(
             f"trained {manifest['model']} on {manifest['n_users']:,} users x {manifest['n_items']:,} items "
@@ -101,8 +132,17 @@ def register(app: typer.Typer) -> None:
             None, "--version", help="Model version to evaluate (its served lists)."
         ),
         model: str | None = typer.Option(
-            None, "--model", help="Model configuration to fit on the train part."
+            None,
+            "--model",
+            help="Model configurations to fit on the train part, comma-separated: als,bpr,itemknn,popular.",
         ),
+        metric: str | None = typer.Option(
+            None,
+            "--metric",
+            help="Metrics, comma-separated (default: precision,recall,ndcg,map,hit_rate,mrr,coverage); "
+            "rmse,mae for rating data.",
+        ),
+        assignments: list[str] = set_option,
         holdout: str | None = typer.Option(
             None,
             "--holdout",
@@ -114,15 +154,27 @@ def register(app: typer.Typer) -> None:
         plot_out: Path | None = typer.Option(None, "--plot", help="Draw the metrics chart (PNG) here."),
         config_file: Path | None = config_option,
     ) -> None:
-        """Evaluate a model version (default: the published one) or a model configuration on a
-        temporal holdout, beside the popularity baseline: table, JSON, PNG chart."""
+        """Evaluate a model version (default: the published one) or model configurations, each
+        fitted on the same train part, on a temporal holdout beside the popularity baseline: one
+        table, one JSON, one PNG chart."""
+        from recforge.cli.overrides import with_params_for
         from recforge.evaluation.report import print_report
         from recforge.pipeline.holdout import parse_holdout
         from recforge.pipeline.scoring import evaluate_holdout
 
         config = _config(ctx, config_file)
+        models = _names(model)
+        config = with_params_for(config, models or [config.model.name], assignments)
         spec = parse_holdout(holdout) if holdout else None
-        report = evaluate_holdout(Path(config.home), config, version=version, model=model, holdout=spec, k=k)
+        report = evaluate_holdout(
+            existing_home(Path(config.home)),
+            config,
+            version=version,
+            models=models,
+            holdout=spec,
+            k=k,
+            metrics=_names(metric) or None,
+        )
         print_report(report)
         if json_out is not None:
             typer.echo(f"wrote {report.write_json(json_out)}")
@@ -148,7 +200,7 @@ def register(app: typer.Typer) -> None:
 
         config = _config(ctx, config_file)
         with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
-            info = precompute_version(chosen, Path(config.home), config, version, store)
+            info = precompute_version(chosen, existing_home(Path(config.home)), config, version, store)
         manifest = info.manifest
         typer.echo(
             f"precomputed {manifest['k_users']} items per user, {manifest['k_items']} per item: "
@@ -167,6 +219,7 @@ def register(app: typer.Typer) -> None:
         run_id: str | None = typer.Option(None, "--run-id", help="Name the run; an existing run resumes."),
         model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+        quiet: bool = quiet_option,
     ) -> None:
         """Run every stage once: ingest -> build -> train -> evaluate -> gate -> precompute ->
         publish -> prune."""
@@ -174,7 +227,10 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         _log_to_stderr(state.debug)
-        result = run_pipeline(state.home, state.config, run_id=run_id, model=model)
+        display: Display = "quiet" if quiet else "auto"
+        result = run_pipeline(
+            state.writable_home(), state.config, run_id=run_id, model=model, display=display
+        )
         typer.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else result.summary())
 
     @pipeline.command("schedule")
@@ -196,7 +252,7 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         _log_to_stderr(state.debug)
         seconds = parse_duration(every or state.config.pipeline.schedule_every)
-        scheduler = Scheduler(state.home, state.config, seconds, model=model, max_runs=max_runs)
+        scheduler = Scheduler(state.writable_home(), state.config, seconds, model=model, max_runs=max_runs)
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -230,7 +286,7 @@ def register(app: typer.Typer) -> None:
         from recforge.pipeline.state import list_runs
 
         state: State = ctx.obj
-        runs = list_runs(state.home)[-limit:]
+        runs = list_runs(state.existing_home())[-limit:]
         rows = [
             {
                 **RunResult.of(r, 0.0).to_dict(),
@@ -274,7 +330,7 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
         if model is not None and stage != "train":
             raise RecforgeError("--model applies to the train stage only")
         _log_to_stderr(state.debug)
-        run, result = run_stage(state.home, state.config, stage, run_id=run_id, model=model)
+        run, result = run_stage(state.writable_home(), state.config, stage, run_id=run_id, model=model)
         if as_json:
             typer.echo(json.dumps({"run_id": run.id, "stage": stage, "result": result}, sort_keys=True))
         else:
@@ -282,6 +338,25 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
 
     command.__doc__ = STAGE_HELP[stage]
     pipeline.command(stage)(command)
+
+
+def _holdout_metrics(config: Config, model: str) -> dict[str, Any]:
+    """The configuration's metrics (``ndcg@10``, ...) on ``[pipeline]``'s holdout, printed too."""
+    from recforge.evaluation.report import print_report
+    from recforge.pipeline.scoring import evaluate_holdout
+
+    report = evaluate_holdout(Path(config.home), config, models=[model])
+    print_report(report)
+    evaluation = report.evaluations[-1]
+    return {
+        f"{name}@{report.k}": (value if math.isfinite(value) else None)
+        for name, value in evaluation.metrics.items()
+    }
+
+
+def _names(text: str | None) -> list[str]:
+    """``"als, bpr"`` as ``["als", "bpr"]`` (empty for ``None``)."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def _stage_note(stage: str, result: dict[str, Any]) -> str:

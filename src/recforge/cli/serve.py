@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
         from recforge.serving.app import CONFIG_ENV, create_app
 
         state: State = ctx.obj
+        home = state.existing_home()
         serving = state.config.serving
         serving.host = host or serving.host
         serving.port = port if port is not None else serving.port
@@ -47,6 +48,7 @@ def register(app: typer.Typer) -> None:
         serving.store = store or serving.store
         if serving.workers < 1:
             raise RecforgeError(f"--workers must be >= 1, got {serving.workers}")
+        _say_what_is_served(home, serving.store, serving.workers)
         if not serving.api_keys:
             typer.echo(
                 "note: no API keys configured (RECFORGE_API_KEYS): POST /v1/events is disabled", err=True
@@ -139,6 +141,25 @@ def register(app: typer.Typer) -> None:
         total = next((r for r in rows if r["name"] == "Aggregated"), None)
         if total is None or total["failures"] or not total["requests"]:
             raise typer.Exit(1)
+
+
+def _say_what_is_served(home: Path, store: str, workers: int) -> None:
+    """The start-up summary on stderr: home, published version (or what to run), store, workers."""
+    from recforge.artifacts import ModelRegistry
+    from recforge.lists import safe_url
+
+    typer.echo(f"recforge serve: home {home.resolve()}", err=True)
+    version = ModelRegistry(home).current()
+    if version is None:
+        typer.echo(
+            "warning: nothing is published here: every answer will be 503 until a version is "
+            "(recforge pipeline run, or recforge train then recforge models publish latest)",
+            err=True,
+        )
+    else:
+        typer.echo(f"recforge serve: published version {version}", err=True)
+    where = "mmap (the artifact's arrays)" if store == "mmap" else safe_url(store)
+    typer.echo(f"recforge serve: list store {where}, {workers} worker{'s' if workers > 1 else ''}", err=True)
 
 
 def _find_locustfile(given: Path | None) -> Path:

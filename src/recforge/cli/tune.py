@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         if k is not None and k < 1:
             raise RecforgeError(f"--k must be at least 1, got {k}")
         tuning = tune_store(
-            state.home,
+            state.existing_home(),
             state.config,
             model=model,
             holdout=parse_holdout(holdout) if holdout else None,

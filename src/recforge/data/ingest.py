@@ -56,16 +56,18 @@ def ingest_file(
     *,
     format: str | None = None,
     mapping: Mapping[str, str] | None = None,
+    constants: Mapping[str, Any] | None = None,
     strict: bool = False,
     show_progress: bool | None = None,
 ) -> IngestReport:
-    """Ingest one file (see :mod:`recforge.data.readers` for formats and ``mapping``).
+    """Ingest one file (see :mod:`recforge.data.readers` for formats, ``mapping`` and
+    ``constants``).
 
     Raises :class:`~recforge.errors.UnreadableSourceError` when the file cannot be read at all,
     and :class:`~recforge.errors.RecforgeError` under ``strict`` when any row is bad (the bad
     rows are still written to the quarantine; nothing is stored).
     """
-    source = Source(path, format, mapping)
+    source = Source(path, format, mapping, constants)
     rows = 0
     first_bad: Rejection | None = None
     with (

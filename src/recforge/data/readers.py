@@ -130,10 +130,17 @@ def parse_mapping(text: str | None) -> dict[str, str]:
 
 
 class Source:
-    """One event file: its format, column mapping, and :meth:`chunks`."""
+    """One event file: its format, column mapping, and :meth:`chunks`.
+
+    ``constants`` give every row a value for fields the file has no column for (e.g.
+    ``{"event_type": "view"}`` for a file of clicks), beside the format's own."""
 
     def __init__(
-        self, path: str | Path, format: str | None = None, mapping: Mapping[str, str] | None = None
+        self,
+        path: str | Path,
+        format: str | None = None,
+        mapping: Mapping[str, str] | None = None,
+        constants: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         _check_file(self.path)
@@ -144,6 +151,7 @@ class Source:
             raise RecforgeError(f"unknown format {format!r}; one of: {', '.join(FORMATS)}")
         self.format = FORMATS[format]
         self.mapping = {**self.format.mapping, **(mapping or {})}
+        self.constants = {**self.format.constants, **(constants or {})}
 
     @property
     def name(self) -> str:
@@ -188,7 +196,7 @@ class Source:
 
     def _check_columns(self, names: Sequence[str]) -> None:
         for name in _REQUIRED:
-            if name in self.format.constants:
+            if name in self.constants:
                 continue
             column = self.mapping.get(name, name)
             if column not in names:
@@ -206,8 +214,8 @@ class Source:
             source = self.mapping.get(name, name)
             if source in table.column_names:
                 columns[name] = table.column(source)
-            elif name in self.format.constants:
-                columns[name] = pa.repeat(pa.scalar(self.format.constants[name]), n)
+            elif name in self.constants:
+                columns[name] = pa.repeat(pa.scalar(self.constants[name]), n)
         chunk.table = pa.table(columns) if columns else pa.table({"user_id": pa.nulls(n)})
         return chunk
 

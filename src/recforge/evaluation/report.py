@@ -36,6 +36,8 @@ LABELS: dict[str, str] = {
     "hit_rate": "HR",
     "mrr": "MRR",
     "coverage": "Coverage",
+    "rmse": "RMSE",
+    "mae": "MAE",
 }
 
 
@@ -157,29 +159,62 @@ class Report:
 
 
 def render_table(report: Report) -> Table:
-    """A rich table: one row per metric, one column per model (the baseline first); beside each
-    other model's value, its relative change against the baseline."""
+    """A rich table of every model's metrics, the baseline first; beside each other model's
+    value, its relative change against the baseline.
+
+    Up to :data:`MODELS_AS_COLUMNS` models: one row per metric, one column per model. More
+    models: one row per model, one column per metric, the change on a second line, so that the
+    table still fits an 80-column terminal (seven metrics, any number of models).
+    """
+    from rich import box
     from rich.table import Table
 
     k = report.k
     ordered = sorted(report.evaluations, key=lambda e: e.name != report.baseline)
-    table = Table(title=f"Metrics @{k}", title_justify="left")
-    table.add_column("metric", style="bold")
-    for e in ordered:
-        table.add_column(f"{e.name} (baseline)" if e.name == report.baseline else e.name, justify="right")
+    names = [f"{e.name} (baseline)" if e.name == report.baseline else e.name for e in ordered]
+    if len(ordered) <= MODELS_AS_COLUMNS:
+        table = Table(title=f"Metrics @{k}", title_justify="left")
+        table.add_column("metric", style="bold")
+        for name in names:
+            table.add_column(name, justify="right")
+        for metric in report.metric_names:
+            cells = [_cell(report, e, metric, " ") for e in ordered]
+            table.add_row(f"{LABELS.get(metric, metric)}@{k}", *cells)
+        table.add_row("users", *[str(e.users) for e in ordered], style="dim")
+        return table
+    counts = {e.users for e in ordered}
+    users = str(counts.pop()) if len(counts) == 1 else ", ".join(f"{e.name} {e.users}" for e in ordered)
+    table = Table(
+        title=f"Metrics @{k}",
+        title_justify="left",
+        caption=f"users evaluated: {users}",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+    )
+    table.add_column("model", style="bold", overflow="fold", min_width=10, max_width=18)
     for metric in report.metric_names:
-        cells = []
-        for e in ordered:
-            value = e.metrics.get(metric, float("nan"))
-            cell = f"{value:.4f}" if math.isfinite(value) else "n/a"
-            lift = report.lift(e.name, metric)
-            if e.name != report.baseline and math.isfinite(lift):
-                colour = "green" if lift > 0 else "red" if lift < 0 else "white"
-                cell += f" [{colour}]({lift:+.0%})[/{colour}]"
-            cells.append(cell)
-        table.add_row(f"{LABELS.get(metric, metric)}@{k}", *cells)
-    table.add_row("users", *[str(e.users) for e in ordered], style="dim")
+        table.add_column(LABELS.get(metric, metric), justify="right", no_wrap=True)
+    for name, e in zip(names, ordered, strict=True):
+        table.add_row(
+            name, *[_cell(report, e, m, "\n", brackets=False) for m in report.metric_names], str(e.users)
+        )
     return table
+
+
+#: With more models than this, :func:`render_table` puts the models in rows.
+MODELS_AS_COLUMNS = 3
+
+
+def _cell(report: Report, evaluation: Evaluation, metric: str, separator: str, brackets: bool = True) -> str:
+    value = evaluation.metrics.get(metric, float("nan"))
+    cell = f"{value:.4f}" if math.isfinite(value) else "n/a"
+    lift = report.lift(evaluation.name, metric)
+    if evaluation.name != report.baseline and math.isfinite(lift):
+        colour = "green" if lift > 0 else "red" if lift < 0 else "white"
+        change = f"({lift:+.0%})" if brackets else f"{lift:+.0%}"
+        cell += f"{separator}[{colour}]{change}[/{colour}]"
+    return cell
 
 
 def print_report(report: Report, console: Console | None = None) -> None:

@@ -377,6 +377,22 @@ class FactorRecommender(Recommender):
     def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.asarray(self.item_factors_ @ self._fold_in(items, values), dtype=np.float32)
 
+    def predict(self, user_ids: IdArray, item_ids: IdArray) -> np.ndarray:
+        """The score ``x_u . y_i`` of each ``(user_ids[j], item_ids[j])`` pair (float32; ``nan``
+        where either is unknown): for explicit ALS the predicted rating, as Spark's ``transform``
+        gives."""
+        self._check_fitted()
+        users, _ = self._resolve(user_ids, self.users_, "user")
+        items, _ = self._resolve(item_ids, self.items_, "item")
+        if users.shape != items.shape:
+            raise ValueError(f"{users.size} users for {items.size} items: give one item per user")
+        out = np.full(users.shape, np.nan, dtype=np.float32)
+        known = (users >= 0) & (items >= 0)
+        U = np.asarray(self.user_factors_[users[known]], dtype=np.float32)
+        V = np.asarray(self.item_factors_[items[known]], dtype=np.float32)
+        out[known] = np.einsum("ij,ij->i", U, V)
+        return out
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors_, "item_factors": self.item_factors_}
 

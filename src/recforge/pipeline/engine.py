@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,11 +22,14 @@ from recforge.config import Config
 from recforge.data.build import load_interactions
 from recforge.data.interactions import Interactions
 from recforge.lists import Lists, RedisLists
-from recforge.models.base import Recommender
+from recforge.models.base import FitProgress, Recommender
 from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import precompute
 
 __all__ = ["ComputedLists", "Engine", "Fit", "LocalEngine"]
+
+FitCallback = Callable[[FitProgress], bool | None]
+
 
 @dataclass
 class Fit:
@@ -55,8 +58,9 @@ class Engine(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def fit(self, home: Path, config: Config, model: str) -> Fit:
-        """Fit ``model`` (parameters from ``[model.<model>]``) on the home's data."""
+    def fit(self, home: Path, config: Config, model: str, callback: FitCallback | None = None) -> Fit:
+        """Fit ``model`` (parameters from ``[model.<model>]``) on the home's data; iterative
+        models call ``callback`` after each iteration (e.g. a :class:`~recforge._progress.FitReport`)."""
 
     @abstractmethod
     def lists(
@@ -79,10 +83,10 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def fit(self, home: Path, config: Config, model: str) -> Fit:
+    def fit(self, home: Path, config: Config, model: str, callback: FitCallback | None = None) -> Fit:
         estimator = make_model(model, model_params(config, model))
         data = load_interactions(home)
-        return Fit(estimator.fit(data), data)
+        return Fit(estimator.fit(data, callback), data)
 
     @contextlib.contextmanager
     def lists(

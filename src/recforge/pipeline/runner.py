@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recforge._progress import Display
 from recforge.config import Config
 from recforge.errors import RecforgeError
 from recforge.pipeline.lock import PipelineLock, lock_path
@@ -122,17 +123,19 @@ def run_pipeline(
     run_id: str | None = None,
     model: str | None = None,
     should_stop: Callable[[], bool] | None = None,
+    display: Display = "auto",
 ) -> RunResult:
     """Run every stage in order under the pipeline lock; returns how the run ended.
 
     ``run_id`` names the run (resuming it, stages already done skipped, when it exists);
-    ``model`` overrides ``[model] name``; ``should_stop`` is asked before each stage, and a
+    ``model`` overrides ``[model] name``; ``display`` is how the fit shows its progress
+    (:func:`recforge._progress.fit_report`); ``should_stop`` is asked before each stage, and a
     run told to stop is left ``open`` (resumable) after the stage in progress. A stage that
     raises marks the run ``failed`` and the exception propagates. Raises
     :class:`~recforge.pipeline.lock.PipelineBusy` when another process holds the lock.
     """
     started = time.perf_counter()
-    ctx = Context(Path(home), config, model=model)
+    ctx = Context(Path(home), config, model=model, display=display)
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         run = Run.open_or_create(ctx.home, run_id) if run_id else Run.create(ctx.home)
@@ -153,6 +156,7 @@ def run_stage(
     *,
     run_id: str | None = None,
     model: str | None = None,
+    display: Display = "auto",
 ) -> tuple[Run, dict[str, Any]]:
     """Execute one stage under the pipeline lock; returns the run and the stage's result.
 
@@ -161,7 +165,7 @@ def run_stage(
     """
     if stage not in STAGE_FUNCTIONS:
         raise RecforgeError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx = Context(Path(home), config, model=model)
+    ctx = Context(Path(home), config, model=model, display=display)
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         if run_id:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,11 @@ from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.data.vocabulary import Vocabulary
 from recforge.errors import RecforgeError
-from recforge.evaluation.metrics import metrics_at_k
-from recforge.evaluation.protocol import Evaluator
+from recforge.evaluation.metrics import METRICS, metrics_at_k
+from recforge.evaluation.protocol import DEFAULT_METRICS, Evaluator
+from recforge.evaluation.ratings import RATING_METRICS, rating_errors
 from recforge.evaluation.report import Evaluation, Report
+from recforge.evaluation.splits import Split
 from recforge.models.base import Recommender
 from recforge.models.popular import Popular
 from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
@@ -172,31 +175,37 @@ def evaluate_holdout(
     config: Config,
     *,
     version: str | None = None,
-    model: str | None = None,
+    models: Sequence[str] = (),
     holdout: Holdout | None = None,
     k: int | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> Report:
-    """A report of the popularity baseline and one subject on a temporal holdout of the stored
-    events: the version ``version``, or the configuration ``model`` refitted on the train part;
-    with neither, the published version, else ``[model] name``.
+    """A report of the popularity baseline and the subjects on a temporal holdout of the stored
+    events: the version ``version``, or each configuration in ``models`` refitted on the same
+    train part; with neither, the published version, else ``[model] name``.
 
     The holdout defaults to the version's own cut (what the pipeline measured it on, with any
-    events since added to the held-out side), else ``[pipeline]``'s holdout.
+    events since added to the held-out side), else ``[pipeline]``'s holdout. ``metrics``: the
+    ranking metrics (default :data:`~recforge.evaluation.protocol.DEFAULT_METRICS`) and the
+    rating errors ``rmse``, ``mae`` (:mod:`~recforge.evaluation.ratings`), for rating data.
     """
-    if version and model:
+    if version and models:
         raise RecforgeError("give --version or --model, not both")
+    ranking, rating = _metric_names(metrics)
     registry = ModelRegistry(home)
-    if not version and not model:
+    if not version and not models:
         version = registry.current()
-        model = None if version else config.model.name
+        models = () if version else (config.model.name,)
     info = registry.get(version) if version else None
     window = (info.manifest.get("data_window") or {}) if info else {}
     if holdout is None:
         holdout = Holdout(at=parse_time(window["cut"])) if window.get("cut") else holdout_from_config(config)
     split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
     k = config.pipeline.k if k is None else k
-    evaluator = Evaluator(split.train, split.test, k)
-    popular = evaluator.evaluate(Popular().fit(split.train), "popular")
+    evaluator = Evaluator(split.train, split.test, k, metrics=ranking)
+    evaluations = [
+        _with_errors(evaluator.evaluate(Popular().fit(split.train), "popular"), None, split, rating)
+    ]
     cut = split.params["cut"]
     if info is not None:
         last = window.get("last")
@@ -206,15 +215,45 @@ def evaluate_holdout(
                 f"{cut}: it has seen the held-out events. Evaluate it on a later holdout (--holdout), or "
                 f"its configuration with --model {info.manifest.get('model')}"
             )
-        subject = score_artifact(
-            registry.open(info.version), evaluator, f"{info.manifest.get('model')} {info.version}"
-        )
-    else:
-        assert model is not None
-        fitted = make_model(model, model_params(config, model)).fit(split.train)
-        subject = evaluator.evaluate(fitted, model if model != "popular" else "popular (model)")
-    described = {**split.summary(), "evaluated": info.version if info else f"model {model}"}
-    return Report((popular, subject), baseline="popular", split=described)
+        artifact = registry.open(info.version)
+        scored = score_artifact(artifact, evaluator, f"{info.manifest.get('model')} {info.version}")
+        evaluations.append(_with_errors(scored, artifact.model, split, rating))
+    for name in models:
+        fitted = make_model(name, model_params(config, name)).fit(split.train)
+        label = name if name != "popular" else "popular (model)"
+        evaluations.append(_with_errors(evaluator.evaluate(fitted, label), fitted, split, rating))
+    evaluated = info.version if info else "models " + ", ".join(models)
+    return Report(tuple(evaluations), baseline="popular", split={**split.summary(), "evaluated": evaluated})
+
+
+def _metric_names(metrics: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The ranking and the rating metrics among ``metrics`` (a clear error for others)."""
+    if metrics is None:
+        return DEFAULT_METRICS, ()
+    unknown = [m for m in metrics if m not in METRICS and m not in RATING_METRICS]
+    if unknown:
+        known = ", ".join([*METRICS, *RATING_METRICS])
+        raise RecforgeError(f"unknown metric {unknown[0]!r}; metrics: {known}")
+    ranking = tuple(m for m in metrics if m in METRICS)
+    return ranking or ("ndcg",), tuple(m for m in metrics if m in RATING_METRICS)
+
+
+def _with_errors(
+    evaluation: Evaluation, model: Recommender | None, split: Split, rating: Sequence[str]
+) -> Evaluation:
+    """``evaluation`` with the rating errors ``rating`` of ``model`` on the held-out ratings."""
+    if not rating:
+        return evaluation
+    errors = (
+        rating_errors(model, split.test)
+        if model is not None
+        else {"rmse": float("nan"), "mae": float("nan"), "pairs": 0.0}
+    )
+    return dataclasses.replace(
+        evaluation,
+        metrics={**evaluation.metrics, **{m: errors[m] for m in rating}},
+        info={**evaluation.info, "rated_pairs": int(errors["pairs"])},
+    )
 
 
 def _iso(when: datetime) -> str:

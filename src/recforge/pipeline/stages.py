@@ -77,6 +77,7 @@ from typing import Any
 import numpy as np
 
 from recforge._files import commit_dir, temporary_dir, write_json_atomic
+from recforge._progress import Display, fit_report
 from recforge._time import parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
@@ -113,6 +114,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("recforge.pipeline")
+#: the train stage's line per iteration (when not on a terminal)
+fit_log = logging.getLogger("recforge.pipeline.fit")
 
 BUILD_FORMAT = 1
 _SKIP_SUFFIXES = (".part", ".tmp")
@@ -126,6 +129,9 @@ class Context:
     config: Config
     #: Fit this model instead of ``[model] name``.
     model: str | None = None
+    #: How fits show their progress (:func:`recforge._progress.fit_report`): a bar on a
+    #: terminal, log lines otherwise; ``"quiet"``: nothing.
+    display: Display = "auto"
     registry: ModelRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -298,13 +304,15 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
         return {**base, "model_dir": str(staged), "fit_seconds": None}
     data = _load_build(built, "train")
     started = time.perf_counter()
-    model = make_model(name, params).fit(data)
+    with fit_report(f"train: {name}", ctx.display, emit=fit_log.info) as report:
+        model = make_model(name, params).fit(data, report)
     seconds = time.perf_counter() - started
     tmp = temporary_dir(staged)
     model.save(tmp)
     commit_dir(tmp, staged)
     log.info("train: fitted %s on %s pairs in %.1f s", name, f"{data.nnz:,}", seconds)
-    return {**base, "model_dir": str(staged), "fit_seconds": round(seconds, 3)}
+    training = {"iterations": report.history} if report.history else None
+    return {**base, "model_dir": str(staged), "fit_seconds": round(seconds, 3), "training": training}
 
 
 def _staged_model(trained: dict[str, Any]) -> Recommender:
@@ -421,6 +429,7 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
             "build": built["fingerprint"],
             "evaluation": {key: evaluated[key] for key in ("k", "users", "metrics", "published")},
             "gate": verdict.to_dict(),
+            **({"training": trained["training"]} if trained.get("training") else {}),
         },
     )
     seconds = time.perf_counter() - started

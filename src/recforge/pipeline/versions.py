@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recforge._progress import Display, fit_report
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
 from recforge.data.interactions import Interactions
@@ -64,14 +65,26 @@ def store_version(
 
 
 def train_version(
-    engine: Engine, home: str | Path, config: Config, model: str | None = None, store: str | None = None
+    engine: Engine,
+    home: str | Path,
+    config: Config,
+    model: str | None = None,
+    store: str | None = None,
+    display: Display = "auto",
+    metrics: dict[str, Any] | None = None,
 ) -> tuple[VersionInfo, float]:
     """Fit ``model`` (default ``[model] name``) with ``engine`` and store it as a candidate
-    version; returns the version and the fit's seconds."""
+    version; returns the version and the fit's seconds. Iterative models show their progress
+    (``display``, see :func:`recforge._progress.fit_report`) and the version records the loss
+    after each iteration (``extra.training``). ``metrics`` are recorded with it (those of its
+    configuration on a holdout, when one was measured)."""
     name = model or config.model.name
     started = time.perf_counter()
-    fit = engine.fit(Path(home), config, name)
+    with fit_report(f"fitting {name}", display) as report:
+        fit = engine.fit(Path(home), config, name, report)
     seconds = time.perf_counter() - started
+    if report.history:
+        fit.extra["training"] = {"iterations": report.history}
     source = "recforge train" if engine.name == "local" else f"recforge train --engine {engine.name}"
     info = store_version(
         engine,
@@ -80,6 +93,7 @@ def train_version(
         fit.interactions,
         config,
         extra={"source": source, **fit.extra},
+        metrics=metrics,
         store=store,
     )
     return info, seconds

@@ -13,6 +13,12 @@ Recommendations for ``user_id`` (``k`` already capped, ``exclude`` as item indic
 3. **popular** - anyone else: the artifact's time-decayed popular list (``sum_u r_ui`` with the
    decay of ``[weighting]``), minus excluded items.
 
+Every answer names its ``source``; scores compare only within one source: ``precomputed`` and
+``foldin`` give the model's own score (``x_u . y_i`` for factor models, the summed neighbour
+similarities for item-kNN), ``popular`` an item's mass divided by the most popular item's (so
+``1.0`` for the most popular item, on ``[0, 1]``), and similar items the cosine similarity
+(``factors``) or the neighbour weight (``cooccurrence``).
+
 Similar items for ``item_id``: the precomputed list (source ``factors`` or ``cooccurrence``, as
 the artifact says), or the popular list for an item the model does not know.
 
@@ -28,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -36,7 +43,7 @@ from recforge.lists import Pair, StoreUnavailable
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
-__all__ = ["Answer", "item_answer", "render", "user_answer"]
+__all__ = ["Answer", "body", "item_answer", "popular_list", "render", "user_answer"]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
@@ -95,9 +102,17 @@ def user_answer(
             return Answer("precomputed", ids, scores)
     else:
         reason = "unknown_user"
-    ids, scores = served.lists.popular()
+    ids, scores = popular_list(served)
     ids, scores = first_k(ids, scores, k, exclude)
     return Answer("popular", ids, scores, fallback=reason)
+
+
+def popular_list(served: ServedModel) -> Pair:
+    """The popular fallback with its scores on ``[0, 1]``: each item's time-decayed mass divided
+    by the most popular item's (so it does not read like a model score or a raw count)."""
+    ids, mass = served.lists.popular()
+    top = float(mass[0]) if len(mass) and mass[0] > 0 else 1.0
+    return ids, (np.asarray(mass, dtype=np.float32) / np.float32(top)).astype(np.float32)
 
 
 def _stored(lookup: Callable[[int, str], Pair | None], index: int, name: str) -> tuple[Pair | None, str]:
@@ -148,21 +163,24 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
             return Answer(served.item_source, ids, scores)
     else:
         reason = "unknown_item"
-    ids, scores = served.lists.popular()
+    ids, scores = popular_list(served)
     drop = np.array([item], dtype=np.int32) if item >= 0 else _NONE
     ids, scores = first_k(ids, scores, k, drop)
     return Answer("popular", ids, scores, fallback=reason)
 
 
 def render(key: str, value: str, served: ServedModel, answer: Answer) -> bytes:
-    """The JSON body: ``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
+    """The JSON body of :func:`body`."""
+    return orjson.dumps(body(key, value, served, answer))
+
+
+def body(key: str, value: str, served: ServedModel, answer: Answer) -> dict[str, Any]:
+    """``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
     names = served.items.names(answer.ids)
     scores = answer.scores.tolist()
-    return orjson.dumps(
-        {
-            key: value,
-            "model_version": served.version,
-            "source": answer.source,
-            "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
-        }
-    )
+    return {
+        key: value,
+        "model_version": served.version,
+        "source": answer.source,
+        "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
+    }

@@ -33,13 +33,15 @@ from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
-from recforge.serving.routers import events, health, items, model, prometheus, users
+from recforge.serving.routers import batch, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
 
 log = logging.getLogger("recforge.serving")
+#: uvicorn's own logger: what it prints reaches the server's console in every worker process
+console = logging.getLogger("uvicorn.error")
 
 #: Where ``recforge serve --workers N`` passes the effective configuration (JSON) to workers.
 CONFIG_ENV = "RECFORGE_SERVE_CONFIG"
@@ -64,7 +66,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             ModelRegistry(config.home),
             opened.open_lists,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
-            on_load=lambda old, new: metrics.model_loaded_now(_labels(old), (new.version, new.model.name)),
+            on_load=lambda old, new: _loaded(metrics, old, new),
             on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
         )
         holder.check()
@@ -106,12 +108,27 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
+    for router in (
+        users.router,
+        batch.router,
+        items.router,
+        events.router,
+        model.router,
+        health.router,
+        prometheus.router,
+    ):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _loaded(metrics: Metrics, old: ServedModel | None, new: ServedModel) -> None:
+    """A version swap: counted, and said on the server's console (uvicorn's logger)."""
+    metrics.model_loaded_now(_labels(old), (new.version, new.model.name))
+    was = f" (was {old.version})" if old is not None else ""
+    console.info("serving model version %s (%s)%s", new.version, new.model.name, was)
 
 
 def _labels(served: ServedModel | None) -> tuple[str, str] | None:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BatchRecommendations",
+    "BatchRequest",
     "Error",
     "Event",
     "EventsAccepted",
@@ -45,6 +47,21 @@ class SimilarItems(BaseModel):
         "the popular list (an item the model does not know, or a Popular model)."
     )
     items: list[ScoredItem]
+
+
+class BatchRequest(BaseModel):
+    """Several users' recommendations in one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(min_length=1, description="External user ids (at most serving.max_batch_users).")
+    k: int | None = Field(None, ge=1, description="How many items each (default serving.k_default).")
+    exclude: list[str] | None = Field(None, description="Item ids never to return to any of them.")
+
+
+class BatchRecommendations(BaseModel):
+    model_version: str
+    results: list[Recommendations] = Field(description="One answer per user, in the order asked.")
 
 
 class RejectedEvent(BaseModel):

@@ -27,7 +27,7 @@ from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
 from recforge.models.als import ALS
 from recforge.models.base import FactorRecommender, Recommender
-from recforge.pipeline.engine import ComputedLists, Engine, Fit
+from recforge.pipeline.engine import ComputedLists, Engine, Fit, FitCallback
 from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import item_source, popular_list
 from recforge.spark.als import SparkALS
@@ -65,7 +65,7 @@ class SparkEngine(Engine):
         with managed_session(master, driver_memory=driver_memory) as spark:
             yield cls(spark)
 
-    def fit(self, home: Path, config: Config, model: str) -> Fit:
+    def fit(self, home: Path, config: Config, model: str, callback: FitCallback | None = None) -> Fit:
         if model != "als":
             raise RecforgeError(f"the Spark engine trains ALS only, not {model!r} (use --engine local)")
         params = model_params(config, model)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.lists import StoreUnavailable
-from recforge.serving.answers import render, user_answer, warn_store
+from recforge.serving.answers import Answer, render, user_answer, warn_store
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
@@ -53,17 +53,18 @@ async def recommendations(
     drop = exclude_indices(exclude, served, serving.config)
     if serving.blocking_reads:
         return await run_in_threadpool(_recommend, serving, served, user_id, count, drop)
-    events = _fresh(serving, served, user_id)
+    events = fresh_events(serving, served, user_id)
     if events:
         return await run_in_threadpool(_answer, serving, served, user_id, count, drop, events)
     return _answer(serving, served, user_id, count, drop, events)
 
 
 def _recommend(serving: Serving, served: ServedModel, user_id: str, count: int, drop: np.ndarray) -> Response:
-    return _answer(serving, served, user_id, count, drop, _fresh(serving, served, user_id))
+    return _answer(serving, served, user_id, count, drop, fresh_events(serving, served, user_id))
 
 
-def _fresh(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
+def fresh_events(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
+    """The user's events newer than the model (none when the fresh-event store is down)."""
     try:
         return serving.fresh.get(user_id, served.cutoff_us)
     except StoreUnavailable as error:  # answer without fresh events rather than not at all
@@ -79,6 +80,19 @@ def _answer(
     drop: np.ndarray,
     events: list[FreshEvent],
 ) -> Response:
+    answer = counted_answer(serving, served, user_id, count, drop, events)
+    return Response(render("user_id", user_id, served, answer), media_type="application/json")
+
+
+def counted_answer(
+    serving: Serving,
+    served: ServedModel,
+    user_id: str,
+    count: int,
+    drop: np.ndarray,
+    events: list[FreshEvent],
+) -> Answer:
+    """One user's answer (:func:`~recforge.serving.answers.user_answer`), counted in the metrics."""
     metrics = serving.metrics
     started = time.perf_counter()
     answer = user_answer(served, user_id, count, drop, events)
@@ -88,4 +102,4 @@ def _answer(
     elif answer.fallback is not None:
         metrics.fallbacks.labels(answer.fallback).inc()
     metrics.recommendations.labels("users", answer.source).inc()
-    return Response(render("user_id", user_id, served, answer), media_type="application/json")
+    return answer
