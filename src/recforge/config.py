@@ -96,7 +96,7 @@ class WeightingConfig:
 class ModelConfig:
     """Which model ``recforge train`` fits, and its hyperparameters per model name."""
 
-    #: ``als``, ``bpr``, ``itemknn`` or ``popular``.
+    #: ``als``, ``ease``, ``itemknn``, ``bpr`` or ``popular``.
     name: str = "als"
     #: Constructor arguments per model name, e.g. ``[model.als] factors = 64``.
     params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -18,6 +18,7 @@ bpr       ``learning_rate``   0.003 .. 0.3, log scale
 bpr       ``regularization``  1e-4 .. 0.3, log scale
 bpr       ``iterations``      20 .. 200, integer, log scale
 itemknn   ``neighbors``       5 .. 1000, integer, log scale
+ease      ``regularization``  1 .. 100,000, log scale (it scales with the ``r`` values)
 popular   (nothing to tune)
 ========  ==================  =========================================================
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from recforge.models.als import ALS
 from recforge.models.base import Recommender
 from recforge.models.bpr import BPR
+from recforge.models.ease import EASE
 from recforge.models.itemknn import ItemKNN
 from recforge.models.popular import Popular
 from recforge.models.spaces import Dimension, Range
@@ -56,6 +58,7 @@ MODELS: dict[str, ModelEntry] = {
         },
     ),
     "itemknn": ModelEntry(ItemKNN, {"neighbors": Range(5, 1000, log=True, integer=True)}),
+    "ease": ModelEntry(EASE, {"regularization": Range(1.0, 1e5, log=True)}),
     "bpr": ModelEntry(
         BPR,
         {
