@@ -35,15 +35,17 @@ from recforge.models.itemknn import ItemKNN
 from recforge.models.popular import Popular
 from recforge.models.spaces import Dimension, Range
 
-__all__ = ["MODELS", "ModelEntry", "default_search_space", "model_class", "register"]
+__all__ = ["MODELS", "ModelEntry", "automl_models", "default_search_space", "model_class", "register"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model class and its default search space (empty: nothing to tune)."""
+    """A model class, its default search space (empty: nothing to tune), and whether
+    ``tune(model="auto")`` searches it (``automl``)."""
 
     cls: type[Recommender]
     search_space: dict[str, Dimension] = field(default_factory=dict)
+    automl: bool = False
 
 
 #: The models by name (``Recommender.name``), in the order ``recforge`` prefers them.
@@ -56,9 +58,10 @@ MODELS: dict[str, ModelEntry] = {
             "alpha": Range(0.1, 30.0, log=True),
             "iterations": Range(5, 40, log=True, integer=True),
         },
+        automl=True,
     ),
-    "itemknn": ModelEntry(ItemKNN, {"neighbors": Range(5, 1000, log=True, integer=True)}),
-    "ease": ModelEntry(EASE, {"regularization": Range(1.0, 1e5, log=True)}),
+    "itemknn": ModelEntry(ItemKNN, {"neighbors": Range(5, 1000, log=True, integer=True)}, automl=True),
+    "ease": ModelEntry(EASE, {"regularization": Range(1.0, 1e5, log=True)}, automl=True),
     "bpr": ModelEntry(
         BPR,
         {
@@ -67,6 +70,7 @@ MODELS: dict[str, ModelEntry] = {
             "regularization": Range(1e-4, 0.3, log=True),
             "iterations": Range(20, 200, log=True, integer=True),
         },
+        automl=True,
     ),
     "popular": ModelEntry(Popular),
 }
@@ -86,6 +90,11 @@ def model_class(name: str) -> type[Recommender]:
     if entry is None:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     return entry.cls
+
+
+def automl_models() -> list[str]:
+    """The models ``tune(model="auto")`` searches, in table order."""
+    return [name for name, entry in MODELS.items() if entry.automl]
 
 
 def default_search_space(name: str) -> dict[str, Dimension]:
