@@ -31,10 +31,11 @@ over its own search space, on the same folds, one after the other; each gets an 
 ``timeout`` plus what the family before it left unused (through ``trials`` or ``patience``), or
 ``trials`` trials each. A family's last trial may run past its share (a running trial is
 finished); that overrun is not taken from the families after it, so the call can end that much
-after ``timeout``. The best family's best
-configuration wins; ``TuneResult.families`` holds each family's winner. A family whose model
-refuses the data (EASE above its ``max_items``) is skipped, and ``info["skipped"]`` says why.
-``search_space``, ``fixed_params`` and ``initial_params`` are then mappings by family name.
+after ``timeout``. Each family's first trial is its constructor's defaults unless
+``initial_params`` gives others. The best family's best configuration wins;
+``TuneResult.families`` holds each family's winner. A family whose model refuses the data
+(EASE above its ``max_items``) is skipped, and ``info["skipped"]`` says why. ``search_space``,
+``fixed_params`` and ``initial_params`` are then mappings by family name.
 
 **Search spaces**: the default per model is declared beside it, in
 :data:`recforge.models.registry.MODELS` (its docstring lists them); ``search_space=`` replaces
@@ -314,7 +315,7 @@ def tune(
         families,
         _by_family("search_space", search_space, families),
         _by_family("fixed_params", fixed_params, families),
-        _by_family("initial_params", initial_params or {}, families),
+        _by_family("initial_params", initial_params or None, families),
         probe,
         plan,
         study_name=study_name or (AUTO if plan.storage is not None else None),
@@ -445,7 +446,8 @@ def _tune_families(
     timeout: float | None,
     started: float,
 ) -> TuneResult:
-    """Each family's study in turn, on an equal share of the time left (module doc)."""
+    """Each family's study in turn, on an equal share of the budget (module doc); a family
+    given no ``initial_params`` first tries its constructor's defaults (moved into its space)."""
     skipped: dict[str, str] = {}
     searched = []
     for name in families:
@@ -465,7 +467,7 @@ def _tune_families(
             model_class(name),
             spaces.get(name),
             fixed.get(name),
-            initial.get(name) or (),
+            initial.get(name) or [_defaults(name, spaces.get(name), fixed.get(name) or {})],
             plan,
             study_name=None if study_name is None else f"{study_name}.{name}",
             timeout=share,
@@ -485,6 +487,20 @@ def _tune_families(
         "skipped": skipped,
     }
     return replace(winner, trials=trials, families=results, info=info, seconds=time.perf_counter() - started)
+
+
+def _defaults(name: str, space: SearchSpace | None, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Model ``name``'s constructor defaults as a point of its search space (clipped into
+    ranges; a default a choice lacks becomes its first option)."""
+    defaults = model_class(name)(**fixed).get_params()
+    point: dict[str, Any] = {}
+    for key, dimension in (default_search_space(name) if space is None else space).items():
+        value = defaults.get(key)
+        if isinstance(dimension, Range):
+            point[key] = dimension.clip(value) if isinstance(value, int | float) else dimension.low
+        else:
+            point[key] = value if value in dimension.options else dimension.options[0]
+    return point
 
 
 def _refusal(name: str, fixed: Mapping[str, Any], data: Interactions) -> str | None:

@@ -10,9 +10,13 @@ Default search spaces (``recforge.tune`` uses them unless given another):
 model     parameter           range
 ========  ==================  =========================================================
 als       ``factors``         4 .. 256, integer, log scale
-als       ``regularization``  0.01 .. 300, log scale (it matters as much as ``factors``)
+als       ``regularization``  1e-4 .. 300, log scale (it matters as much as ``factors``; scaled
+                              by ``(n + a0 n_other) ** nu`` with ``"frequency"``, hence the low end)
 als       ``alpha``           0.1 .. 30, log scale (confidence ``c = 1 + alpha * r``)
 als       ``iterations``      5 .. 40, integer, log scale
+als       ``regularization_scaling``  ``"none"`` or ``"frequency"`` (Rendle et al. 2022)
+als       ``regularization_exponent`` 0 .. 1 (``nu``; only with ``"frequency"``)
+als       ``unobserved_weight``       0.001 .. 1, log scale (``a0``)
 bpr       ``factors``         16 .. 256, integer, log scale
 bpr       ``learning_rate``   0.003 .. 0.3, log scale
 bpr       ``regularization``  1e-4 .. 0.3, log scale
@@ -33,7 +37,7 @@ from recforge.models.bpr import BPR
 from recforge.models.ease import EASE
 from recforge.models.itemknn import ItemKNN
 from recforge.models.popular import Popular
-from recforge.models.spaces import Dimension, Range
+from recforge.models.spaces import Choice, Dimension, Range
 
 __all__ = ["MODELS", "ModelEntry", "automl_models", "default_search_space", "model_class", "register"]
 
@@ -54,9 +58,12 @@ MODELS: dict[str, ModelEntry] = {
         ALS,
         {
             "factors": Range(4, 256, log=True, integer=True),
-            "regularization": Range(0.01, 300.0, log=True),
+            "regularization": Range(1e-4, 300.0, log=True),
             "alpha": Range(0.1, 30.0, log=True),
             "iterations": Range(5, 40, log=True, integer=True),
+            "regularization_scaling": Choice(("none", "frequency")),
+            "regularization_exponent": Range(0.0, 1.0),
+            "unobserved_weight": Range(1e-3, 1.0, log=True),
         },
         automl=True,
     ),
