@@ -21,8 +21,9 @@ Protocol (``../shared/datasets/README.md``), per data set:
 4. every model is scored through the same top-K code (seen items filtered) and metrics: NDCG@10
    and MAP@10.
 
-Threads: numba, BLAS in EASE's fit, and ``implicit`` get ``--threads`` (ALS's fits pin BLAS to 1
-themselves). Times are wall clock: the whole search, the refit.
+Threads: numba, BLAS in EASE's fit, and ``implicit`` get ``--threads`` (BLAS is pinned to 1
+under ``implicit``, as it asks; ALS's fits pin BLAS to 1 themselves). Times are wall clock: the
+whole search, the refit.
 """
 
 from __future__ import annotations
@@ -86,13 +87,15 @@ def ml1m_pairs() -> Interactions:
     _, users = np.unique(table["userID"].to_numpy(zero_copy_only=False), return_inverse=True)
     _, items = np.unique(table["movieID"].to_numpy(zero_copy_only=False), return_inverse=True)
     shape = (users.max() + 1, items.max() + 1)
-    return Interactions.from_csr(sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape))
+    matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+    return Interactions.from_csr(matrix)
 
 
 def outer_split(name: str) -> tuple[Any, float | None]:
     """The data set's 80/20 split (seed 0) and its relevance threshold."""
     if name == "ml-100k":
-        return random_split(ml100k_events(), 0.2, random_state=0, weighting=Weighting(half_life_days=None)), 4.0
+        no_decay = Weighting(half_life_days=None)
+        return random_split(ml100k_events(), 0.2, random_state=0, weighting=no_decay), 4.0
     if name == "ml-1m-pairs":
         return random_split(ml1m_pairs(), 0.2, random_state=0), None
     raise SystemExit(f"unknown data set {name!r}")
@@ -136,7 +139,8 @@ def run_implicit(outer: Any, min_rating: float | None, threads: int) -> dict[str
     for factors, regularization in GRID:
         scores = scores_of(*fit_implicit(inner.train, factors, regularization, threads), validation)
         on_test = scores_of(*fit_implicit(outer.train, factors, regularization, threads), test)
-        grid.append({"factors": factors, "regularization": regularization, "validation": scores, "test": on_test})
+        point = {"factors": factors, "regularization": regularization}
+        grid.append({**point, "validation": scores, "test": on_test})
     seconds = time.perf_counter() - start
     chosen = max(grid, key=lambda row: row["validation"]["ndcg"])
     oracle = max(grid, key=lambda row: row["test"]["ndcg"])
@@ -228,7 +232,8 @@ def main() -> None:
             outer, min_rating = outer_split(name)
             entry: dict[str, Any] = {"outer": outer.summary()}
             if not args.no_implicit:
-                entry["implicit"] = run_implicit(outer, min_rating, args.threads)
+                with threadpool_limits(1, "blas"):  # implicit asks for it (its own threads solve)
+                    entry["implicit"] = run_implicit(outer, min_rating, args.threads)
             entry["recforge"] = {}
             for seed in map(int, args.seeds.split(",")):
                 entry["recforge"][str(seed)] = run_recforge(outer, min_rating, args, seed)
@@ -257,8 +262,9 @@ def report(name: str, entry: dict[str, Any]) -> None:
         )
     for seed, side in entry["recforge"].items():
         print(
-            f"{'recforge tune, seed ' + seed:<34} {side['validation']['ndcg']:>10.4f} {side['test']['ndcg']:>12.4f} "
-            f"{side['test']['map']:>11.4f} {side['search_seconds']:>9.1f}  {side['model']} "
+            f"{'recforge tune, seed ' + seed:<34} {side['validation']['ndcg']:>10.4f} "
+            f"{side['test']['ndcg']:>12.4f} {side['test']['map']:>11.4f} {side['search_seconds']:>9.1f}  "
+            f"{side['model']} "
             f"{side['best_params']} ({side['complete']} complete, {side['pruned']} pruned)"
         )
         for family, found in side["families"].items():

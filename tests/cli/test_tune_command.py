@@ -143,7 +143,12 @@ def test_auto_on_a_budget_reports_several_metrics_and_draws_the_study(tmp_path, 
     for family in ("als", "itemknn", "ease", "bpr"):
         assert f"best {family}: ndcg@10" in out
     saved = json.loads(report.read_text())
-    assert saved["metrics"] == ["ndcg", "map", "recall"] and set(saved["families"]) == {"als", "itemknn", "ease", "bpr"}
+    assert saved["metrics"] == ["ndcg", "map", "recall"] and set(saved["families"]) == {
+        "als",
+        "itemknn",
+        "ease",
+        "bpr",
+    }
     assert {t["model"] for t in saved["trials"]} == set(saved["families"])
     assert saved["seconds"] >= 11.0  # it used its budget (each family its share)
     assert plot.stat().st_size > 10_000

@@ -235,9 +235,7 @@ def test_trials_are_pruned_fold_by_fold(data):
 
 
 def test_several_metrics_optimise_the_first_and_report_all(data):
-    result = tune(
-        "itemknn", train=data, folds=2, trials=3, metric="map, ndcg,recall", show_progress=False
-    )
+    result = tune("itemknn", train=data, folds=2, trials=3, metric="map, ndcg,recall", show_progress=False)
     assert result.metrics == ("map", "ndcg", "recall") and result.metric == "map"
     assert result.best_score == result.best_scores["map"]
     assert all({"map", "ndcg", "recall"} <= set(t.scores) for t in result.trials)
@@ -269,7 +267,9 @@ def test_auto_searches_every_family_and_keeps_each_winner(data):
 def test_auto_shares_the_budget_and_skips_a_family_that_cannot_fit(data):
     fixed = {"ease": {"max_items": 50}, "als": {"num_threads": 1}, "bpr": {"num_threads": 1}}
     started = __import__("time").perf_counter()
-    result = tune("auto", train=data, folds=1, trials=None, timeout=6.0, fixed_params=fixed, show_progress=False)
+    result = tune(
+        "auto", train=data, folds=1, trials=None, timeout=6.0, fixed_params=fixed, show_progress=False
+    )
     elapsed = __import__("time").perf_counter() - started
     assert result.info["skipped"] == {"ease": "120 items, above its max_items=50"}
     assert set(result.families) == {"als", "itemknn", "bpr"}
