@@ -236,11 +236,10 @@ def tune(
     ``trials=None`` means until the timeout. ``startup_trials``: trials drawn at random before
     TPE models the results. ``prune``: True for the median rule, False for none, or an Optuna
     pruner. ``report_every``: score iterative models every this many iterations (default:
-    about 16 times per fit). ``patience``:
-    stop after this many trials in a row without a better one. ``initial_params``: parameter
-    sets to try first in a new study (e.g. the current configuration), each a mapping over the
-    search space's names. ``show_progress``: a progress bar (default: when stderr is a
-    terminal).
+    about 16 times per fit). ``patience``: stop after this many trials in a row without a
+    better one. ``initial_params``: parameter sets to try first in a new study (e.g. the
+    current configuration), each a mapping over the search space's names. ``show_progress``: a
+    progress bar (default: when stderr is a terminal).
 
     Bad arguments raise ``ValueError`` naming them; a missing Optuna raises ``ImportError``
     saying how to install it.
