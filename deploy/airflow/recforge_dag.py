@@ -26,7 +26,7 @@ except ImportError:  # Airflow 2
     from airflow.operators.bash import BashOperator
 
 #: The stages, in order (recforge.pipeline.STAGES).
-STAGES = ("ingest", "build", "train", "evaluate", "gate", "precompute", "publish", "prune")
+STAGES = ("ingest", "build", "tune", "train", "evaluate", "gate", "precompute", "publish", "prune")
 EVERY = timedelta(minutes=10)
 
 HOME = os.environ.get("RECFORGE_HOME", "/var/lib/recforge")

@@ -24,7 +24,7 @@ from typing import Any
 from kfp import compiler, dsl
 
 #: The stages, in order (recforge.pipeline.STAGES; kept literal so this file needs only kfp).
-STAGES = ("ingest", "build", "train", "evaluate", "gate", "precompute", "publish", "prune")
+STAGES = ("ingest", "build", "tune", "train", "evaluate", "gate", "precompute", "publish", "prune")
 DEFAULT_IMAGE = "recforge:0.1.0"
 PIPELINE_NAME = "recforge-retrain"
 

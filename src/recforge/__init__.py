@@ -3,13 +3,14 @@
 from recforge._version import __version__
 from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
-from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
+from recforge.models import ALS, BPR, EASE, ItemKNN, Popular, Recommender
 from recforge.topk import recommend_all, similar_items_all
 from recforge.weighting import Weighting
 
 __all__ = [
     "ALS",
     "BPR",
+    "EASE",
     "Interactions",
     "ItemKNN",
     "Popular",

@@ -96,7 +96,7 @@ class WeightingConfig:
 class ModelConfig:
     """Which model ``recforge train`` fits, and its hyperparameters per model name."""
 
-    #: ``als``, ``bpr``, ``itemknn`` or ``popular``.
+    #: ``als``, ``ease``, ``itemknn``, ``bpr`` or ``popular``.
     name: str = "als"
     #: Constructor arguments per model name, e.g. ``[model.als] factors = 64``.
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -177,6 +177,10 @@ class PipelineConfig:
     holdout_fraction: float = 0.1
     #: When positive, hold out the events of the last this many days instead of a fraction.
     holdout_days: float = 0.0
+    #: When positive, hold out this fraction of each user's events at random instead of a time
+    #: cut (a per-user holdout, seed 0: for data without a meaningful order in time, such as
+    #: ratings).
+    holdout_per_user: float = 0.0
     #: Metrics are computed @k; the gate compares NDCG@k.
     k: int = 10
     #: A candidate is published only when its NDCG@k is at least ``(1 - gate_tolerance)`` times
@@ -194,6 +198,14 @@ class PipelineConfig:
     schedule_every: str = "10m"
     #: The lock that keeps runs from overlapping; empty means ``<home>/pipeline/pipeline.lock``.
     lock_path: str = ""
+    #: Run the tune stage every this many pipeline runs (0: never); while a tuned choice exists,
+    #: the train stage fits it instead of ``[model]``.
+    tune_every: int = 0
+    #: The model the tune stage tunes: a model name, or ``auto`` (the best of every family).
+    tune_model: str = "auto"
+    #: The time the tune stage (and ``recforge tune``, unless given ``--trials`` or
+    #: ``--timeout``) spends searching (s, m, h, d).
+    tune_budget: str = "5m"
 
 
 @dataclass

@@ -1,10 +1,18 @@
 """``recforge demo``: the whole loop on a fresh home in about a minute.
 
-Synthetic marketplace events (or a MovieLens file) -> ingest -> build with a temporal holdout
--> train the best model the package has (ALS, else ItemKNN, BPR, Popular) -> evaluate beside
-popularity -> gate -> precompute -> publish, then a table of P@10, NDCG@10 and MAP@10 and a
-few users' recommendations by their external ids. It is :func:`recforge.pipeline.run_pipeline`
-on a demo home, nothing more.
+Synthetic marketplace events (or a MovieLens file) -> ingest -> build with a holdout -> train
+-> evaluate beside popularity -> gate -> precompute -> publish, then a few users'
+recommendations by their external ids, a table of P@10, NDCG@10 and MAP@10 beside popularity,
+and the lift. It is :func:`recforge.pipeline.run_pipeline` on a demo home, nothing more.
+
+The protocol fits the data. Marketplace events (views, carts, purchases over time) get the
+configured time decay and a temporal holdout (the newest events), and the demo trains the best
+model the package has (``--model``, default ALS). Rating data (every event a ``rating``, as
+MovieLens files are read) have no marketplace half-life (a rating does not fade) and no
+meaningful order in time (a user rates many films in one sitting), so they get no decay and a
+per-user holdout (20% of each user's ratings, ``[pipeline] holdout_per_user``), and the
+pipeline's tune stage first searches every model family on the train part for ``tune``
+(``[pipeline] tune_budget``; per-user folds, never the holdout) and trains the winner.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.models.registry import MODELS
+from recforge.pipeline.holdout import parse_duration
 from recforge.pipeline.runner import RunResult, run_pipeline
 from recforge.pipeline.stages import fit_log
 from recforge.pipeline.state import Run
@@ -58,6 +67,8 @@ class DemoSettings:
     format: str | None = None
     model: str | None = None
     samples: int = 3
+    #: the tuning budget for rating data (a duration; "0": no tuning)
+    tune: str = "1m"
 
 
 def prepare_home(home: Path) -> None:
@@ -86,6 +97,8 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
         console.print(
             f"ingested {report.accepted:,} events from {settings.data} ({report.rejected:,} rejected)"
         )
+        if _only_ratings(EventStore(home)):
+            _rating_protocol(config, settings, console)
     else:
         table = generate_events(
             users=settings.users,
@@ -99,12 +112,17 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
             f"generated {table.num_rows:,} marketplace events ({settings.users:,} users, "
             f"{settings.items:,} items, {settings.days:g} days) into {path}"
         )
-    console.print(f"running the pipeline with model [bold]{config.model.name}[/bold] ...")
+    tuning = config.pipeline.tune_every > 0
+    what = "the model tuned on the train part" if tuning else f"model [bold]{config.model.name}[/bold]"
+    console.print(f"running the pipeline with {what} ...")
     with _fit_lines_on_stderr():
         result = run_pipeline(home, config)
     run = Run.load(result.path)
-    _print_metrics(run, config.model.name, console)
-    console.print(_verdict(result), highlight=False)
+    trained = run.result("train")
+    name = trained["model"]
+    if tuning:
+        _print_tuning(run, console)
+        name = f"{name} (tuned)"
     if result.version is not None:
         _print_samples(home, run, result.version, settings.samples, console)
     console.print(
@@ -112,6 +130,13 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
         f"evaluate --plot metrics.png | models list",
         highlight=False,
     )
+    lift = _print_metrics(run, name, console)
+    console.print(_verdict(result), highlight=False)
+    if lift is not None:
+        k = run.result("evaluate")["k"]
+        console.print(
+            f"{name} against popularity on the held-out events: NDCG@{k} {lift:+.0%}", highlight=False
+        )
     return result
 
 
@@ -130,7 +155,46 @@ def _fit_lines_on_stderr() -> Iterator[None]:
         fit_log.setLevel(level)
 
 
-def _print_metrics(run: Run, model: str, console: Console) -> None:
+def _only_ratings(store: EventStore) -> bool:
+    """Whether every stored event is a ``rating``."""
+    import pyarrow.compute as pc
+
+    types = pc.unique(store.scan(["event_type"]).column("event_type")).to_pylist()
+    return bool(types) and set(types) == {"rating"}
+
+
+def _rating_protocol(config: Config, settings: DemoSettings, console: Console) -> None:
+    """Rating data: no decay, a per-user holdout, and (unless ``tune`` is "0") tuning first."""
+    config.weighting.half_life_days = 0.0
+    config.pipeline.holdout_per_user = 0.2
+    tune = settings.model is None and settings.tune.strip() not in ("0", "0s", "")
+    if tune:
+        parse_duration(settings.tune)  # a bad budget is an error now, not after the ingest
+        config.pipeline.tune_every = 1
+        config.pipeline.tune_model = "auto"
+        config.pipeline.tune_budget = settings.tune
+    console.print(
+        "rating data: no time decay, a per-user holdout of 20% of each user's ratings"
+        + (f"; tuning every model family on the train part for {settings.tune}" if tune else ""),
+        highlight=False,
+    )
+
+
+def _print_tuning(run: Run, console: Console) -> None:
+    tuned = run.result("tune")
+    if "skipped" in tuned:
+        return
+    params = ", ".join(f"{k}={_short(v)}" for k, v in tuned["params"].items() if k not in ("num_threads",))
+    families = ", ".join(f"{name} {score:.4f}" for name, score in tuned["families"].items())
+    console.print(
+        f"tuned in {tuned['seconds']:.0f} s ({tuned['trials']} trials, {tuned['folds']} per-user folds of "
+        f"the train part): best NDCG@10 per family {families}; chosen {tuned['model']} ({params})",
+        highlight=False,
+    )
+
+
+def _print_metrics(run: Run, model: str, console: Console) -> float | None:
+    """The table of metrics beside popularity; returns the NDCG lift."""
     from rich.table import Table
 
     evaluated = run.result("evaluate")
@@ -140,11 +204,14 @@ def _print_metrics(run: Run, model: str, console: Console) -> None:
     table.add_column("popularity", justify="right")
     table.add_column(model, justify="right")
     table.add_column("lift", justify="right")
+    lifts = {}
     for key, label in SHOWN:
         base, value = metrics["popular"].get(key), metrics["candidate"].get(key)
         lift = value / base - 1 if _finite(base) and base and _finite(value) else None
+        lifts[key] = lift
         table.add_row(f"{label}@{k}", _fmt(base), _fmt(value), "" if lift is None else f"{lift:+.0%}")
     console.print(table)
+    return lifts.get("ndcg")
 
 
 def _verdict(result: RunResult) -> str:
@@ -199,3 +266,7 @@ def _finite(value: float | None) -> bool:
 
 def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if _finite(value) else "n/a"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

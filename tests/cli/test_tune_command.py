@@ -128,3 +128,32 @@ def test_an_empty_store_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "--home", str(tmp_path / "empty"), "tune", "--trials", "1")
     assert code == 2 and "no events" in err
+
+
+def test_auto_on_a_budget_reports_several_metrics_and_draws_the_study(tmp_path, capsys, home, one_thread):
+    """Issue 16: every family on a time budget (no trial count), NDCG maximised and MAP and
+    recall reported, the study drawn, and the winning family written as the config."""
+    config, plot, report = tmp_path / "tuned.toml", tmp_path / "study.png", tmp_path / "tuning.json"
+    code, out, err = run(
+        capsys, "--home", str(home), "--config", one_thread, "tune", "--model", "auto", "--timeout", "12s",
+        "--no-weights", "--no-half-life", "--metric", "ndcg,map,recall", "--plot", str(plot),
+        "--write-config", str(config), "--json", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "tuned auto (best: " in out and "R@10" in out
+    for family in ("als", "itemknn", "ease", "bpr"):
+        assert f"best {family}: ndcg@10" in out
+    saved = json.loads(report.read_text())
+    assert saved["metrics"] == ["ndcg", "map", "recall"] and set(saved["families"]) == {
+        "als",
+        "itemknn",
+        "ease",
+        "bpr",
+    }
+    assert {t["model"] for t in saved["trials"]} == set(saved["families"])
+    assert saved["seconds"] >= 11.0  # it used its budget (each family its share)
+    assert plot.stat().st_size > 10_000
+    document = tomllib.loads(config.read_text())
+    assert document["model"]["name"] == saved["model"]
+    assert document["model"][saved["model"]] == saved["best_params"]
+    assert (home / "tuning" / "auto.db").exists()

@@ -275,3 +275,27 @@ def test_the_train_part_is_built_with_the_given_weighting():
     # test: no decay, same weights; i2 occurs only in test, so it is dropped and reported
     assert interactions_pairs(split.test) == pytest.approx({("u0", "i1"): 2.0})
     assert list(split.test_only_items) == ["i2"] and split.dropped_test == 1
+
+
+def test_per_user_folds_hold_out_disjoint_parts_of_each_user():
+    """Tuning's folds (issue 16): disjoint test parts, each about the fraction of every user's
+    pairs, train parts keeping the rest; one fold is random_split with the same seed."""
+    from recforge.evaluation import per_user_folds
+
+    rng = np.random.default_rng(0)
+    m = sp.random(60, 40, density=0.3, format="csr", random_state=2, dtype=np.float32)
+    m.data = rng.integers(1, 6, m.nnz).astype(np.float32)
+    data = Interactions.from_csr(m)
+    folds = per_user_folds(data, 3, 0.2, random_state=5)
+    masks = np.array([f.test_mask for f in folds])
+    assert masks.sum(axis=0).max() == 1  # every pair in at most one test part
+    counts = np.diff(m.indptr)
+    for fold in folds:
+        per_user = np.bincount(np.repeat(np.arange(60), counts)[fold.test_mask], minlength=60)
+        expected = np.minimum(np.floor(0.2 * counts + 0.5), (counts - 1) // 3)
+        np.testing.assert_array_equal(per_user, expected)
+        assert fold.train.nnz + int(fold.test_mask.sum()) == m.nnz
+    single = per_user_folds(data, 1, 0.2, random_state=5)[0]
+    np.testing.assert_array_equal(single.test_mask, random_split(data, 0.2, random_state=5).test_mask)
+    with pytest.raises(ValueError, match="more than everything"):
+        per_user_folds(data, 6, 0.2)

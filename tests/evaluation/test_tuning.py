@@ -180,3 +180,137 @@ def test_ranges_check_their_bounds():
         Choice(())
     assert Range(4, 256, log=True, integer=True).clip(1000) == 256
     assert Range(0.1, 10.0).clip(0.0) == 0.1
+
+
+# issue 16: folds, the budget, several metrics, AutoML across families --------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return planted(seed=2)
+
+
+def test_without_validation_each_trial_is_the_mean_over_per_user_folds(data):
+    from recforge.evaluation import per_user_folds
+
+    result = tune("itemknn", train=data, trials=3, random_state=4, show_progress=False)
+    assert result.folds == 3  # small data: 3 folds by default
+    splits = per_user_folds(data, 3, 0.2, random_state=4)
+    for trial in result.trials:
+        assert len(trial.folds) == 3
+        expected = [
+            Evaluator(s.train, s.test, 10, metrics=("ndcg", "map")).score(
+                ItemKNN(**trial.params).fit(s.train)
+            )
+            for s in splits
+        ]
+        for key in ("ndcg", "map"):
+            values = [e[key] for e in expected]
+            assert trial.scores[key] == pytest.approx(np.mean(values), abs=1e-12)
+            assert trial.spread[key] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+        assert trial.value == trial.scores["ndcg"]
+    assert result.best_spread == result.top(1)[0].spread
+
+
+def test_trials_none_runs_until_the_timeout(data):
+    """The budget is used: with no trial count, trials keep coming until the timeout."""
+    result = tune(
+        "itemknn", train=data, folds=1, trials=None, timeout=3.0, show_progress=False,
+        search_space={"neighbors": Range(5, 100, integer=True)},
+    )  # fmt: skip
+    assert result.seconds >= 3.0
+    assert len(result.trials) >= 10  # each takes well under 0.3 s
+
+
+def test_trials_are_pruned_fold_by_fold(data):
+    """Five complete trials, then a poor one stopped after its first fold (ItemKNN has no
+    iterations: only the fold steps can prune it)."""
+    good = {"neighbors": 40}
+    result = tune(
+        "itemknn", train=data, trials=6, initial_params=[good] * 5 + [{"neighbors": 1}], show_progress=False,
+        search_space={"neighbors": Range(1, 100, integer=True)},
+    )  # fmt: skip
+    last = result.trials[5]
+    assert result.count("complete") == 5
+    assert last.state == "pruned" and len(last.folds) == 1
+    assert last.scores["ndcg"] < min(t.scores["ndcg"] for t in result.trials[:5])
+
+
+def test_several_metrics_optimise_the_first_and_report_all(data):
+    result = tune("itemknn", train=data, folds=2, trials=3, metric="map, ndcg,recall", show_progress=False)
+    assert result.metrics == ("map", "ndcg", "recall") and result.metric == "map"
+    assert result.best_score == result.best_scores["map"]
+    assert all({"map", "ndcg", "recall"} <= set(t.scores) for t in result.trials)
+    assert result.best_score == max(t.value for t in result.trials if t.value is not None)
+
+
+def test_patience_stops_a_study_that_stopped_improving(data):
+    result = tune(
+        "itemknn", train=data, folds=1, trials=40, patience=3, show_progress=False,
+        initial_params=[{"neighbors": 40}] * 5,
+    )  # fmt: skip
+    best = result.best_trial
+    assert len(result.trials) == best + 4  # three after the best, then it stopped
+
+
+def test_auto_searches_every_family_and_keeps_each_winner(data):
+    fixed = {"als": {"num_threads": 1}, "bpr": {"num_threads": 1}}
+    result = tune("auto", train=data, folds=2, trials=2, fixed_params=fixed, show_progress=False)
+    assert set(result.families) == {"als", "itemknn", "ease", "bpr"}
+    best = max(result.families.values(), key=lambda r: r.best_score)
+    assert result.model == best.model and result.best_score == best.best_score
+    assert result.best_params == best.best_params
+    assert {t.model for t in result.trials} == set(result.families) and len(result.trials) == 8
+    model = result.make_model()
+    assert model.name == result.model
+    assert result.info["families"] == {name: r.best_score for name, r in result.families.items()}
+
+
+def test_auto_shares_the_budget_and_skips_a_family_that_cannot_fit(data):
+    fixed = {"ease": {"max_items": 50}, "als": {"num_threads": 1}, "bpr": {"num_threads": 1}}
+    started = __import__("time").perf_counter()
+    result = tune(
+        "auto", train=data, folds=1, trials=None, timeout=6.0, fixed_params=fixed, show_progress=False
+    )
+    elapsed = __import__("time").perf_counter() - started
+    assert result.info["skipped"] == {"ease": "120 items, above its max_items=50"}
+    assert set(result.families) == {"als", "itemknn", "bpr"}
+    shares = result.info["shares"]
+    assert shares["als"] == pytest.approx(2.0, abs=0.05)  # the first third of 6 s
+    assert elapsed < 6.0 + 5.0  # (the last trial of each family may run over its share)
+    assert all(r.seconds <= shares[name] + 3.0 for name, r in result.families.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"metric": "ndcg,rmse"}, "metric must be one of"),
+        ({"folds": 0}, "folds must be an integer >= 1"),
+        ({"folds": 5, "validation_fraction": 0.3}, "more than everything"),
+        ({"model": "auto", "fixed_params": {"num_threads": 1}}, "not model families of auto"),
+        ({"model": "auto", "search_space": Range(1, 2)}, "must be a mapping by model name"),
+        ({"patience": 0}, "patience must be an integer >= 1"),
+    ],
+)
+def test_bad_fold_and_auto_arguments_are_refused(data, kwargs, message):
+    model = kwargs.pop("model", "itemknn")
+    with pytest.raises(ValueError, match=message):
+        tune(model, train=data, trials=1, show_progress=False, **kwargs)
+
+
+def test_folds_need_no_validation_part(split):
+    with pytest.raises(ValueError, match="folds=3 is for tuning without a validation part"):
+        tune("als", train=split.train, validation=split.test, folds=3, trials=1)
+
+
+def test_the_study_plot_draws_every_metric_and_parameter(data, tmp_path):
+    from matplotlib.image import imread
+
+    from recforge.evaluation import plot_study
+
+    single = tune("als", train=data, folds=1, trials=3, metric="ndcg,map", search_space=SMALL_SPACE,
+                  fixed_params={"num_threads": 1}, show_progress=False)  # fmt: skip
+    image = imread(plot_study(single, tmp_path / "als.png"))
+    assert image.shape[0] > 300 and image.shape[1] > 5 * 200  # 2 rows; 1 + 4 parameter columns
+    fixed = {"als": {"num_threads": 1}, "bpr": {"num_threads": 1}}
+    several = tune("auto", train=data, folds=1, trials=2, fixed_params=fixed, show_progress=False)
+    wide = imread(plot_study(several, tmp_path / "auto.png"))
+    assert wide.shape[1] > image.shape[1]  # the families' parameters side by side

@@ -37,6 +37,14 @@ def blocks(m, n=5):
     return K.row_blocks(m.indptr, n)
 
 
+def lam(m, regularization, scale=False, implicit=True, dtype=np.float32):
+    """The rows' regularisation: constant, or by count (``scale``)."""
+    scaling = "count" if scale else "none"
+    return K.row_regularization(
+        m.indptr, m.data, regularization, implicit=implicit, scaling=scaling, dtype=dtype
+    )
+
+
 CASES = [
     pytest.param(
         implicit, scale, density, factors, id=f"{'imp' if implicit else 'exp'}-{scale}-d{density}-f{factors}"
@@ -52,10 +60,11 @@ def test_exact_matches_reference(implicit, scale, density, factors):
     m, X, Y = problem(density=density, factors=factors)
     gram_diag = K.rotate_to_gram_eigenbasis(Y, X) if implicit else np.zeros(factors, f32)
     fast, slow = X.copy(), X.copy()
+    lams = lam(m, 0.1, scale, implicit)
     failures = K.als_exact(
-        m.indptr, m.indices, m.data, fast, Y, gram_diag, f32(0.1), scale, f32(2.0), implicit, blocks(m)
+        m.indptr, m.indices, m.data, fast, Y, gram_diag, lams, f32(2.0), f32(1.0), implicit, blocks(m)
     )
-    K.als_exact_reference(m.indptr, m.indices, m.data, slow, Y, gram_diag, 0.1, scale, 2.0, implicit)
+    K.als_exact_reference(m.indptr, m.indices, m.data, slow, Y, gram_diag, lams, 2.0, 1.0, implicit)
     assert failures == 0
     np.testing.assert_allclose(fast, slow, rtol=2e-4, atol=2e-4 * np.abs(slow).max())
     assert (fast[3] == 0).all()
@@ -66,10 +75,11 @@ def test_cg_matches_reference(implicit, scale, density, factors):
     m, X, Y = problem(density=density, factors=factors, seed=1)
     gram_diag = K.rotate_to_gram_eigenbasis(Y, X) if implicit else np.zeros(factors, f32)
     fast, slow = X.copy(), X.copy()
+    lams = lam(m, 0.1, scale, implicit)
     K.als_cg(
-        m.indptr, m.indices, m.data, fast, Y, gram_diag, f32(0.1), scale, f32(2.0), implicit, 3, blocks(m)
+        m.indptr, m.indices, m.data, fast, Y, gram_diag, lams, f32(2.0), f32(1.0), implicit, 3, blocks(m)
     )
-    K.als_cg_reference(m.indptr, m.indices, m.data, slow, Y, gram_diag, 0.1, scale, 2.0, implicit, 3)
+    K.als_cg_reference(m.indptr, m.indices, m.data, slow, Y, gram_diag, lams, 2.0, 1.0, implicit, 3)
     np.testing.assert_allclose(fast, slow, rtol=1e-3, atol=1e-4 * np.abs(slow).max())
 
 
@@ -78,10 +88,12 @@ def test_reference_twins_accept_a_full_gram_and_agree_with_the_rotated_problem()
     rotates with the basis (the premise of the diagonal-Gram kernels)."""
     m, X, Y = problem(density=0.3, factors=16)
     full = X.copy()
-    K.als_exact_reference(m.indptr, m.indices, m.data, full, Y, Y.T @ Y, 0.1, False, 2.0, True)
+    K.als_exact_reference(m.indptr, m.indices, m.data, full, Y, Y.T @ Y, lam(m, 0.1), 2.0, 1.0, True)
     Yr, Xr = Y.copy(), X.copy()
     gram_diag = K.rotate_to_gram_eigenbasis(Yr, Xr)
-    K.als_exact(m.indptr, m.indices, m.data, Xr, Yr, gram_diag, f32(0.1), False, f32(2.0), True, blocks(m))
+    K.als_exact(
+        m.indptr, m.indices, m.data, Xr, Yr, gram_diag, lam(m, 0.1), f32(2.0), f32(1.0), True, blocks(m)
+    )
     np.testing.assert_allclose(Xr @ Yr.T, full @ Y.T, rtol=1e-3, atol=1e-4)
 
 
@@ -99,7 +111,7 @@ def test_cg_converges_to_the_exact_solution():
     m, X, Y = problem(density=0.3, factors=16)
     gram_diag = K.rotate_to_gram_eigenbasis(Y, X)
     exact, cg = X.copy(), X.copy()
-    args = (f32(0.1), False, f32(2.0), True)
+    args = (lam(m, 0.1), f32(2.0), f32(1.0), True)
     K.als_exact(m.indptr, m.indices, m.data, exact, Y, gram_diag, *args, blocks(m))
     K.als_cg(m.indptr, m.indices, m.data, cg, Y, gram_diag, *args, 40, blocks(m))
     np.testing.assert_allclose(cg, exact, rtol=1e-3, atol=1e-4 * np.abs(exact).max())
@@ -112,7 +124,8 @@ def test_half_steps_decrease_the_loss():
     m, X, Y = problem(density=0.2, factors=8, seed=3)
     Ciu = m.T.tocsr()
     X *= 0.1
-    losses = [K.als_loss(m.indptr, m.indices, m.data, X, Y, 0.1, False, 2.0, True)]
+    user_lam, item_lam = lam(m, 0.1), lam(Ciu, 0.1)
+    losses = [K.als_loss(m.indptr, m.indices, m.data, X, Y, user_lam, item_lam, 2.0, 1.0, True)]
     for _ in range(3):
         for rows, A, B in ((m, X, Y), (Ciu, Y, X)):
             d = K.rotate_to_gram_eigenbasis(B, A)
@@ -123,14 +136,14 @@ def test_half_steps_decrease_the_loss():
                 A,
                 B,
                 d,
-                f32(0.1),
-                False,
+                lam(rows, 0.1),
                 f32(2.0),
+                f32(1.0),
                 True,
                 3,
                 blocks(rows),
             )
-            losses.append(K.als_loss(m.indptr, m.indices, m.data, X, Y, 0.1, False, 2.0, True))
+            losses.append(K.als_loss(m.indptr, m.indices, m.data, X, Y, user_lam, item_lam, 2.0, 1.0, True))
     assert all(b < a for a, b in itertools.pairwise(losses)), losses
 
 
@@ -140,10 +153,11 @@ def test_nnls_matches_scipy(implicit, scale):
     m, X, Y = problem(density=0.3, factors=12, seed=2)
     gram = (Y.T @ Y) if implicit else np.zeros((12, 12), f32)
     fast, slow = X.copy(), X.copy()
+    lams = lam(m, 0.1, scale, implicit)
     failures = K.als_nnls(
-        m.indptr, m.indices, m.data, fast, Y, gram, f32(0.1), scale, f32(2.0), implicit, blocks(m)
+        m.indptr, m.indices, m.data, fast, Y, gram, lams, f32(2.0), f32(1.0), implicit, blocks(m)
     )
-    K.als_nnls_reference(m.indptr, m.indices, m.data, slow, Y, gram, 0.1, scale, 2.0, implicit)
+    K.als_nnls_reference(m.indptr, m.indices, m.data, slow, Y, gram, lams, 2.0, 1.0, implicit)
     assert failures == 0
     assert (fast >= 0).all()
     assert 0.2 < (fast == 0).mean() < 0.8  # the constraint binds on part of the coordinates
@@ -154,8 +168,10 @@ def test_nnls_matches_scipy(implicit, scale):
 @pytest.mark.parametrize("scale", [False, True])
 def test_loss_matches_dense_twin(implicit, scale):
     m, X, Y = problem(density=0.3, factors=6)
-    fast = K.als_loss(m.indptr, m.indices, m.data, X, Y, 0.3, scale, 2.0, implicit)
-    slow = K.als_loss_reference(m.toarray(), X, Y, 0.3, scale, 2.0, implicit)
+    mt = m.T.tocsr()
+    user_lam, item_lam = lam(m, 0.3, scale, implicit, np.float64), lam(mt, 0.3, scale, implicit, np.float64)
+    fast = K.als_loss(m.indptr, m.indices, m.data, X, Y, user_lam, item_lam, 2.0, 1.0, implicit)
+    slow = K.als_loss_reference(m.toarray(), X, Y, user_lam, item_lam, 2.0, 1.0, implicit)
     assert fast == pytest.approx(slow, rel=1e-9)
 
 
@@ -164,7 +180,17 @@ def test_singular_systems_are_reported():
     singular system; the kernel says so instead of returning garbage silently."""
     m, X, Y = problem(density=0.05, factors=24)
     failures = K.als_exact(
-        m.indptr, m.indices, m.data, X, Y, np.zeros(24, f32), f32(0.0), False, f32(1.0), False, blocks(m)
+        m.indptr,
+        m.indices,
+        m.data,
+        X,
+        Y,
+        np.zeros(24, f32),
+        lam(m, 0.0),
+        f32(1.0),
+        f32(1.0),
+        False,
+        blocks(m),
     )
     assert failures > 0
 
@@ -191,19 +217,20 @@ def test_kernels_run_without_the_jit():
     their twins (how kernels are debugged)."""
     code = """
 import numpy as np
-from tests.kernels.test_als_kernels import problem, blocks
+from tests.kernels.test_als_kernels import problem, blocks, lam
 from recforge.kernels import als as K
 from recforge._numba import JIT_DISABLED
 assert JIT_DISABLED
 m, X, Y = problem(n_rows=6, n_cols=20, density=0.4, factors=4)
 d = K.rotate_to_gram_eigenbasis(Y, X)
+lams = lam(m, 0.1, True)
 for fn, ref, extra in ((K.als_cg, K.als_cg_reference, (3,)), (K.als_exact, K.als_exact_reference, ())):
     a, b = X.copy(), X.copy()
-    fn(m.indptr, m.indices, m.data, a, Y, d, np.float32(0.1), True, np.float32(2.0), True, *extra, blocks(m))
-    ref(m.indptr, m.indices, m.data, b, Y, d, 0.1, True, 2.0, True, *extra)
+    fn(m.indptr, m.indices, m.data, a, Y, d, lams, np.float32(2.0), np.float32(0.5), True, *extra, blocks(m))
+    ref(m.indptr, m.indices, m.data, b, Y, d, lams, 2.0, 0.5, True, *extra)
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 a = X.copy()
-args = (np.float32(0.1), False, np.float32(2.0), True, blocks(m))
+args = (lam(m, 0.1), np.float32(2.0), np.float32(1.0), True, blocks(m))
 K.als_nnls(m.indptr, m.indices, m.data, a, Y, Y.T @ Y, *args)
 assert (a >= 0).all()
 import recforge
@@ -235,12 +262,13 @@ def test_rows_do_not_depend_on_blocks_threads_or_addresses(kind):
         try:
             with numba.parallel_chunksize(1):
                 b = K.row_blocks(m.indptr, n_blocks)
+                args = (lam(m, 0.01), f32(1.0), f32(1.0), True)
                 if kind == "cg":
-                    K.als_cg(m.indptr, m.indices, m.data, A, Y, d, f32(0.01), False, f32(1.0), True, 3, b)
+                    K.als_cg(m.indptr, m.indices, m.data, A, Y, d, *args, 3, b)
                 elif kind == "exact":
-                    K.als_exact(m.indptr, m.indices, m.data, A, Y, d, f32(0.01), False, f32(1.0), True, b)
+                    K.als_exact(m.indptr, m.indices, m.data, A, Y, d, *args, b)
                 else:
-                    K.als_nnls(m.indptr, m.indices, m.data, A, Y, G, f32(0.01), False, f32(1.0), True, b)
+                    K.als_nnls(m.indptr, m.indices, m.data, A, Y, G, *args, b)
         finally:
             numba.set_num_threads(previous)
         return A
@@ -249,3 +277,103 @@ def test_rows_do_not_depend_on_blocks_threads_or_addresses(kind):
     for _ in range(3):
         for threads, n_blocks in ((2, 3), (1, 50), (2, 300)):
             np.testing.assert_array_equal(run(threads, n_blocks), base)
+
+
+# the unobserved weight and frequency scaling (Rendle et al. 2022; issue 16) -----------------------
+def test_row_regularization_counts_each_rows_entries():
+    m, _, _ = problem(density=0.3)
+    m.data[::7] *= -1  # some negative feedback: not counted for implicit feedback
+    dense = m.toarray()
+    positives, stored = (dense > 0).sum(axis=1), (dense != 0).sum(axis=1)
+    R = K.row_regularization
+    np.testing.assert_array_equal(R(m.indptr, m.data, 0.5, implicit=True), np.full(40, f32(0.5)))
+    np.testing.assert_array_equal(
+        R(m.indptr, m.data, 0.5, implicit=True, scaling="count"), f32(0.5) * positives
+    )
+    np.testing.assert_array_equal(
+        R(m.indptr, m.data, 0.5, implicit=False, scaling="count"), f32(0.5) * stored
+    )
+    frequency = R(
+        m.indptr,
+        m.data,
+        0.5,
+        implicit=True,
+        scaling="frequency",
+        exponent=0.7,
+        unobserved=0.01,
+        other_rows=120,
+    )
+    np.testing.assert_allclose(frequency, 0.5 * (positives + 0.01 * 120) ** 0.7, rtol=1e-6)
+    with pytest.raises(ValueError, match="scaling"):
+        R(m.indptr, m.data, 0.5, implicit=True, scaling="sqrt")
+
+
+def dense_row_solution(m, Y, lams, alpha, unobserved):
+    """Each row's minimiser of the implicit objective written out densely: weights ``c`` on
+    stored entries and ``unobserved`` everywhere else, ``lam_u |x|^2`` (independent of (1))."""
+    R = m.toarray().astype(np.float64)
+    W = np.where(R != 0, 1 + alpha * np.abs(R), unobserved)
+    P = (R > 0).astype(np.float64)
+    Y64 = Y.astype(np.float64)
+    X = np.zeros((R.shape[0], Y.shape[1]))
+    for u in range(R.shape[0]):
+        if not (R[u] != 0).any():
+            continue
+        A = (Y64 * W[u][:, None]).T @ Y64 + lams[u] * np.eye(Y.shape[1])
+        X[u] = np.linalg.solve(A, (Y64 * (W[u] * P[u])[:, None]).sum(axis=0))
+    return X
+
+
+@pytest.mark.parametrize("unobserved", [0.05, 1.0, 2.5])
+@pytest.mark.parametrize("kind", ["exact", "cg", "nnls"])
+@pytest.mark.parametrize("density", [0.05, 0.5])  # short rows (Woodbury) and long ones
+def test_unobserved_weight_solves_the_weighted_objective(kind, unobserved, density):
+    m, X, Y = problem(density=density, factors=12, seed=5)
+    m.data[::5] *= -1  # negative feedback too
+    lams = K.row_regularization(
+        m.indptr, m.data, 0.2, implicit=True, scaling="frequency", exponent=0.5, unobserved=unobserved,
+        other_rows=m.shape[1],
+    )  # fmt: skip
+    expected = dense_row_solution(m, Y, lams, 2.0, unobserved)
+    gram = unobserved * K.gram_matrix(Y)
+    if kind == "nnls":
+        got = X.copy()
+        K.als_nnls(
+            m.indptr,
+            m.indices,
+            m.data,
+            got,
+            Y,
+            gram.astype(f32),
+            lams,
+            f32(2.0),
+            f32(unobserved),
+            True,
+            blocks(m),
+        )
+        slow = X.copy()
+        K.als_nnls_reference(m.indptr, m.indices, m.data, slow, Y, gram, lams, 2.0, unobserved, True)
+        assert (got >= 0).all()
+        np.testing.assert_allclose(got, slow, rtol=1e-3, atol=1e-4)
+        return
+    eigenvalues, Q = K.gram_eigenbasis(gram, f32)
+    Yr, got = Y @ Q, X @ Q
+    args = (m.indptr, m.indices, m.data, got, Yr, eigenvalues, lams, f32(2.0), f32(unobserved), True)
+    if kind == "exact":
+        assert K.als_exact(*args, blocks(m)) == 0
+    else:
+        for _ in range(10):  # restarted CG, to convergence (small weights condition A badly)
+            K.als_cg(*args, 12, blocks(m))
+    np.testing.assert_allclose(got @ Q.T, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("unobserved", [0.01, 3.0])
+def test_loss_with_unobserved_weight_matches_dense_twin(unobserved):
+    m, X, Y = problem(density=0.3, factors=6, seed=4)
+    mt = m.T.tocsr()
+    frequency = {"implicit": True, "scaling": "frequency", "exponent": 0.8, "unobserved": unobserved}
+    user_lam = K.row_regularization(m.indptr, m.data, 0.3, other_rows=120, dtype=np.float64, **frequency)
+    item_lam = K.row_regularization(mt.indptr, mt.data, 0.3, other_rows=40, dtype=np.float64, **frequency)
+    fast = K.als_loss(m.indptr, m.indices, m.data, X, Y, user_lam, item_lam, 2.0, unobserved, True)
+    slow = K.als_loss_reference(m.toarray(), X, Y, user_lam, item_lam, 2.0, unobserved, True)
+    assert fast == pytest.approx(slow, rel=1e-9)

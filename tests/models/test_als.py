@@ -31,6 +31,8 @@ BAD_PARAMS = [
     {"implicit": "yes"},
     {"nonnegative": 1.5},
     {"regularization_scaling": "sqrt"},
+    {"regularization_exponent": -0.5},
+    {"unobserved_weight": -1.0},
     {"random_state": "seed"},
     {"num_threads": -2},
     {"dtype": np.int32},
@@ -90,6 +92,7 @@ def test_same_seed_same_factors_whatever_the_threads(solver):
         {"regularization_scaling": "count"},
         {"implicit": False, "regularization": 0.1},
         {"implicit": False, "regularization": 0.1, "regularization_scaling": "count"},
+        {"regularization_scaling": "frequency", "regularization_exponent": 0.6, "unobserved_weight": 0.05},
     ],
 )
 def test_fold_in_equals_a_training_row_solve(params):
@@ -99,12 +102,14 @@ def test_fold_in_equals_a_training_row_solve(params):
     model = ALS(factors=12, iterations=3, random_state=0, **params).fit(m)
     Y = model.item_factors_
     implicit = model.implicit
-    gram = Y.T @ Y if implicit else np.zeros((12, 12), np.float32)
+    a0 = model.unobserved_weight
+    gram = a0 * (Y.T @ Y) if implicit else np.zeros((12, 12), np.float32)
     expected = np.zeros((m.shape[0], 12))
-    K.als_exact_reference(
-        m.indptr, m.indices, m.data, expected, Y, gram, model.regularization,
-        model.regularization_scaling == "count", model.alpha, implicit,
+    lam = K.row_regularization(
+        m.indptr, m.data, model.regularization, implicit=implicit, scaling=model.regularization_scaling,
+        exponent=model.regularization_exponent, unobserved=a0, other_rows=m.shape[1],
     )  # fmt: skip
+    K.als_exact_reference(m.indptr, m.indices, m.data, expected, Y, gram, lam, model.alpha, a0, implicit)
     for u in (0, 5, 17):
         row = m[u]
         folded = model._fold_in(row.indices, row.data)
@@ -142,9 +147,62 @@ def test_loss_is_the_documented_objective():
     m = random_matrix(40, 30, density=0.2)
     model = ALS(factors=4, iterations=2, alpha=3.0, regularization=0.2, random_state=0).fit(m)
     expected = K.als_loss_reference(
-        m.toarray(), model.user_factors_, model.item_factors_, 0.2, False, 3.0, True
+        m.toarray(),
+        model.user_factors_,
+        model.item_factors_,
+        np.full(40, 0.2),
+        np.full(30, 0.2),
+        3.0,
+        1.0,
+        True,
     )
     assert model.loss(m) == pytest.approx(expected, rel=1e-6)
+
+
+def test_frequency_loss_is_the_documented_objective_and_decreases():
+    """Rendle et al.'s objective (issue 16), written out densely: stored pairs weigh
+    ``c = 1 + alpha r``, the others ``a0``; user ``u`` is regularised by
+    ``lam (n_u + a0 n_items) ** nu``, item ``i`` by ``lam (n_i + a0 n_users) ** nu``."""
+    m = random_matrix(40, 30, density=0.2)
+    params = {"regularization_scaling": "frequency", "regularization_exponent": 0.7, "unobserved_weight": 0.2}
+    seen = []
+    model = ALS(factors=4, iterations=6, alpha=3.0, regularization=0.05, random_state=0, **params)
+    model.fit(m, callback=lambda progress: seen.append(progress.loss()) and None)
+    dense = m.toarray()
+    R, S = dense.astype(np.float64), model.user_factors_.astype(np.float64) @ model.item_factors_.T
+    W = np.where(R != 0, 1 + 3.0 * R, 0.2)
+    n_u, n_i = (R > 0).sum(axis=1), (R > 0).sum(axis=0)
+    penalty = 0.05 * ((n_u + 0.2 * 30) ** 0.7 @ (model.user_factors_.astype(np.float64) ** 2).sum(axis=1))
+    penalty += 0.05 * ((n_i + 0.2 * 40) ** 0.7 @ (model.item_factors_.astype(np.float64) ** 2).sum(axis=1))
+    expected = float(np.sum(W * ((R > 0) - S) ** 2)) + penalty
+    assert model.loss(m) == pytest.approx(expected, rel=1e-5)
+    assert all(b < a for a, b in itertools.pairwise(seen)), seen
+
+
+def test_rendle_parameters_are_for_implicit_feedback(checkerboard):
+    for params in ({"regularization_scaling": "frequency"}, {"unobserved_weight": 0.5}):
+        (name,) = params
+        with pytest.raises(ValueError, match=f"{name}.*implicit feedback"):
+            ALS(implicit=False, **params).fit(checkerboard)
+
+
+def test_new_parameters_at_their_defaults_change_nothing():
+    """``regularization_exponent`` and ``unobserved_weight`` at 1 are today's ALS, bit for bit
+    (issue 16): the kernels' ``w = alpha r + (1 - a0)`` and ``a0 G`` are skipped or exact."""
+    m = random_matrix()
+    for params in ({}, {"solver": "cholesky"}, {"regularization_scaling": "count"}):
+        base = ALS(factors=8, iterations=3, random_state=0, **params).fit(m)
+        same = ALS(
+            factors=8,
+            iterations=3,
+            random_state=0,
+            regularization_exponent=1.0,
+            unobserved_weight=1.0,
+            **params,
+        ).fit(m)
+        np.testing.assert_array_equal(base.user_factors_, same.user_factors_)
+        other = ALS(factors=8, iterations=3, random_state=0, unobserved_weight=0.5, **params).fit(m)
+        assert not np.array_equal(base.user_factors_, other.user_factors_)
 
 
 def test_explicit_fit_reads_interactions_ratings():

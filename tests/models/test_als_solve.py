@@ -21,10 +21,11 @@ def test_the_step_carries_the_hyperparameters():
     step = HalfStep.of(model)
     assert step == HalfStep(
         factors=6, dtype=np.dtype(np.float64), regularization=0.5, alpha=3.0, implicit=True,
-        scale_by_count=True, solver="cholesky", cg_steps=4, nonnegative=False,
+        scaling="count", solver="cholesky", cg_steps=4, nonnegative=False, exponent=1.0, unobserved=1.0,
     )  # fmt: skip
     assert type(step.implicit) is bool and type(step.alpha) is float  # one compiled kernel each
-    assert step.gram is None and step.rotation is None
+    assert step.gram is None and step.rotation is None and step.other_rows is None
+    assert step.initial_scale is None
     assert HalfStep.of(ALS()).warm_start
     assert not HalfStep.of(ALS(solver="cholesky")).warm_start
     assert not HalfStep.of(ALS(nonnegative=True)).warm_start
@@ -91,9 +92,9 @@ def test_solve_rows_runs_the_kernel_the_step_names(params):
         expected,
         Y,
         step.kernel_gram,
-        np.float32(0.1),
-        True,
+        K.row_regularization(m.indptr, m.data, 0.1, implicit=model.implicit, scaling="count"),
         np.float32(2.0),
+        np.float32(1.0),
     )
     if model.nonnegative:
         expected_failures = K.als_nnls(*args, model.implicit, blocks)
@@ -125,3 +126,28 @@ def test_initial_factors_are_what_a_fit_starts_from(dtype):
     model = ALS(factors=3, iterations=0, random_state=4, dtype=dtype).fit(sp.random(7, 5, 0.5, format="csr"))
     np.testing.assert_array_equal(model.user_factors_, users)
     np.testing.assert_array_equal(model.item_factors_, items)
+
+
+def test_frequency_scaling_flows_through_the_step():
+    """Rendle et al.'s regularisation (issue 16): ``a0 G`` as the kernels' Gram, the rows'
+    ``lam * (n + a0 n_other) ** nu`` and the paper's initial scale, all from the ALS."""
+    m, X, Y = problem(factors=8, seed=3)
+    model = ALS(
+        factors=8, regularization=0.3, regularization_scaling="frequency", regularization_exponent=0.5,
+        unobserved_weight=0.1,
+    )  # fmt: skip
+    step = HalfStep.of(model)
+    assert (step.scaling, step.exponent, step.unobserved) == ("frequency", 0.5, 0.1)
+    assert step.initial_scale == pytest.approx(0.1 / np.sqrt(8))
+    with pytest.raises(ValueError, match="size of the other side"):
+        step.row_regularization(m.indptr, m.data)
+    step = step.with_gram(K.gram_matrix(Y), other_rows=m.shape[1])
+    np.testing.assert_allclose(step.gram, np.linalg.eigvalsh(0.1 * (Y.T @ Y).astype(np.float64)), rtol=1e-4)
+    n = np.diff(m.indptr)
+    np.testing.assert_allclose(
+        step.row_regularization(m.indptr, m.data), 0.3 * (n + 0.1 * m.shape[1]) ** 0.5, rtol=1e-6
+    )
+    nnls = HalfStep.of(ALS(factors=8, nonnegative=True, unobserved_weight=0.1)).with_gram(K.gram_matrix(Y))
+    np.testing.assert_allclose(nnls.kernel_gram, 0.1 * (Y.T @ Y), rtol=1e-5)
+    users, items = initial_factors(np.random.default_rng(0), 2000, 10, 8, np.float32, step.initial_scale)
+    assert users.std() == pytest.approx(0.1 / np.sqrt(8), rel=0.05) and abs(users.mean()) < 0.005

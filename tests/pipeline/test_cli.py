@@ -156,3 +156,30 @@ def test_demo_with_a_movielens_file(tmp_path, capsys):
     code, out, err = run(capsys, "--home", str(tmp_path / "d"), "demo", "--data", str(data), "--model", GOOD)
     assert code == 0, err
     assert "ingested 100,000 events" in out and "NDCG@10" in out
+
+
+def test_demo_on_ratings_tunes_and_ends_with_the_lift(tmp_path, capsys):
+    """Issue 16: rating data (a MovieLens ``u.data`` file) get no decay, a per-user holdout and
+    a model tuned on the train part; the demo ends with that model's lift over popularity."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(1, 301):  # users in 4 taste groups, 25 ratings each, mostly in-group
+        group = user % 4
+        items = rng.choice(np.arange(group * 25 + 1, group * 25 + 26), size=20, replace=False)
+        items = np.concatenate([items, rng.choice(100, size=5, replace=False) + 1])
+        for j, item in enumerate(np.unique(items)):
+            lines.append(f"{user}\t{item}\t{rng.integers(1, 6)}\t{880000000 + 1000 * user + j}")
+    data = tmp_path / "u.data"
+    data.write_text("\n".join(lines) + "\n")
+    home = tmp_path / "demo"
+    code, out, err = run(capsys, "--home", str(home), "demo", "--data", str(data), "--tune", "3s")
+    assert code == 0, err
+    assert "no time decay, a per-user holdout of 20%" in out and "tuning every model family" in out
+    assert "tuned in " in out and "per-user folds of the train part" in out and "(tuned)" in out
+    last = out.strip().splitlines()[-1]
+    assert "against popularity on the held-out events: NDCG@10 +" in last
+    runs = list_runs(home)
+    assert runs[-1].result("build")["holdout"] == {"holdout": "per_user", "per_user": 0.2}
+    assert runs[-1].result("train")["source"].startswith("tuned by run")

@@ -433,3 +433,31 @@ def test_batch_answers_each_user_as_the_single_route_does(client, artifact):
 def test_batch_rejects_bad_requests_with_a_message(client, body, status, message):
     response = client.post("/v1/recommendations", json=body)
     assert response.status_code == status and message in response.text
+
+
+def test_an_ease_version_is_served_like_any_model(home):
+    """EASE (issue 16) through the whole path: precomputed lists, similar items from B's rows
+    (source cooccurrence), and fold-in of fresh events as a product with B."""
+    from recforge import EASE
+    from tests.serving.conftest import publish_version
+
+    config = make_config(home)
+    version = publish_version(home, config, EASE(regularization=50.0))
+    artifact = ModelRegistry(home).open(version)
+    assert artifact.model.name == "ease"
+    with TestClient(create_app(config)) as client:
+        user = artifact.model.users_.id(5)
+        response = client.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        assert response.json()["model_version"] == version
+        assert items_of(response) == names(artifact, artifact.user_ids[5][:5])
+        similar = client.get("/v1/items/i1/similar", params={"k": 4}).json()
+        assert similar["source"] == "cooccurrence"
+        expected, _ = artifact.model.similar_items("i1", k=4)
+        assert [e["item_id"] for e in similar["items"]] == list(expected)
+        posted = ["i1", "i2", "i3"]
+        client.post("/v1/events", json=events("ease-newcomer", posted), headers=AUTH)
+        response = client.get("/v1/users/ease-newcomer/recommendations", params={"k": 6})
+        assert response.json()["source"] == "foldin"
+        history = artifact.model.items_.lookup(posted)
+        ids, _ = artifact.model.recommend_for_history(history, np.ones(3), k=6)
+        assert items_of(response) == names(artifact, ids)

@@ -44,8 +44,18 @@ def failed_tasks(sc, group: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "params",
-    [{"solver": "cg"}, {"solver": "cholesky", "implicit": False, "regularization_scaling": "count"}],
-    ids=["cg-implicit", "cholesky-explicit"],
+    [
+        {"solver": "cg"},
+        {"solver": "cholesky", "implicit": False, "regularization_scaling": "count"},
+        # Rendle et al.'s regularisation (issue 16): a0 G, frequency-scaled lambda, normal start
+        {
+            "solver": "cholesky",
+            "regularization_scaling": "frequency",
+            "regularization_exponent": 0.7,
+            "unobserved_weight": 0.1,
+        },
+    ],
+    ids=["cg-implicit", "cholesky-explicit", "cholesky-frequency"],
 )
 def test_same_model_as_local_training(spark, params):
     frame, interactions = random_pairs(1)

@@ -23,13 +23,19 @@ def register(app: typer.Typer) -> None:
         ),
         format: str | None = typer.Option(None, "--format", help="Format of --data (default: detected)."),
         model: str | None = typer.Option(
-            None, "--model", help="Model to train (default: the best available: als, itemknn, bpr, popular)."
+            None,
+            "--model",
+            help="Model to train (default: als; with rating data, the best family the tuning finds).",
+        ),
+        tune: str = typer.Option(
+            "1m", "--tune", help="With rating data: tune every model family this long first (0: no tuning)."
         ),
     ) -> None:
         """The whole loop on a fresh home: events -> ingest -> build -> train -> evaluate on a
-        temporal holdout -> publish, then metrics against popularity and sample
-        recommendations. The home is ./recforge_demo unless --home is given; it is wiped first
-        (only if empty or made by an earlier demo)."""
+        holdout -> publish, then sample recommendations and metrics against popularity. Rating
+        data (MovieLens) get no time decay, a per-user holdout and a tuned model. The home is
+        ./recforge_demo unless --home is given; it is wiped first (only if empty or made by an
+        earlier demo)."""
         from rich.console import Console
 
         from recforge.demo import DEFAULT_HOME, DemoSettings, run_demo
@@ -45,5 +51,6 @@ def register(app: typer.Typer) -> None:
             data=data,
             format=format,
             model=model,
+            tune=tune,
         )
         run_demo(Path(home), state.config, settings, Console())

@@ -21,7 +21,8 @@ from recforge.config import Config, load_config
 
 STAGE_HELP = {
     "ingest": "Ingest the event files waiting in the inbox; move them to inbox/done/.",
-    "build": "Build the train part and temporal holdout from the stored events (reused when unchanged).",
+    "build": "Build the train part and holdout from the stored events (reused when unchanged).",
+    "tune": "Tune on the build's train part every [pipeline] tune_every runs (else skip).",
     "train": "Fit the model on the build's train part (reused when data and settings are unchanged).",
     "evaluate": "Score candidate, popularity and published model on the holdout.",
     "gate": "Decide whether the candidate may replace the published model (NDCG@k).",

@@ -1,5 +1,6 @@
-"""``recforge tune``: search a model's hyperparameters, the half-life and the event-type weights
-on a holdout of the stored events (see :mod:`recforge.pipeline.store_tuning`)."""
+"""``recforge tune``: search a model's hyperparameters (or every model family's: ``--model
+auto``), the half-life and the event-type weights on a holdout of the stored events, for a time
+budget (see :mod:`recforge.pipeline.store_tuning`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune(
         ctx: typer.Context,
-        model: str | None = typer.Option(None, "--model", help="Model to tune (default: [model] name)."),
-        trials: int = typer.Option(20, "--trials", help="Trials to run (a resumed study adds this many)."),
+        model: str | None = typer.Option(
+            None, "--model", help="Model to tune (default: [model] name); auto: every family, the best wins."
+        ),
+        trials: int | None = typer.Option(
+            None,
+            "--trials",
+            help="Trials to run (per family with auto; default: as many as the time allows).",
+        ),
         timeout: str | None = typer.Option(
-            None, "--timeout", help="Stop starting trials after this long: 90s, 5m, 1h."
+            None,
+            "--timeout",
+            help="Stop starting trials after this long: 90s, 5m, 1h (default: [pipeline] tune_budget, "
+            "unless --trials is given).",
         ),
         holdout: str | None = typer.Option(
             None,
@@ -32,7 +42,12 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the per-user holdout."),
         k: int | None = typer.Option(None, "--k", help="Metrics @k (default: [pipeline] k)."),
-        metric: str = typer.Option("ndcg", "--metric", help="Metric to maximise: ndcg, map, recall, ..."),
+        metric: str = typer.Option(
+            "ndcg",
+            "--metric",
+            help="Metric to maximise (ndcg, map, recall, ...), or several: ndcg,map maximises "
+            "the first and reports all.",
+        ),
         study: str | None = typer.Option(
             None, "--study", help="Study name (default: the model's); an existing study continues."
         ),
@@ -44,15 +59,19 @@ def register(app: typer.Typer) -> None:
             None, "--write-config", help="Write the best configuration here (a config file for train)."
         ),
         json_out: Path | None = typer.Option(None, "--json", help="Write every trial as JSON here."),
+        plot_out: Path | None = typer.Option(
+            None, "--plot", help="Draw the trials' metrics against each other and each parameter (PNG) here."
+        ),
     ) -> None:
-        """Tune a model and the event weighting on a holdout of the stored events (Optuna TPE,
-        poor trials pruned); print the best trials with NDCG and MAP."""
+        """Tune a model (or every family: --model auto) and the event weighting on a holdout of
+        the stored events for a time budget (Optuna TPE, poor trials pruned); print the best
+        trials with their metrics."""
         from recforge.errors import RecforgeError
         from recforge.pipeline.holdout import parse_duration, parse_holdout
         from recforge.pipeline.store_tuning import tune_store, tuned_config
 
         state: State = ctx.obj
-        if trials < 1:
+        if trials is not None and trials < 1:
             raise RecforgeError(f"--trials must be at least 1, got {trials}")
         if k is not None and k < 1:
             raise RecforgeError(f"--k must be at least 1, got {k}")
@@ -75,12 +94,20 @@ def register(app: typer.Typer) -> None:
         )
         result = tuning.result
         split = tuning.split
+        what = f"auto (best: {result.model})" if result.families else result.model
         typer.echo(
-            f"tuned {result.model} on {split['users']:,} users x {split['items']:,} items, validated on "
+            f"tuned {what} on {split['users']:,} users x {split['items']:,} items, validated on "
             f"{split['test_pairs']:,} held-out pairs ({_holdout(split)}): {result.count('complete')} "
             f"complete, {result.count('pruned')} pruned of {len(result.trials)} trials in study "
             f"{tuning.study!r} ({tuning.path}); this run {tuning.seconds:.1f} s"
         )
+        for family, found in result.families.items():
+            typer.echo(
+                f"  best {family}: {found.metric}@{found.k} {found.best_score:.4f} "
+                f"({len(found.trials)} trials, {found.seconds:.0f} s)"
+            )
+        for family, reason in result.info.get("skipped", {}).items():
+            typer.echo(f"  skipped {family}: {reason}")
         _print_top(result, rows=5)
         if write_config is not None:
             write_config.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +120,10 @@ def register(app: typer.Typer) -> None:
             document = {**result.to_dict(), "split": split, "seconds": tuning.seconds}
             json_out.write_text(json.dumps(document, indent=2, default=str))
             typer.echo(f"wrote {json_out}")
+        if plot_out is not None:
+            from recforge.evaluation.study_plot import plot_study
+
+            typer.echo(f"wrote {plot_study(result, plot_out)}")
 
 
 def _holdout(split: dict[str, Any]) -> str:
@@ -102,18 +133,24 @@ def _holdout(split: dict[str, Any]) -> str:
 
 
 def _print_top(result: Any, rows: int) -> None:
+    from recforge.evaluation.report import LABELS
+
     k = result.k
-    typer.echo(f"  {'trial':>5}  {f'NDCG@{k}':>8}  {f'MAP@{k}':>8}  parameters")
+    metrics = list(dict.fromkeys((*result.metrics, "ndcg", "map")))
+    columns = "  ".join(f"{f'{LABELS.get(m, m)}@{k}':>8}" for m in metrics)
+    typer.echo(f"  {'model':<8} {'trial':>5}  {columns}  parameters")
     for trial in result.top(rows):
-        mark = "*" if trial.number == result.best_trial else " "
+        mark = "*" if (trial.model, trial.number) == (result.model, result.best_trial) else " "
         params = " ".join(f"{key}={_short(value)}" for key, value in trial.params.items())
-        ndcg, map_ = trial.scores.get("ndcg", 0.0), trial.scores.get("map", 0.0)
-        typer.echo(f"{mark} {trial.number:>5}  {ndcg:>8.4f}  {map_:>8.4f}  {params}")
-    first = next((t for t in result.trials if t.number == 0 and t.state == "complete"), None)
+        values = "  ".join(f"{trial.scores.get(m, float('nan')):>8.4f}" for m in metrics)
+        typer.echo(f"{mark} {trial.model:<8} {trial.number:>5}  {values}  {params}")
+    first = next(
+        (t for t in result.trials if (t.model, t.number) == (result.model, 0) and t.state == "complete"), None
+    )
     if first is not None and result.best_trial != 0:
         typer.echo(
-            f"  trial 0 (the configuration in use when the study began) scored {result.metric} "
-            f"{first.value:.4f}; the best {result.best_score:.4f}"
+            f"  trial 0 of {result.model} (the configuration in use when the study began) scored "
+            f"{result.metric} {first.value:.4f}; the best {result.best_score:.4f}"
         )
 
 

@@ -7,7 +7,9 @@
   served ``recommend`` path, :class:`Evaluator` for repeated (tuning) and per-iteration scoring;
 * :mod:`~recforge.evaluation.report`: the table, JSON and PNG chart of a :class:`Report`;
 * :mod:`~recforge.evaluation.tuning`: :func:`tune`, Optuna TPE over a model's hyperparameters
-  (and the event weighting) on a validation holdout, with pruning and resumable studies.
+  (and the event weighting), or across model families, on validation folds, with pruning and
+  resumable studies (one study: :mod:`~recforge.evaluation.study`; its chart:
+  :mod:`~recforge.evaluation.study_plot`).
 """
 
 from recforge.evaluation.metrics import (
@@ -23,7 +25,8 @@ from recforge.evaluation.metrics import (
 )
 from recforge.evaluation.protocol import DEFAULT_METRICS, Evaluator, ValidationCallback, compare, evaluate
 from recforge.evaluation.report import Evaluation, Report, plot_report, print_report, render_table, write_json
-from recforge.evaluation.splits import Split, leave_last_n_split, random_split, temporal_split
+from recforge.evaluation.splits import Split, leave_last_n_split, per_user_folds, random_split, temporal_split
+from recforge.evaluation.study_plot import plot_study
 from recforge.evaluation.tuning import TrialResult, TuneResult, WeightingSpace, tune
 from recforge.models.spaces import Choice, Range
 
@@ -49,7 +52,9 @@ __all__ = [
     "metrics_at_k",
     "mrr_at_k",
     "ndcg_at_k",
+    "per_user_folds",
     "plot_report",
+    "plot_study",
     "precision_at_k",
     "print_report",
     "random_split",

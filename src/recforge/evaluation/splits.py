@@ -1,4 +1,5 @@
-"""Train/test splits: global temporal cut, leave-last-n per user, per-user random holdout.
+"""Train/test splits: global temporal cut, leave-last-n per user, per-user random holdout, and
+per-user folds (several disjoint per-user holdouts of the same data, for tuning).
 
 Each split assigns every input row to exactly one side and returns a :class:`Split`: ``train``
 and ``test`` :class:`~recforge.data.Interactions` sharing the train vocabularies, the boolean
@@ -42,7 +43,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.schema import CONTENT_COLUMNS, timestamps_us
 from recforge.weighting import Weighting
 
-__all__ = ["Split", "leave_last_n_split", "random_split", "temporal_split"]
+__all__ = ["Split", "leave_last_n_split", "per_user_folds", "random_split", "temporal_split"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +126,56 @@ def random_split(
         "random_state": int(random_state) if isinstance(random_state, numbers.Integral) else None,
     }
     return _finish(data, test_mask, params, weighting)
+
+
+def per_user_folds(
+    data: pa.Table | Interactions,
+    folds: int,
+    fraction: float = 0.2,
+    *,
+    random_state: int | np.random.Generator | None = 0,
+    min_train: int = 1,
+    weighting: Weighting | None = None,
+) -> list[Split]:
+    """``folds`` per-user random holdouts of ``data`` whose test parts are disjoint.
+
+    As :func:`random_split` draws them, one uniform key per input row, in row order; a user's
+    ``n_u`` rows, ranked by key, give fold ``f`` the ranks ``f t_u .. (f + 1) t_u - 1`` for its
+    test part, with ``t_u = min(floor(fraction * n_u + 0.5), (n_u - min_train) // folds)``
+    (at least 0), so every fold holds out about ``fraction`` of each user's rows and keeps at
+    least ``min_train`` in its train part. ``folds * fraction`` must not exceed 1. With
+    ``folds=1`` this is :func:`random_split` with the same seed.
+    """
+    check_number("folds", folds, integer=True, low=1)
+    check_number("fraction", fraction, low=0.0, high=1.0, low_inclusive=False)
+    check_number("min_train", min_train, integer=True, low=0)
+    if folds * fraction > 1 + 1e-12:
+        raise ValueError(f"{folds} folds of {fraction:g} each would hold out more than everything")
+    rng = check_random_state(random_state)
+    if isinstance(data, Interactions):
+        users, _, _ = _pairs(data)
+    else:
+        _check_events(data, CONTENT_COLUMNS)
+        users = _codes(data.column("user_id"))
+    keys = rng.random(len(users))
+    counts = np.bincount(users)
+    wanted = np.floor(fraction * counts + 0.5).astype(np.int64)
+    per_fold = np.clip(np.minimum(wanted, (counts - min_train) // folds), 0, None)
+    rank = _rank_within_user(users, counts, np.lexsort((keys, users)))
+    size = per_fold[users]
+    splits = []
+    for fold in range(folds):
+        test_mask = (rank >= fold * size) & (rank < (fold + 1) * size)
+        params = {
+            "method": "per_user_folds",
+            "fold": fold,
+            "folds": int(folds),
+            "test_fraction": float(fraction),
+            "min_train": int(min_train),
+            "random_state": int(random_state) if isinstance(random_state, numbers.Integral) else None,
+        }
+        splits.append(_finish(data, test_mask, params, weighting))
+    return splits
 
 
 def leave_last_n_split(

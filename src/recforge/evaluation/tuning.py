@@ -1,30 +1,41 @@
-"""Automatic tuning: Optuna's TPE over a model's hyperparameters, scored on a validation holdout.
+"""Automatic tuning: Optuna's TPE over a model's hyperparameters, scored on validation folds.
 
 ::
 
-    result = recforge.tune("als", train=train, validation=validation, k=10, metric="ndcg", trials=30)
-    model = ALS(**result.best_params).fit(everything_but_the_test_part)
+    result = recforge.tune("als", train=train, k=10, metric="ndcg,map", trials=None, timeout=300)
+    model = result.make_model().fit(train)
 
-**A trial** draws a value for every dimension of the search space, builds the model from those
-values and ``fixed_params`` (constructor arguments held fixed), fits it on ``train`` and scores
-it with an :class:`~recforge.evaluation.Evaluator` on ``validation``: the model's own
-``recommend`` with seen items filtered (the path that produces the served lists), then NDCG@k,
-MAP@k and ``metric`` averaged over the validation users. The trial's value is ``metric`` of the
-fitted model; the study maximises it.
+**The objective.** Each trial is fitted and scored on ``K`` validation folds and the mean of the
+first metric is maximised (every metric's mean is recorded, with its spread across folds):
+a validation split of a few hundred users with a few positives each cannot tell neighbouring
+configurations apart, the mean over folds can better. With ``validation`` given, that part is
+the one fold. Without it, ``train`` itself is split into ``folds`` per-user folds
+(:func:`~recforge.evaluation.splits.per_user_folds`: each holds out ``validation_fraction`` of
+every user's pairs, the held-out parts disjoint, each fold's model fitted on the rest), by
+default 3 when ``train`` has at most ``SMALL_DATA_PAIRS`` stored pairs and 1 above (each fold
+costs a fit). A trial (:mod:`recforge.evaluation.study`) fits the model on each fold's training
+part and scores it there with an :class:`~recforge.evaluation.Evaluator`: the model's own
+``recommend`` with seen items filtered (the path that produces the served lists).
 
-**Pruning.** Iterative models (``ALS``, ``BPR``) call the fit callback after each iteration;
-there (:meth:`Evaluator.callback`) the trial scores the current model and reports the score
-to Optuna as the intermediate value of step ``iteration``; when the pruner says the trial is
-doing worse than earlier trials did at the same iteration, the fit stops and the trial ends as
-*pruned*. The default pruner is Optuna's median rule: once 5 trials have completed, a trial
-whose score after its 4th or a later iteration is below the median of the earlier trials'
-scores at that iteration is pruned. (Not earlier: strongly regularised ALS starts slowly and
-ends best; pruning after the 2nd iteration cut exactly those on ml-100k.)
+**The budget.** ``trials`` new trials are run, or as many as fit in ``timeout`` seconds (a
+running trial is finished), whichever ends first; ``trials=None`` runs until the timeout.
+``patience`` ends the study early once that many trials in a row have not improved on the
+best. Poor trials are pruned per iteration and fold by fold (:mod:`recforge.evaluation.study`).
 
-**Sampler.** Multivariate TPE (one joint density over all dimensions, so that regularisation
-and ``alpha``, which act together, are modelled together), the first ``startup_trials``
-drawn at random. On ml-100k with 16 trials it chose better configurations than independent
-TPE (``BENCHMARKS.md``, Tuning).
+**Several metrics.** ``metric`` is one name or several (``"ndcg,map"`` or a sequence): the first
+is maximised, all are reported (NDCG and MAP always are).
+
+**Across families** (``model="auto"``): every model the registry marks for it
+(:func:`~recforge.models.registry.automl_models`: ALS, ItemKNN, EASE, BPR) gets its own study
+over its own search space, on the same folds, one after the other; each gets an equal share of
+``timeout`` plus what the family before it left unused (through ``trials`` or ``patience``), or
+``trials`` trials each. A family's last trial may run past its share (a running trial is
+finished); that overrun is not taken from the families after it, so the call can end that much
+after ``timeout``. Each family's first trial is its constructor's defaults unless
+``initial_params`` gives others. The best family's best configuration wins;
+``TuneResult.families`` holds each family's winner. A family whose model refuses the data
+(EASE above its ``max_items``) is skipped, and ``info["skipped"]`` says why. ``search_space``,
+``fixed_params`` and ``initial_params`` are then mappings by family name.
 
 **Search spaces**: the default per model is declared beside it, in
 :data:`recforge.models.registry.MODELS` (its docstring lists them); ``search_space=`` replaces
@@ -33,61 +44,77 @@ it. A dimension is a :class:`~recforge.models.spaces.Range` or a
 
 **Preprocessing.** ``train`` may be a :class:`Preprocessing` instead of data: an object with
 its own ``search_space`` that builds each trial's training data from the values drawn for it
-(:class:`WeightingSpace` tunes the event-type weights and the half-life this way). Those
-values are reported in ``TuneResult.best_preprocessing``, apart from the constructor arguments.
+(:class:`WeightingSpace` tunes the event-type weights and the half-life this way); it needs a
+``validation`` part. Those values are reported in ``TuneResult.best_preprocessing``, apart from
+the constructor arguments.
 
 **Persistence.** With ``storage`` (a file path: SQLite; or any SQLAlchemy URL Optuna accepts)
-the study is stored there under ``study_name`` and a later call with the same storage and
-name continues it: ``trials`` more trials, and the result covers all of them. The study records
-its setup (model, metric, k, search space, fixed parameters, a fingerprint of the data); a call
-whose setup differs raises ``ValueError`` rather than mixing incomparable trials.
+the study is stored there under ``study_name`` (with ``"auto"``, one study per family,
+``<study_name>.<family>``) and a later call with the same storage and name continues it. The
+study records its setup (model, metrics, k, search space, fixed parameters, fingerprints of the
+data and folds); a call whose setup differs raises ``ValueError`` rather than mixing
+incomparable trials.
 
-**Seeds.** TPE is seeded from ``random_state`` and the number of trials the study already
-holds (a resumed study does not replay its first random points), and a model that takes a
-``random_state`` gets ``random_state`` unless ``fixed_params`` sets one, so a trial's score
-depends on its parameters only: the same call gives the same trials.
+**Seeds.** ``random_state`` seeds the folds, TPE, and every model that takes a
+``random_state`` (unless ``fixed_params`` sets one), so a trial's score depends on its
+parameters only: the same call gives the same trials.
 
 Optuna is an optional dependency (``pip install recforge[tune]``), imported when a study starts.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import numbers
-import warnings
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-import numpy as np
 import scipy.sparse as sp
 
-from recforge._progress import progress
 from recforge.data.interactions import Interactions
 from recforge.evaluation.metrics import METRICS
 from recforge.evaluation.protocol import Evaluator
+from recforge.evaluation.splits import per_user_folds
+from recforge.evaluation.study import (
+    Fold,
+    TrialResult,
+    TuneResult,
+    fingerprint,
+    jsonable,
+    run_study,
+    storage_url,
+)
 from recforge.models.base import Recommender, as_interactions
-from recforge.models.registry import MODELS, default_search_space, model_class
+from recforge.models.registry import MODELS, automl_models, default_search_space, model_class
 from recforge.models.spaces import Choice, Dimension, Range, SearchSpace
 from recforge.weighting import Weighting
 
 if TYPE_CHECKING:
-    import optuna
-
     from recforge.data.reweighting import Reweighter
 
 __all__ = [
+    "AUTO",
+    "SMALL_DATA_FOLDS",
+    "SMALL_DATA_PAIRS",
     "Preprocessing",
     "TrialResult",
     "TuneResult",
     "WeightingSpace",
+    "default_folds",
+    "parse_metrics",
     "tune",
 ]
 
 Data: TypeAlias = Interactions | sp.spmatrix | sp.sparray
+
+#: The model name that searches every family (``tune(model=AUTO)``).
+AUTO = "auto"
+#: Data with at most this many stored pairs is small: ``SMALL_DATA_FOLDS`` folds by default.
+SMALL_DATA_PAIRS = 1_000_000
+SMALL_DATA_FOLDS = 3
 
 
 # preprocessing --------------------------------------------------------------------------------------
@@ -167,93 +194,7 @@ class WeightingSpace:
         return self.reweighter.build(self.settings(values))
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.reweighter.build(self.weighting).matrix)
-
-
-# results --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrialResult:
-    """One trial: ``state`` is ``"complete"``, ``"pruned"``, ``"fail"`` or ``"running"``;
-    ``params`` the values drawn (model and preprocessing); ``scores`` the validation metrics
-    (``ndcg``, ``map``, ...) of the fitted model (for a pruned trial: where it was stopped);
-    ``iteration`` the iterations it ran (``None`` for models without iterations); ``curve``
-    the ``(iteration, metric)`` points reported for pruning."""
-
-    number: int
-    state: str
-    params: dict[str, Any]
-    scores: dict[str, float]
-    iteration: int | None
-    duration: float | None
-    value: float | None
-    curve: tuple[tuple[int, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "state": self.state,
-            "params": self.params,
-            "scores": self.scores,
-            "iteration": self.iteration,
-            "duration": self.duration,
-            "value": self.value,
-            "curve": [list(point) for point in self.curve],
-        }
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """What :func:`tune` found. ``best_params``: the constructor arguments of the best complete
-    trial (the tuned ones and ``fixed_params``, with the ``random_state`` the trials used), so
-    ``model_class(model)(**best_params)`` is the tuned model; ``best_preprocessing``:
-    the preprocessing values of that trial; ``best_score``: its ``metric``; ``best_scores``:
-    all its validation metrics (NDCG and MAP among them); ``trials``: every trial of the
-    study, this call's and earlier ones'."""
-
-    model: str
-    metric: str
-    k: int
-    best_params: dict[str, Any]
-    best_preprocessing: dict[str, Any]
-    best_score: float
-    best_scores: dict[str, float]
-    best_trial: int
-    trials: tuple[TrialResult, ...]
-    study_name: str | None = None
-    storage: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def make_model(self) -> Recommender:
-        """An unfitted model with :attr:`best_params`."""
-        return model_class(self.model)(**self.best_params)
-
-    def top(self, n: int | None = None) -> list[TrialResult]:
-        """The complete trials, best first (ties: the earlier trial first)."""
-        done = [t for t in self.trials if t.state == "complete" and t.value is not None]
-        ranked = sorted(done, key=lambda t: (-float(t.value or 0.0), t.number))
-        return ranked if n is None else ranked[:n]
-
-    def count(self, state: str) -> int:
-        """How many trials ended in ``state``."""
-        return sum(t.state == state for t in self.trials)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
-            {
-                "model": self.model,
-                "metric": self.metric,
-                "k": self.k,
-                "best_params": self.best_params,
-                "best_preprocessing": self.best_preprocessing,
-                "best_score": self.best_score,
-                "best_scores": self.best_scores,
-                "best_trial": self.best_trial,
-                "trials": [t.to_dict() for t in self.trials],
-                "study_name": self.study_name,
-                "storage": self.storage,
-                "info": self.info,
-            }
-        )
+        return fingerprint(self.reweighter.build(self.weighting).matrix)
 
 
 # the entry point ------------------------------------------------------------------------------------
@@ -261,46 +202,51 @@ def tune(
     model: str = "als",
     *,
     train: Data | Preprocessing,
-    validation: Data,
+    validation: Data | None = None,
     k: int = 10,
-    metric: str = "ndcg",
+    metric: str | Sequence[str] = "ndcg",
     trials: int | None = 20,
     timeout: float | None = None,
+    folds: int | None = None,
+    validation_fraction: float = 0.2,
     random_state: int | None = 0,
-    search_space: SearchSpace | None = None,
+    search_space: Mapping[str, Any] | None = None,
     fixed_params: Mapping[str, Any] | None = None,
     storage: str | Path | None = None,
     study_name: str | None = None,
-    prune: bool | optuna.pruners.BasePruner = True,
+    prune: Any = True,
     startup_trials: int = 6,
     min_rating: float | None = None,
-    report_every: int = 1,
-    initial_params: Sequence[Mapping[str, Any]] = (),
+    report_every: int | None = None,
+    initial_params: Any = (),
+    patience: int | None = None,
     show_progress: bool | None = None,
 ) -> TuneResult:
-    """Tune ``model``'s hyperparameters on ``validation`` (see the module doc).
+    """Tune ``model``'s hyperparameters (``"auto"``: across model families) on validation folds
+    (see the module doc).
 
     ``train``: the data every trial fits on (``Interactions`` or a users x items sparse matrix),
-    or a :class:`Preprocessing` that builds it per trial. ``validation``: the held-out part, with
-    the same users and items (relevant items: its positive entries, or with ``min_rating`` its
-    ratings at or above it, as :class:`Evaluator` has it). ``metric`` (NDCG by default) is
-    maximised; ``ndcg`` and ``map`` are always recorded. ``trials`` new trials are run, or as
-    many as fit in ``timeout`` seconds (a running trial is finished), whichever ends first.
-    ``startup_trials``: trials drawn at random before TPE models the results. ``prune``: True
-    for the median rule (module doc), False for none, or an Optuna pruner. ``report_every``:
-    score iterative models every this many iterations. ``initial_params``: parameter sets to
-    try first in a new study (e.g. the current configuration), each a mapping over the search
-    space's names. ``show_progress``: a progress bar (default: when stderr is a terminal).
+    or a :class:`Preprocessing` that builds it per trial. ``validation``: a held-out part with the
+    same users and items (relevant items: its positive entries, or with ``min_rating`` its
+    ratings at or above it, as :class:`Evaluator` has it); without it, ``folds`` per-user folds
+    of ``train`` (default :func:`default_folds`), each holding out ``validation_fraction`` of
+    every user's pairs. ``metric``: the metric maximised, or several (``"ndcg,map"``: the first
+    is maximised); ``ndcg`` and ``map`` are always recorded. ``trials`` new trials are run (per
+    family with ``"auto"``), or as many as fit in ``timeout`` seconds, whichever ends first;
+    ``trials=None`` means until the timeout. ``startup_trials``: trials drawn at random before
+    TPE models the results. ``prune``: True for the median rule, False for none, or an Optuna
+    pruner. ``report_every``: score iterative models every this many iterations (default:
+    about 16 times per fit). ``patience``: stop after this many trials in a row without a
+    better one. ``initial_params``: parameter sets to try first in a new study (e.g. the
+    current configuration), each a mapping over the search space's names. ``show_progress``: a
+    progress bar (default: when stderr is a terminal).
 
     Bad arguments raise ``ValueError`` naming them; a missing Optuna raises ``ImportError``
     saying how to install it.
     """
-    cls = _model_class(model)
-    name = cls.name
+    started = time.perf_counter()
+    metrics = parse_metrics(metric)
     _check_int("k", k, low=1)
-    scorable = [m for m in METRICS if m != "coverage"]
-    if metric not in scorable:
-        raise ValueError(f"metric must be one of {scorable}, got {metric!r}")
     if trials is None and timeout is None:
         raise ValueError("give trials or timeout (or both): with neither the study would never end")
     if trials is not None:
@@ -312,14 +258,128 @@ def tune(
     if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, int)):
         raise ValueError(f"random_state must be an int or None, got {random_state!r}")
     _check_int("startup_trials", startup_trials, low=0)
-    _check_int("report_every", report_every, low=1)
+    if report_every is not None:
+        _check_int("report_every", report_every, low=1)
+    if patience is not None:
+        _check_int("patience", patience, low=1)
+    if folds is not None:
+        _check_int("folds", folds, low=1)
+    if validation is not None and folds not in (None, 1):
+        raise ValueError(f"folds={folds} is for tuning without a validation part (the folds come from train)")
+    one = None if model == AUTO else _model_class(model)
+    families = automl_models() if one is None else [one.name]
 
+    preprocessing = train if isinstance(train, Preprocessing) else None
+    if preprocessing is not None and validation is None:
+        raise ValueError("a Preprocessing needs a validation part (folds are cut from data, not from it)")
+    data = None if preprocessing is not None else as_interactions(train)
+    probe = preprocessing.build({}) if preprocessing is not None else data
+    assert probe is not None
+    if validation is None:
+        folds = default_folds(probe) if folds is None else folds
+    fold_list, fold_setup = _folds(
+        data, probe, validation, folds or 1, validation_fraction, random_state, k, min_rating, metrics
+    )
+    plan = _Plan(
+        metrics=metrics,
+        k=int(k),
+        trials=trials,
+        prune=prune,
+        startup_trials=startup_trials,
+        report_every=report_every,
+        patience=patience,
+        show_progress=show_progress,
+        pre_space=dict(preprocessing.search_space) if preprocessing is not None else {},
+        preprocessing=preprocessing,
+        folds=fold_list,
+        fold_setup=fold_setup,
+        min_rating=min_rating,
+        random_state=random_state,
+        storage=storage_url(storage),
+    )
+    if one is not None:
+        name = one.name
+        result = _tune_model(
+            one,
+            search_space,
+            fixed_params,
+            initial_params,
+            plan,
+            study_name=study_name or (name if plan.storage is not None else None),
+            timeout=timeout,
+            seed_offset=0,
+        )
+        return replace(result, seconds=time.perf_counter() - started)
+    return _tune_families(
+        families,
+        _by_family("search_space", search_space, families),
+        _by_family("fixed_params", fixed_params, families),
+        _by_family("initial_params", initial_params or None, families),
+        probe,
+        plan,
+        study_name=study_name or (AUTO if plan.storage is not None else None),
+        timeout=timeout,
+        started=started,
+    )
+
+
+def default_folds(train: Interactions) -> int:
+    """``SMALL_DATA_FOLDS`` for data of at most ``SMALL_DATA_PAIRS`` stored pairs, else 1."""
+    return SMALL_DATA_FOLDS if train.nnz <= SMALL_DATA_PAIRS else 1
+
+
+def parse_metrics(metric: str | Sequence[str]) -> tuple[str, ...]:
+    """``"ndcg,map"`` or ``["ndcg", "map"]`` as a tuple of known, scorable metric names
+    (duplicates dropped, order kept: the first is the one maximised)."""
+    names = metric.split(",") if isinstance(metric, str) else list(metric)
+    cleaned = tuple(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
+    scorable = [m for m in METRICS if m != "coverage"]
+    bad = [m for m in cleaned if m not in scorable]
+    if bad or not cleaned:
+        raise ValueError(f"metric must be one of {scorable} (or several, comma-separated), got {metric!r}")
+    return cleaned
+
+
+# one model ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """What every study of a :func:`tune` call shares: its settings, the folds, the storage."""
+
+    metrics: tuple[str, ...]
+    k: int
+    trials: int | None
+    prune: Any
+    startup_trials: int
+    report_every: int | None
+    patience: int | None
+    show_progress: bool | None
+    pre_space: dict[str, Dimension]
+    preprocessing: Preprocessing | None
+    folds: list[Fold]
+    fold_setup: dict[str, Any]
+    min_rating: float | None
+    random_state: int | None
+    storage: str | None
+
+
+def _tune_model(
+    cls: type[Recommender],
+    search_space: SearchSpace | None,
+    fixed_params: Mapping[str, Any] | None,
+    initial_params: Sequence[Mapping[str, Any]],
+    plan: _Plan,
+    *,
+    study_name: str | None,
+    timeout: float | None,
+    seed_offset: int,
+) -> TuneResult:
+    """One model's study: its space and fixed parameters checked, its setup recorded."""
+    name = cls.name
+    pre_space = plan.pre_space
     constructor = _constructor_params(cls)
     space = dict(default_search_space(name) if search_space is None else search_space)
     fixed = dict(fixed_params or {})
     _check_space(space, fixed, constructor, name)
-    preprocessing = train if isinstance(train, Preprocessing) else None
-    pre_space = dict(preprocessing.search_space) if preprocessing is not None else {}
     for key, dimension in pre_space.items():
         if key in constructor:
             raise ValueError(f"preprocessing dimension {key!r} clashes with a {name} parameter")
@@ -333,160 +393,186 @@ def tune(
         if unknown:
             raise ValueError(f"initial_params names {unknown}, not in the search space {sorted(every_space)}")
     _check_constructible(cls, space, fixed)
-    injected: dict[str, Any] = {}
     if "random_state" in constructor and "random_state" not in fixed and "random_state" not in space:
-        injected["random_state"] = random_state
-
-    data = None if preprocessing is not None else as_interactions(train)
-    probe = preprocessing.build({}) if preprocessing is not None else data
-    assert probe is not None
-    metrics = tuple(dict.fromkeys(("ndcg", "map", metric)))
-    evaluator = Evaluator(probe, validation, k, min_rating=min_rating, metrics=metrics)
-    if len(evaluator.users) == 0:
-        raise ValueError("validation has no relevant items for users of train: nothing to score")
-
-    setup = _jsonable(
+        fixed = {"random_state": plan.random_state, **fixed}
+    setup = jsonable(
         {
             "model": name,
-            "metric": metric,
-            "k": int(k),
-            "min_rating": min_rating,
+            "metric": plan.metrics[0],
+            "metrics": list(plan.metrics),
+            "k": plan.k,
+            "min_rating": plan.min_rating,
             "search_space": {key: d.describe() for key, d in sorted(every_space.items())},
             "fixed_params": fixed,
-            "train": preprocessing.fingerprint() if preprocessing is not None else _fingerprint(probe.matrix),
-            "validation": f"{_fingerprint(evaluator.relevant)}:{len(evaluator.users)}",
+            **plan.fold_setup,
         }
     )
-    objective = _Objective(
-        cls, space, pre_space, {**injected, **fixed}, preprocessing, data, evaluator, metric, report_every
-    )
-
-    optuna = _import_optuna()
-    storage_url = _storage_url(storage)
-    if storage_url is not None and study_name is None:
-        study_name = name
-    study = optuna.create_study(
-        storage=storage_url,
+    seed = None if plan.random_state is None else plan.random_state + seed_offset
+    return run_study(
+        cls,
+        space,
+        pre_space,
+        fixed,
+        plan.preprocessing,
+        plan.folds,
+        metrics=plan.metrics,
+        k=plan.k,
+        trials=plan.trials,
+        timeout=timeout,
+        seed=seed,
+        setup=setup,
+        storage=plan.storage,
         study_name=study_name,
-        direction="maximize",
-        load_if_exists=storage_url is not None,
-        pruner=_pruner(optuna, prune),
+        prune=plan.prune,
+        startup_trials=plan.startup_trials,
+        report_every=plan.report_every,
+        initial_params=initial_params,
+        patience=plan.patience,
+        show_progress=plan.show_progress,
     )
-    _check_setup(study, storage_url, setup)
-    seed = None
-    if random_state is not None:
-        seed = int(np.random.SeedSequence([random_state, len(study.trials)]).generate_state(1)[0])
-    with warnings.catch_warnings():  # multivariate TPE is "experimental" in Optuna < 4
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.sampler = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup_trials, multivariate=True
-        )
-    if not study.trials:
-        for point in initial_params:
-            study.enqueue_trial(dict(point))
-
-    with progress(f"tuning {name}", total=trials, enabled=show_progress) as bar:
-        study.optimize(
-            objective, n_trials=trials, timeout=timeout, callbacks=[lambda study, trial: bar.advance()]
-        )
-    return _result(study, name, metric, int(k), {**injected, **fixed}, set(pre_space), storage_url, setup)
 
 
-# the objective ------------------------------------------------------------------------------------
-class _Objective:
-    """Fit and score one trial (see the module doc)."""
-
-    def __init__(
-        self,
-        cls: type[Recommender],
-        space: dict[str, Dimension],
-        pre_space: dict[str, Dimension],
-        fixed: dict[str, Any],
-        preprocessing: Preprocessing | None,
-        data: Interactions | None,
-        evaluator: Evaluator,
-        metric: str,
-        report_every: int,
-    ) -> None:
-        self.cls = cls
-        self.space = space
-        self.pre_space = pre_space
-        self.fixed = fixed
-        self.preprocessing = preprocessing
-        self.data = data
-        self.evaluator = evaluator
-        self.metric = metric
-        self.report_every = report_every
-
-    def _evaluator(self, train: Interactions) -> Evaluator:
-        """The validation evaluator for ``train``. Its relevant sets leave out the pairs seen in
-        training, so it depends on ``train``'s pattern only, not on the values: the shared one
-        serves whenever ``train`` stores the same pairs (a reweighting changes values only,
-        unless it weighs a pair down to 0), else one is built for ``train``'s pairs."""
-        shared = self.evaluator
-        seen, m = _matrix_of(shared.train), train.matrix
-        if (
-            seen.nnz == m.nnz
-            and np.array_equal(seen.indptr, m.indptr)
-            and np.array_equal(seen.indices, m.indices)
-        ):
-            return shared
-        return Evaluator(train, shared.test, shared.k, min_rating=shared.min_rating, metrics=shared.metrics)
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        import optuna
-
-        pre_values = {key: d.suggest(trial, key) for key, d in self.pre_space.items()}
-        values = {key: d.suggest(trial, key) for key, d in self.space.items()}
-        if self.preprocessing is not None:
-            train = self.preprocessing.build(pre_values)
+# across families ------------------------------------------------------------------------------------
+def _tune_families(
+    families: list[str],
+    spaces: dict[str, Any],
+    fixed: dict[str, Any],
+    initial: dict[str, Any],
+    probe: Interactions,
+    plan: _Plan,
+    *,
+    study_name: str | None,
+    timeout: float | None,
+    started: float,
+) -> TuneResult:
+    """Each family's study in turn, on an equal share of the budget (module doc); a family
+    given no ``initial_params`` first tries its constructor's defaults (moved into its space)."""
+    skipped: dict[str, str] = {}
+    searched = []
+    for name in families:
+        reason = _refusal(name, fixed.get(name) or {}, probe)
+        if reason is None:
+            searched.append(name)
         else:
-            assert self.data is not None
-            train = self.data
-        evaluator = self._evaluator(train)
-        model = self.cls(**{**self.fixed, **values})
-        pruned: list[int] = []
-
-        def on_score(iteration: int, scores: dict[str, float]) -> bool:
-            trial.report(scores[self.metric], iteration)
-            if trial.should_prune():
-                pruned.append(iteration)
-                return True
-            return False
-
-        callback = evaluator.callback(on_score, every=self.report_every)
-        model.fit(train, callback=callback)
-        history = callback.history
-        trial.set_user_attr("curve", [[i, s[self.metric]] for i, s in history])
-        ran = getattr(model, "iterations", None) if not pruned else pruned[0]
-        iteration: int | None = int(ran) if isinstance(ran, numbers.Integral) else None
-        # the last iteration's scores, else (no iterations: ItemKNN; report_every > 1) score now
-        last = history[-1] if history and history[-1][0] == iteration else None
-        scores = last[1] if last is not None else evaluator.score(model)
-        trial.set_user_attr("scores", scores)
-        trial.set_user_attr("iteration", iteration)
-        if pruned:
-            raise optuna.TrialPruned(f"pruned at iteration {pruned[0]}")
-        return scores[self.metric]
-
-
-# helpers --------------------------------------------------------------------------------------------
-def _import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError as error:  # pragma: no cover - optuna is installed where the tests run
-        raise ImportError(
-            "recforge.tune needs Optuna: pip install 'recforge[tune]' (or pip install optuna)"
-        ) from error
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
+            skipped[name] = reason
+    results: dict[str, TuneResult] = {}
+    shares: dict[str, float | None] = {}
+    planned = None if timeout is None else float(timeout) / max(len(searched), 1)
+    unused = 0.0
+    for index, name in enumerate(searched):
+        share = None if planned is None else planned + unused
+        shares[name] = share
+        results[name] = _tune_model(
+            model_class(name),
+            spaces.get(name),
+            fixed.get(name),
+            initial.get(name) or [_defaults(name, spaces.get(name), fixed.get(name) or {})],
+            plan,
+            study_name=None if study_name is None else f"{study_name}.{name}",
+            timeout=share,
+            seed_offset=index,
+        )
+        if share is not None:  # time left unused goes on; an overrun is not taken from the next
+            unused = max(share - results[name].seconds, 0.0)
+    if not results:
+        raise ValueError(f"no model family could be tuned: {skipped}")
+    # the best family by its best validation score; ties go to the earlier family in the table
+    winner = max(results.values(), key=lambda r: (r.best_score, -searched.index(r.model)))
+    trials = tuple(t for r in results.values() for t in r.trials)
+    info = {
+        **winner.info,
+        "families": {name: r.best_score for name, r in results.items()},
+        "shares": shares,
+        "skipped": skipped,
+    }
+    return replace(winner, trials=trials, families=results, info=info, seconds=time.perf_counter() - started)
 
 
+def _defaults(name: str, space: SearchSpace | None, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Model ``name``'s constructor defaults as a point of its search space (clipped into
+    ranges; a default a choice lacks becomes its first option)."""
+    defaults = model_class(name)(**fixed).get_params()
+    point: dict[str, Any] = {}
+    for key, dimension in (default_search_space(name) if space is None else space).items():
+        value = defaults.get(key)
+        if isinstance(dimension, Range):
+            point[key] = dimension.clip(value) if isinstance(value, int | float) else dimension.low
+        else:
+            point[key] = value if value in dimension.options else dimension.options[0]
+    return point
+
+
+def _refusal(name: str, fixed: Mapping[str, Any], data: Interactions) -> str | None:
+    """Why family ``name`` (with ``fixed``) cannot be fitted on ``data``, or ``None``: a model
+    with a ``max_items`` cap (EASE) refuses a larger catalogue."""
+    model = model_class(name)(**fixed)
+    cap = getattr(model, "max_items", None)
+    if isinstance(cap, int) and data.n_items > cap:
+        return f"{data.n_items:,} items, above its max_items={cap:,}"
+    return None
+
+
+def _by_family(what: str, value: Any, families: list[str]) -> dict[str, Any]:
+    """``value`` for ``model="auto"``: a mapping by family name (or nothing)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f'with model="auto", {what} must be a mapping by model name ({", ".join(families)})')
+    unknown = sorted(set(value) - set(families))
+    if unknown:
+        raise ValueError(f"{what} names {unknown}, not model families of auto ({', '.join(families)})")
+    return dict(value)
+
+
+# folds ----------------------------------------------------------------------------------------------
+def _folds(
+    data: Interactions | None,
+    probe: Interactions,
+    validation: Data | None,
+    n_folds: int,
+    fraction: float,
+    random_state: int | None,
+    k: int,
+    min_rating: float | None,
+    metrics: tuple[str, ...],
+) -> tuple[list[Fold], dict[str, Any]]:
+    """The folds every trial is scored on, and their description for the study's setup."""
+    scored = tuple(dict.fromkeys(("ndcg", "map", *metrics)))
+    if validation is not None:
+        evaluator = Evaluator(probe, validation, k, min_rating=min_rating, metrics=scored)
+        folds = [Fold(data, evaluator)]
+        describe = {"train": fingerprint(probe.matrix), "validation": _describe(evaluator)}
+    else:
+        assert data is not None
+        splits = per_user_folds(data, n_folds, fraction, random_state=random_state)
+        folds = [
+            Fold(s.train, Evaluator(s.train, s.test, k, min_rating=min_rating, metrics=scored))
+            for s in splits
+        ]
+        describe = {
+            "train": fingerprint(data.matrix),
+            "validation": f"{n_folds} per-user folds of {fraction:g}, seed {random_state}: "
+            + " ".join(_describe(f.evaluator) for f in folds),
+        }
+    for number, fold in enumerate(folds):
+        if len(fold.evaluator.users) == 0:
+            where = "validation" if validation is not None else f"fold {number + 1} of {n_folds}"
+            raise ValueError(f"{where} has no relevant items for users of train: nothing to score")
+    return folds, describe
+
+
+def _describe(evaluator: Evaluator) -> str:
+    return f"{fingerprint(evaluator.relevant)}:{len(evaluator.users)}"
+
+
+# argument checks ------------------------------------------------------------------------------------
 def _model_class(model: str | type[Recommender]) -> type[Recommender]:
     if isinstance(model, type) and issubclass(model, Recommender) and model.name:
         return model
     if not isinstance(model, str) or model not in MODELS:
-        raise ValueError(f"model must be a registered model name ({', '.join(MODELS)}), got {model!r}")
+        raise ValueError(
+            f"model must be a registered model name ({', '.join(MODELS)}) or {AUTO!r}, got {model!r}"
+        )
     return model_class(model)
 
 
@@ -535,108 +621,3 @@ def _check_constructible(cls: type[Recommender], space: dict[str, Dimension], fi
             cls(**{**fixed, **point})._validate_params()
         except ValueError as error:
             raise ValueError(f"{cls.name} rejects the tuning setup: {error}") from None
-
-
-def _storage_url(storage: str | Path | None) -> str | None:
-    if storage is None:
-        return None
-    text = str(storage)
-    if "://" in text:
-        return text
-    path = Path(text).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def _check_setup(study: Any, storage: str | None, setup: dict[str, Any]) -> None:
-    """Record ``setup`` in a new study; in a resumed one, raise unless it is the recorded one."""
-    recorded = study.user_attrs.get("setup")
-    if recorded is None:
-        study.set_user_attr("setup", setup)
-    elif recorded != setup:
-        differ = sorted(key for key in set(recorded) | set(setup) if recorded.get(key) != setup.get(key))
-        raise ValueError(
-            f"study {study.study_name!r} in {storage} was set up with another {', '.join(differ)}; its "
-            "trials are not comparable with this call's: use another study name"
-        )
-
-
-def _pruner(optuna: Any, prune: bool | Any) -> Any:
-    if prune is True:
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=4)
-    if prune is False:
-        return optuna.pruners.NopPruner()
-    if isinstance(prune, optuna.pruners.BasePruner):
-        return prune
-    raise ValueError(f"prune must be True, False or an optuna pruner, got {prune!r}")
-
-
-def _result(
-    study: Any,
-    name: str,
-    metric: str,
-    k: int,
-    fixed: dict[str, Any],
-    pre_names: set[str],
-    storage: str | None,
-    setup: dict[str, Any],
-) -> TuneResult:
-    import optuna
-
-    trials = tuple(
-        TrialResult(
-            number=t.number,
-            state=t.state.name.lower(),
-            params=dict(t.params),
-            scores=dict(t.user_attrs.get("scores", {})),
-            iteration=t.user_attrs.get("iteration"),
-            curve=tuple((int(i), float(v)) for i, v in t.user_attrs.get("curve", [])),
-            duration=t.duration.total_seconds() if t.duration is not None else None,
-            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
-        )
-        for t in study.get_trials(deepcopy=False)
-    )
-    complete = [t for t in trials if t.state == "complete" and t.value is not None]
-    if not complete:
-        raise RuntimeError(f"no trial of study {study.study_name!r} completed; nothing to choose from")
-    best = max(complete, key=lambda t: (float(t.value or 0.0), -t.number))
-    return TuneResult(
-        model=name,
-        metric=metric,
-        k=k,
-        best_params={**fixed, **{key: v for key, v in best.params.items() if key not in pre_names}},
-        best_preprocessing={key: v for key, v in best.params.items() if key in pre_names},
-        best_score=float(best.value or 0.0),
-        best_scores=best.scores,
-        best_trial=best.number,
-        trials=trials,
-        study_name=study.study_name if storage is not None else None,
-        storage=storage,
-        info={"setup": setup},
-    )
-
-
-def _fingerprint(m: sp.spmatrix | sp.sparray) -> str:
-    """A short hash of a sparse matrix's shape, pattern and values."""
-    csr = sp.csr_matrix(m)
-    digest = hashlib.sha256(json.dumps(list(csr.shape)).encode())
-    for array in (csr.indptr, csr.indices, csr.data):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values (numpy scalars and dtypes as Python numbers and names)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, type | np.dtype):
-        return np.dtype(value).name
-    return value
-
-
-def _matrix_of(data: Any) -> sp.csr_matrix:
-    return data.matrix if isinstance(data, Interactions) else sp.csr_matrix(data)

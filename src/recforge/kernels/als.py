@@ -4,16 +4,20 @@ One half-iteration of ALS solves, for every row ``u`` of a CSR matrix (users x i
 user half, items x users for the item half) with entries ``r_uj``, over the other side's
 factors ``Y`` (rows ``y_j``)::
 
-    (G + lam_u I + sum_j w_uj y_j y_j^T) x_u = sum_j v_uj y_j                         (1)
+    (a0 G + lam_u I + sum_j w_uj y_j y_j^T) x_u = sum_j v_uj y_j                      (1)
 
-* implicit feedback (Hu, Koren, Volinsky 2008): ``G = Y^T Y``; for ``r > 0``: ``p = 1``,
-  ``c = 1 + alpha r``, ``w = c - 1 = alpha r``, ``v = c p = 1 + alpha r``; for ``r <= 0``:
-  ``p = 0``, ``w = alpha |r|``, ``v = 0``. This is the ``YtY + Yt(Cu - I)Y`` trick: ``G`` is
-  computed once per half-iteration and each row visits only its own entries;
+* implicit feedback (Hu, Koren, Volinsky 2008, with the unobserved weight ``a0`` of Rendle et
+  al. 2022): ``G = Y^T Y``; a stored entry has confidence ``c = 1 + alpha |r|`` and preference
+  ``p = 1`` if ``r > 0`` else ``0``; ``w = c - a0``, ``v = c p``. Every pair not stored weighs
+  ``a0`` (``unobserved``, 1 by default, when ``w = alpha |r|``, ``v = 1 + alpha r``). This is
+  the ``YtY + Yt(Cu - I)Y`` trick: ``G`` is computed once per half-iteration and each row
+  visits only its own entries. The kernels take ``a0 G`` as their ``gram`` argument and
+  ``unobserved`` for ``w``;
 * explicit ratings: ``G = 0``, ``w = 1``, ``v = r`` (squared error on observed entries only);
-* ``lam_u = regularization * n_u`` when scaling by count (ALS-WR, Spark's semantics; ``n_u``
-  counts the row's entries with ``r > 0`` for implicit feedback, all its entries for explicit
-  ratings), else ``lam_u = regularization``. A row with no entries gets ``x_u = 0``.
+* ``lam_u``: the row's regularisation, an array the caller computes once
+  (:func:`row_regularization`: constant, ALS-WR's ``regularization * n_u`` as Spark has it, or
+  Rendle et al.'s ``regularization * (n_u + a0 n_other) ** nu``). A row with no entries gets
+  ``x_u = 0``.
 
 **Diagonal Gram.** The CG and exact kernels take ``G`` diagonal (``gram_diag``): the caller
 first finds the eigenvectors ``Q`` of ``Y^T Y`` (:func:`gram_eigenbasis`) and rotates both factor
@@ -60,6 +64,7 @@ __all__ = [
     "rotate_to_gram_eigenbasis",
     "row_blocks",
     "row_flops",
+    "row_regularization",
 ]
 
 #: factor rows kept in a per-thread contiguous buffer (1024 x 64 float32 = 256 KB: stays in L2);
@@ -152,6 +157,42 @@ def row_flops(indptr: np.ndarray, factors: int, solver: str, cg_steps: int = 3) 
     return float(np.sum(np.where(woodbury, small, direct)))
 
 
+def row_regularization(
+    indptr: np.ndarray,
+    data: np.ndarray,
+    regularization: float,
+    *,
+    implicit: bool,
+    scaling: str = "none",
+    exponent: float = 1.0,
+    unobserved: float = 1.0,
+    other_rows: int = 0,
+    dtype: np.dtype | type = np.float32,
+) -> np.ndarray:
+    """``lam_u`` of (1) for every row of the CSR ``(indptr, data)``, in ``dtype``.
+
+    ``n_u`` counts the row's entries with ``r > 0`` (implicit feedback) or all of them
+    (explicit ratings). ``scaling="none"``: ``lam_u = regularization``; ``"count"``:
+    ``regularization * n_u`` (one product in ``dtype``); ``"frequency"`` (Rendle et al. 2022):
+    ``regularization * (n_u + unobserved * other_rows) ** exponent`` in float64, then cast,
+    ``other_rows`` being the size of the other side (all items when users are solved). Rows
+    without entries are never solved; their value is of no consequence.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    if scaling == "none":
+        return np.full(len(indptr) - 1, regularization, dtype=dtype)
+    counted = (np.asarray(data) > 0) if implicit else np.ones(len(data), dtype=bool)
+    cumulative = np.concatenate([[0], np.cumsum(counted, dtype=np.int64)])
+    n = cumulative[indptr[1:]] - cumulative[indptr[:-1]]
+    if scaling == "count":
+        scalar = np.dtype(dtype).type
+        return scalar(regularization) * n.astype(dtype)
+    if scaling == "frequency":
+        base = n.astype(np.float64) + float(unobserved) * float(other_rows)
+        return (float(regularization) * base ** float(exponent)).astype(dtype)
+    raise ValueError(f"scaling must be none, count or frequency, got {scaling!r}")
+
+
 def _row_system(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -159,21 +200,21 @@ def _row_system(
     u: int,
     Y: np.ndarray,
     gram: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    lam: float,
     alpha: float,
+    unobserved: float,
     implicit: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, b)`` of (1) for row ``u`` in float64, ``gram`` full (``f x f``) or its diagonal."""
+    """``(A, b)`` of (1) for row ``u`` in float64, ``gram`` (``unobserved * Y^T Y``) full
+    (``f x f``) or its diagonal, ``lam`` the row's regularisation."""
     sl = slice(indptr[u], indptr[u + 1])
     r = data[sl].astype(np.float64)
     y = Y[indices[sl]].astype(np.float64)
     f = Y.shape[1]
     if implicit:
-        w, v, counted = alpha * np.abs(r), np.where(r > 0, 1 + alpha * r, 0.0), r > 0
+        w, v = alpha * np.abs(r) + (1 - unobserved), np.where(r > 0, 1 + alpha * r, 0.0)
     else:
-        w, v, counted = np.ones_like(r), r, np.ones(len(r), dtype=bool)
-    lam = regularization * (np.count_nonzero(counted) if scale_by_count else 1)
+        w, v = np.ones_like(r), r
     g = np.diag(gram) if np.ndim(gram) == 1 else np.asarray(gram)
     A = g.astype(np.float64) + lam * np.eye(f) + (y * w[:, None]).T @ y
     return A, y.T @ v
@@ -181,30 +222,18 @@ def _row_system(
 
 # small compiled helpers ---------------------------------------------------------------------
 @kernel(fastmath=True, inline=True)
-def _weights(r, alpha, one, implicit):  # pragma: no cover - compiled
-    """``(w, v)`` of one entry, per (1); ``one`` is 1 in the factors' dtype."""
+def _weights(r, alpha, shift, one, implicit):  # pragma: no cover - compiled
+    """``(w, v)`` of one entry, per (1); ``one`` is 1 in the factors' dtype, ``shift`` is
+    ``1 - unobserved`` (0 by default, so that ``w = alpha |r|`` exactly)."""
     if implicit:
         if r > 0:
-            return alpha * r, one + alpha * r
-        return alpha * abs(r), one - one
+            return alpha * r + shift, one + alpha * r
+        return alpha * abs(r) + shift, one - one
     return one, r
 
 
 @kernel(fastmath=True, inline=True)
-def _row_lambda(indptr, data, u, regularization, scale_by_count, implicit):  # pragma: no cover
-    """``lam_u`` of (1), in ``regularization``'s dtype."""
-    if not scale_by_count or regularization == 0:
-        return regularization
-    count = regularization - regularization
-    one = regularization / regularization
-    for idx in range(indptr[u], indptr[u + 1]):
-        if not implicit or data[idx] > 0:
-            count += one
-    return regularization * count
-
-
-@kernel(fastmath=True, inline=True)
-def _gather(start, end, indices, data, Y, alpha, one, implicit, Z, w, v, limit):  # pragma: no cover
+def _gather(start, end, indices, data, Y, alpha, shift, one, implicit, Z, w, v, limit):  # pragma: no cover
     """Copy factor rows ``Y[indices[start:end]]`` into ``Z[:end - start]`` and their ``(w, v)``
     into ``w``, ``v``, prefetching ``PREFETCH_DISTANCE`` rows ahead (up to entry ``limit``)."""
     f = Y.shape[1]
@@ -218,7 +247,7 @@ def _gather(start, end, indices, data, Y, alpha, one, implicit, Z, w, v, limit):
         y = Y[indices[idx]]
         for k in range(f):
             Z[m, k] = y[k]
-        w[m], v[m] = _weights(data[idx], alpha, one, implicit)
+        w[m], v[m] = _weights(data[idx], alpha, shift, one, implicit)
 
 
 @kernel(fastmath=True, inline=True)
@@ -268,7 +297,7 @@ def _buffered_product(Z, w, v, n, p, out, residual):  # pragma: no cover
 
 @kernel(fastmath=True, inline=True)
 def _indirect_product(
-    start, end, indices, data, alpha, one, implicit, Y, p, out, residual
+    start, end, indices, data, alpha, shift, one, implicit, Y, p, out, residual
 ):  # pragma: no cover
     """:func:`_buffered_product` for a row too long for the buffer, read through ``indices``."""
     f = p.shape[0]
@@ -279,7 +308,7 @@ def _indirect_product(
             for k in range(0, f, 16):
                 prefetch(Y, row, k)
         y = Y[indices[idx]]
-        wi, vi = _weights(data[idx], alpha, one, implicit)
+        wi, vi = _weights(data[idx], alpha, shift, one, implicit)
         d = p[0] - p[0]
         for k in range(f):
             d += y[k] * p[k]
@@ -446,7 +475,7 @@ def _syrk8(A, b, Z, w, v, i):  # pragma: no cover
 # conjugate gradient -------------------------------------------------------------------------
 @kernel(fastmath=True)
 def _cg_row(
-    start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, cg_steps, r, p, ap, Z, w, v
+    start, end, indices, data, x, Y, gram_diag, lam, alpha, shift, implicit, cg_steps, r, p, ap, Z, w, v
 ):  # pragma: no cover
     """``cg_steps`` CG steps on one row's system (1), warm-started from ``x`` (in place).
 
@@ -461,7 +490,7 @@ def _cg_row(
     n = end - start
     buffered = n <= Z.shape[0]
     if buffered:
-        _gather(start, end, indices, data, Y, alpha, one, implicit, Z, w, v, indices.shape[0])
+        _gather(start, end, indices, data, Y, alpha, shift, one, implicit, Z, w, v, indices.shape[0])
     rs = zero
     for step in range(cg_steps + 1):
         residual = step == 0
@@ -473,7 +502,9 @@ def _cg_row(
         if buffered:
             _buffered_product(Z, w, v, n, source, out, residual)
         else:
-            _indirect_product(start, end, indices, data, alpha, one, implicit, Y, source, out, residual)
+            _indirect_product(
+                start, end, indices, data, alpha, shift, one, implicit, Y, source, out, residual
+            )
         if residual:
             for k in range(f):
                 p[k] = r[k]
@@ -510,9 +541,9 @@ def _cg_block(
     X,
     Y,
     gram_diag,
-    regularization,
-    scale_by_count,
+    lam,
     alpha,
+    unobserved,
     implicit,
     cg_steps,
 ):  # pragma: no cover
@@ -537,25 +568,45 @@ def _cg_block(
     o += BUFFER_ROWS * fp
     w = arena[o : o + BUFFER_ROWS]
     v = arena[o + BUFFER_ROWS : o + 2 * BUFFER_ROWS]
+    shift = X.dtype.type(1) - unobserved
     for u in range(first, last):
         start, end = indptr[u], indptr[u + 1]
         x = X[u]
         if start == end:
             x[:] = 0
             continue
-        lam = _row_lambda(indptr, data, u, regularization, scale_by_count, implicit)
-        _cg_row(start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, cg_steps, r, p, ap, Z, w, v)
+        _cg_row(
+            start,
+            end,
+            indices,
+            data,
+            x,
+            Y,
+            gram_diag,
+            lam[u],
+            alpha,
+            shift,
+            implicit,
+            cg_steps,
+            r,
+            p,
+            ap,
+            Z,
+            w,
+            v,
+        )
 
 
 @kernel(parallel=True, fastmath=True)
 def als_cg(
-    indptr, indices, data, X, Y, gram_diag, regularization, scale_by_count, alpha, implicit, cg_steps, blocks
+    indptr, indices, data, X, Y, gram_diag, lam, alpha, unobserved, implicit, cg_steps, blocks
 ):  # pragma: no cover
     """``cg_steps`` conjugate-gradient steps on (1) for every row, warm-started from ``X``;
     updates ``X`` in place.
 
-    ``gram_diag``: ``G``'s diagonal (``G`` diagonal, see the module doc; zeros for explicit
-    ratings). ``regularization`` and ``alpha`` are scalars of ``X``'s dtype. ``blocks`` from
+    ``gram_diag``: the diagonal of ``a0 G`` (``G`` diagonal, see the module doc; zeros for
+    explicit ratings); ``lam``: the rows' ``lam_u`` (:func:`row_regularization`), ``alpha`` and
+    ``unobserved`` (``a0``): scalars, all of ``X``'s dtype. ``blocks`` from
     :func:`row_blocks`. Like ``implicit``'s CG: a row stops early when its squared residual
     drops below ``1e-20``.
     """
@@ -569,9 +620,9 @@ def als_cg(
             X,
             Y,
             gram_diag,
-            regularization,
-            scale_by_count,
+            lam,
             alpha,
+            unobserved,
             implicit,
             cg_steps,
         )
@@ -584,9 +635,9 @@ def als_cg_reference(
     X: np.ndarray,
     Y: np.ndarray,
     gram: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    lam: np.ndarray,
     alpha: float,
+    unobserved: float,
     implicit: bool,
     cg_steps: int,
 ) -> None:
@@ -595,7 +646,7 @@ def als_cg_reference(
         if indptr[u] == indptr[u + 1]:
             X[u] = 0
             continue
-        A, b = _row_system(indptr, indices, data, u, Y, gram, regularization, scale_by_count, alpha, implicit)
+        A, b = _row_system(indptr, indices, data, u, Y, gram, float(lam[u]), alpha, unobserved, implicit)
         x = X[u].astype(np.float64)
         r = b - A @ x
         p = r.copy()
@@ -621,7 +672,7 @@ def als_cg_reference(
 # exact solve --------------------------------------------------------------------------------
 @kernel(fastmath=True)
 def _direct_row(
-    start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, A, b, Z, w, v, P
+    start, end, indices, data, x, Y, gram_diag, lam, alpha, shift, implicit, A, b, Z, w, v, P
 ):  # pragma: no cover
     """Form (1) in ``A`` (upper triangle, rank-8 updates from gathered chunks of the row's
     factor rows) and solve it by Cholesky. ``A``, ``Z`` are padded to a width multiple of
@@ -636,7 +687,9 @@ def _direct_row(
     for chunk_start in range(start, end, cap):
         chunk_end = min(chunk_start + cap, end)
         m = chunk_end - chunk_start
-        _gather(chunk_start, chunk_end, indices, data, Y, alpha, one, implicit, Z, w, v, indices.shape[0])
+        _gather(
+            chunk_start, chunk_end, indices, data, Y, alpha, shift, one, implicit, Z, w, v, indices.shape[0]
+        )
         padded = (m + 7) // 8 * 8
         for i in range(m, padded):
             w[i] = 0
@@ -653,14 +706,15 @@ def _direct_row(
 
 @kernel(fastmath=True)
 def _woodbury_row(
-    start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, Z, C, beta, dinv
+    start, end, indices, data, x, Y, gram_diag, lam, alpha, shift, implicit, Z, C, beta, dinv
 ):  # pragma: no cover
     """Solve (1) with diagonal ``D = G + lam I`` by the Woodbury identity, in float64::
 
         x = D^-1 Y_u^T beta,   (W^-1 + Y_u D^-1 Y_u^T) beta = W^-1 v
 
     over the row's ``n`` entries with ``w > 0`` (entries with ``w = 0`` have ``v = 0`` when
-    ``alpha > 0``, which the caller checks). Costs ``O(n^2 f + n^3)``.
+    ``shift > 0``, or ``shift = 0`` and ``alpha > 0``, which the caller checks). Costs
+    ``O(n^2 f + n^3)``.
     """
     f = x.shape[0]
     one = x.dtype.type(1)
@@ -672,7 +726,7 @@ def _woodbury_row(
         if ahead < end:
             for k in range(0, f, 16):
                 prefetch(Y, indices[ahead], k)
-        wi, vi = _weights(data[idx], alpha, one, implicit)
+        wi, vi = _weights(data[idx], alpha, shift, one, implicit)
         if not wi > 0:
             continue
         y = Y[indices[idx]]
@@ -711,13 +765,15 @@ def _woodbury_row(
 
 @kernel(fastmath=True)
 def _exact_block(
-    first, last, indptr, indices, data, X, Y, gram_diag, regularization, scale_by_count, alpha, implicit
+    first, last, indptr, indices, data, X, Y, gram_diag, lam, alpha, unobserved, implicit
 ):  # pragma: no cover
     """Rows ``first:last`` of :func:`als_exact`; returns their failure count."""
     f = X.shape[1]
     width = (f + CHUNK - 1) // CHUNK * CHUNK
     small = int(WOODBURY_FRACTION * f)
-    woodbury_ok = (not implicit) or alpha > 0
+    shift = X.dtype.type(1) - unobserved
+    # Woodbury needs w > 0 wherever v != 0 (see _woodbury_row)
+    woodbury_ok = (not implicit) or shift > 0 or (shift == 0 and alpha > 0)
     # scratch in padded arenas, as in _cg_block
     arena = np.zeros(2 * ARENA_PAD + (f + 8 + BUFFER_ROWS) * width + width + 2 * BUFFER_ROWS, X.dtype)
     o = ARENA_PAD
@@ -749,19 +805,19 @@ def _exact_block(
         if start == end:
             x[:] = 0
             continue
-        lam = _row_lambda(indptr, data, u, regularization, scale_by_count, implicit)
+        lam_u = lam[u]
         use_woodbury = woodbury_ok and end - start < small
         if use_woodbury:
             for j in range(f):
-                if not gram_diag[j] + lam > 0:
+                if not gram_diag[j] + lam_u > 0:
                     use_woodbury = False
         if use_woodbury:
             ok = _woodbury_row(
-                start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, Zw, C, beta, dinv
+                start, end, indices, data, x, Y, gram_diag, lam_u, alpha, shift, implicit, Zw, C, beta, dinv
             )
         else:
             ok = _direct_row(
-                start, end, indices, data, x, Y, gram_diag, lam, alpha, implicit, A, b, Z, w, v, P
+                start, end, indices, data, x, Y, gram_diag, lam_u, alpha, shift, implicit, A, b, Z, w, v, P
             )
         if not ok:
             failures += 1
@@ -770,12 +826,12 @@ def _exact_block(
 
 @kernel(parallel=True, fastmath=True)
 def als_exact(
-    indptr, indices, data, X, Y, gram_diag, regularization, scale_by_count, alpha, implicit, blocks
+    indptr, indices, data, X, Y, gram_diag, lam, alpha, unobserved, implicit, blocks
 ):  # pragma: no cover
     """Solve (1) exactly for every row into ``X``; ``G`` diagonal (see the module doc).
 
     A row with fewer than ``WOODBURY_FRACTION * f`` entries is solved by Woodbury in float64
-    (when ``alpha > 0`` or ratings are explicit, and ``D > 0``); any other row forms ``A`` and
+    (when every ``w`` is positive where ``v`` is not zero, and ``D > 0``); any other row forms ``A`` and
     factors it by Cholesky. Returns the number of rows whose system was not positive definite
     (solved with a clamped pivot).
     """
@@ -790,9 +846,9 @@ def als_exact(
             X,
             Y,
             gram_diag,
-            regularization,
-            scale_by_count,
+            lam,
             alpha,
+            unobserved,
             implicit,
         )
     return failures
@@ -805,9 +861,9 @@ def als_exact_reference(
     X: np.ndarray,
     Y: np.ndarray,
     gram: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    lam: np.ndarray,
     alpha: float,
+    unobserved: float,
     implicit: bool,
 ) -> None:
     """NumPy twin of :func:`als_exact` (``gram`` full or diagonal): ``np.linalg.solve`` per row."""
@@ -815,7 +871,7 @@ def als_exact_reference(
         if indptr[u] == indptr[u + 1]:
             X[u] = 0
             continue
-        A, b = _row_system(indptr, indices, data, u, Y, gram, regularization, scale_by_count, alpha, implicit)
+        A, b = _row_system(indptr, indices, data, u, Y, gram, float(lam[u]), alpha, unobserved, implicit)
         X[u] = np.linalg.solve(A, b)
 
 
@@ -885,7 +941,7 @@ def _nnls_row(A, b, x, passive, L, z, grad, max_iter):  # pragma: no cover
 
 @kernel(fastmath=True)
 def _nnls_block(
-    first, last, indptr, indices, data, X, Y, gram, regularization, scale_by_count, alpha, implicit
+    first, last, indptr, indices, data, X, Y, gram, lam, alpha, unobserved, implicit
 ):  # pragma: no cover
     """Rows ``first:last`` of :func:`als_nnls`; returns their failure count."""
     f = X.shape[1]
@@ -901,20 +957,21 @@ def _nnls_block(
     grad = arena[o + 3 * fp : o + 3 * fp + f]
     passive = np.empty(f, np.bool_)
     one = X.dtype.type(1)
+    shift = one - unobserved
     failures = 0
     for u in range(first, last):
         start, end = indptr[u], indptr[u + 1]
         if start == end:
             X[u, :] = 0
             continue
-        lam = np.float64(_row_lambda(indptr, data, u, regularization, scale_by_count, implicit))
+        lam_u = np.float64(lam[u])
         for j in range(f):
             for k in range(f):
                 A[j, k] = gram[j, k]
-            A[j, j] += lam
+            A[j, j] += lam_u
             b[j] = 0.0
         for idx in range(start, end):
-            wi, vi = _weights(data[idx], alpha, one, implicit)
+            wi, vi = _weights(data[idx], alpha, shift, one, implicit)
             y = Y[indices[idx]]
             for j in range(f):
                 a = np.float64(wi) * y[j]
@@ -929,11 +986,9 @@ def _nnls_block(
 
 
 @kernel(parallel=True, fastmath=True)
-def als_nnls(
-    indptr, indices, data, X, Y, gram, regularization, scale_by_count, alpha, implicit, blocks
-):  # pragma: no cover
+def als_nnls(indptr, indices, data, X, Y, gram, lam, alpha, unobserved, implicit, blocks):  # pragma: no cover
     """Solve (1) for every row under ``x >= 0`` (Lawson-Hanson, float64) into ``X``; ``gram``
-    is the full ``f x f`` ``G``. Returns the number of rows that hit the iteration limit."""
+    is the full ``f x f`` ``unobserved * Y^T Y``. Returns the number of rows that hit the iteration limit."""
     failures = 0
     for bl in prange(len(blocks) - 1):
         failures += _nnls_block(
@@ -945,9 +1000,9 @@ def als_nnls(
             X,
             Y,
             gram,
-            regularization,
-            scale_by_count,
+            lam,
             alpha,
+            unobserved,
             implicit,
         )
     return failures
@@ -960,9 +1015,9 @@ def als_nnls_reference(
     X: np.ndarray,
     Y: np.ndarray,
     gram: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    lam: np.ndarray,
     alpha: float,
+    unobserved: float,
     implicit: bool,
 ) -> None:
     """NumPy/SciPy twin of :func:`als_nnls`: with ``A = L L^T``, ``min 1/2 x^T A x - b^T x`` over
@@ -973,15 +1028,15 @@ def als_nnls_reference(
         if indptr[u] == indptr[u + 1]:
             X[u] = 0
             continue
-        A, b = _row_system(indptr, indices, data, u, Y, gram, regularization, scale_by_count, alpha, implicit)
+        A, b = _row_system(indptr, indices, data, u, Y, gram, float(lam[u]), alpha, unobserved, implicit)
         L = np.linalg.cholesky(A)
         X[u] = scipy.optimize.nnls(L.T, np.linalg.solve(L, b))[0]
 
 
 # loss ---------------------------------------------------------------------------------------
 @kernel(parallel=True, fastmath=True)
-def _loss_rows(indptr, indices, data, X, Y, alpha, implicit, out):  # pragma: no cover
-    """Per row ``u``, float64: implicit ``sum_j [c (p - s)^2 - s^2]``, explicit
+def _loss_rows(indptr, indices, data, X, Y, alpha, unobserved, implicit, out):  # pragma: no cover
+    """Per row ``u``, float64: implicit ``sum_j [c (p - s)^2 - unobserved s^2]``, explicit
     ``sum_j (r - s)^2``, with ``s = x_u . y_j`` over the row's entries."""
     f = X.shape[1]
     for u in prange(len(indptr) - 1):
@@ -996,21 +1051,10 @@ def _loss_rows(indptr, indices, data, X, Y, alpha, implicit, out):  # pragma: no
             if implicit:
                 c = 1.0 + alpha * abs(r)
                 p = 1.0 if r > 0 else 0.0
-                total += c * (p - s) * (p - s) - s * s
+                total += c * (p - s) * (p - s) - unobserved * s * s
             else:
                 total += (r - s) * (r - s)
         out[u] = total
-
-
-def _entry_counts(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_cols: int, implicit: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row and per-column counts ``n`` of (1) (entries with ``r > 0`` when implicit)."""
-    counted = (data > 0) if implicit else np.ones(len(data), dtype=bool)
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    by_row = np.bincount(rows[counted], minlength=len(indptr) - 1).astype(np.float64)
-    by_col = np.bincount(np.asarray(indices)[counted], minlength=n_cols).astype(np.float64)
-    return by_row, by_col
 
 
 def als_loss(
@@ -1019,47 +1063,47 @@ def als_loss(
     data: np.ndarray,
     X: np.ndarray,
     Y: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    user_lam: np.ndarray,
+    item_lam: np.ndarray,
     alpha: float,
+    unobserved: float,
     implicit: bool,
 ) -> float:
     """The ALS objective for users x items CSR ``(indptr, indices, data)`` and factors ``X, Y``::
 
-        implicit:  sum_{u,i} c_ui (p_ui - x_u . y_i)^2  + lam_reg
-        explicit:  sum_{(u,i) observed} (r_ui - x_u . y_i)^2  + lam_reg
-        lam_reg = regularization * (sum_u s_u |x_u|^2 + sum_i s_i |y_i|^2)
+        implicit:  sum_{(u,i) stored} c_ui (p_ui - x_u . y_i)^2
+                   + unobserved * sum_{(u,i) not stored} (x_u . y_i)^2  + penalty
+        explicit:  sum_{(u,i) stored} (r_ui - x_u . y_i)^2  + penalty
+        penalty  = sum_u user_lam[u] |x_u|^2 + sum_i item_lam[i] |y_i|^2
 
-    with ``s = 1`` or the entry counts ``n`` of (1) when ``scale_by_count``. The implicit sum
-    runs over all pairs (``c = 1``, ``p = 0`` off the matrix) as ``sum(X^T X * Y^T Y)`` plus a
-    correction per stored entry. Float64, deterministic (per-row partial sums).
+    with ``c = 1 + alpha |r|``, ``p = 1 if r > 0 else 0`` and the rows' ``lam`` of (1)
+    (:func:`row_regularization`). The implicit sum over the pairs not stored is
+    ``unobserved * sum(X^T X * Y^T Y)`` less a correction per stored entry. Float64,
+    deterministic (per-row partial sums).
     """
     X64 = np.asarray(X)
     Y64 = np.asarray(Y)
     rows = np.empty(len(indptr) - 1, dtype=np.float64)
-    _loss_rows(indptr, indices, data, X64, Y64, float(alpha), bool(implicit), rows)
+    _loss_rows(indptr, indices, data, X64, Y64, float(alpha), float(unobserved), bool(implicit), rows)
     total = float(np.sum(rows))
     if implicit:
         gx = X64.T.astype(np.float64) @ X64.astype(np.float64)
         gy = Y64.T.astype(np.float64) @ Y64.astype(np.float64)
-        total += float(np.sum(gx * gy))
+        total += float(unobserved) * float(np.sum(gx * gy))
     norms_x = np.einsum("ij,ij->i", X64, X64, dtype=np.float64)
     norms_y = np.einsum("ij,ij->i", Y64, Y64, dtype=np.float64)
-    if scale_by_count:
-        by_row, by_col = _entry_counts(indptr, indices, data, len(Y64), implicit)
-        penalty = float(by_row @ norms_x + by_col @ norms_y)
-    else:
-        penalty = float(norms_x.sum() + norms_y.sum())
-    return total + float(regularization) * penalty
+    penalty = float(np.asarray(user_lam, np.float64) @ norms_x + np.asarray(item_lam, np.float64) @ norms_y)
+    return total + penalty
 
 
 def als_loss_reference(
     matrix: np.ndarray,
     X: np.ndarray,
     Y: np.ndarray,
-    regularization: float,
-    scale_by_count: bool,
+    user_lam: np.ndarray,
+    item_lam: np.ndarray,
     alpha: float,
+    unobserved: float,
     implicit: bool,
 ) -> float:
     """Dense twin of :func:`als_loss` on a dense ``matrix`` (zeros are absent entries)."""
@@ -1067,14 +1111,11 @@ def als_loss_reference(
     S = X.astype(np.float64) @ Y.astype(np.float64).T
     stored = R != 0
     if implicit:
-        C = 1 + alpha * np.abs(R)
+        C = np.where(stored, 1 + alpha * np.abs(R), unobserved)
         P = (R > 0).astype(np.float64)
         loss = float(np.sum(C * (P - S) ** 2))
-        counted = R > 0
     else:
         loss = float(np.sum(((R - S) ** 2)[stored]))
-        counted = stored
-    su = counted.sum(axis=1) if scale_by_count else np.ones(len(X))
-    si = counted.sum(axis=0) if scale_by_count else np.ones(len(Y))
-    penalty = su @ (X.astype(np.float64) ** 2).sum(axis=1) + si @ (Y.astype(np.float64) ** 2).sum(axis=1)
-    return loss + regularization * float(penalty)
+    penalty = np.asarray(user_lam, np.float64) @ (X.astype(np.float64) ** 2).sum(axis=1)
+    penalty += np.asarray(item_lam, np.float64) @ (Y.astype(np.float64) ** 2).sum(axis=1)
+    return loss + float(penalty)

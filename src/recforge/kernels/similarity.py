@@ -1,4 +1,5 @@
-"""Item-item cosine similarity, top-N neighbours per item, without a dense items x items matrix.
+"""Item-item products: cosine top-N neighbours without a dense items x items matrix, and the
+dense Gram matrix ``W^T W`` (EASE).
 
 For a users x items matrix ``W`` the cosine of items ``i`` and ``j`` is
 ``S_ij = (W[:, i] . W[:, j]) / (|W[:, i]| |W[:, j]|)``. :func:`column_dot_topn` takes columns
@@ -9,8 +10,13 @@ How: for item ``i``, walk its users ``u`` (the CSC of ``W``) and each of their i
 CSR), adding ``W_ui W_uj`` into a dense float64 accumulator of length ``n_items``; the touched
 entries (found with a per-item stamp) go through a bounded heap of size ``n``; the accumulator
 is cleared along the touched list. The work is ``sum_u |row u|^2``, the memory one accumulator
-per chunk of items. Items are split into chunks of equal work (``chunk_bounds``) that run in
+per chunk of items. Items are split into chunks of equal work (:func:`work_chunks`) that run in
 parallel.
+
+:func:`column_gram` walks the same way into a dense float64 accumulator per item and writes
+the item's row of the lower triangle of ``W^T W``: the Gram matrix EASE inverts, for half of
+``sum_u |row u|^2`` multiply-adds (each row of ``W`` is read up to the item only) and no sparse
+intermediate; :func:`item_gram` mirrors it into the full matrix.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ import scipy.sparse as sp
 
 from recforge._numba import kernel, prange
 
-__all__ = ["column_dot_topn", "column_dot_topn_reference", "cosine_topn", "cosine_topn_reference"]
+__all__ = [
+    "column_dot_topn",
+    "column_dot_topn_reference",
+    "column_gram",
+    "column_gram_reference",
+    "cosine_topn",
+    "cosine_topn_reference",
+    "item_gram",
+    "mirror_lower",
+    "work_chunks",
+]
 
 
 @kernel()
@@ -172,18 +188,97 @@ def cosine_topn(matrix: sp.csr_matrix, n_neighbors: int, chunks: int = 64) -> sp
     transposed.sort_indices()
     n_items = unit.shape[1]
     n = min(int(n_neighbors), max(n_items - 1, 0))
-    row_length = np.diff(unit.indptr).astype(np.float64)
-    users_of_entry = np.repeat(np.arange(unit.shape[0]), np.diff(unit.indptr))
-    work = np.bincount(unit.indices, weights=row_length[users_of_entry], minlength=n_items) + 1.0
-    cumulative = np.concatenate([[0.0], np.cumsum(work)])
-    targets = np.linspace(0.0, cumulative[-1], max(1, min(chunks, n_items)) + 1)
-    bounds = np.unique(np.searchsorted(cumulative, targets)).astype(np.int64)
-    bounds[0], bounds[-1] = 0, n_items
+    bounds = work_chunks(unit, chunks)
     t = transposed
     ids, scores = column_dot_topn(
         unit.indptr, unit.indices, unit.data, t.indptr, t.indices, t.data, n, bounds
     )
     return _to_csr(ids, scores, n_items)
+
+
+def work_chunks(matrix: sp.csr_matrix, chunks: int, lower: bool = False) -> np.ndarray:
+    """Boundaries (int64) of at most ``chunks`` ranges of items of about equal work for the
+    walks of this module: item ``i`` costs ``1 +`` the sum over its users of the length of
+    their rows (``lower``: of the rows' prefixes up to ``i``; indices sorted)."""
+    n_items = matrix.shape[1]
+    lengths = np.diff(matrix.indptr)
+    users_of_entry = np.repeat(np.arange(matrix.shape[0]), lengths)
+    if lower:
+        cost = (np.arange(matrix.nnz) - matrix.indptr[users_of_entry] + 1).astype(np.float64)
+    else:
+        cost = lengths.astype(np.float64)[users_of_entry]
+    work = np.bincount(matrix.indices, weights=cost, minlength=n_items) + 1.0
+    cumulative = np.concatenate([[0.0], np.cumsum(work)])
+    targets = np.linspace(0.0, cumulative[-1], max(1, min(chunks, n_items)) + 1)
+    bounds = np.unique(np.searchsorted(cumulative, targets)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, n_items
+    return bounds
+
+
+@kernel(parallel=True)
+def column_gram(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    t_indptr: np.ndarray,
+    t_indices: np.ndarray,
+    t_data: np.ndarray,
+    out: np.ndarray,
+    chunk_bounds: np.ndarray,
+) -> None:
+    """The lower triangle of ``W^T W`` into ``out`` (``n_items x n_items``; entries above the
+    diagonal are left as they are) for the CSR ``W`` (``indptr``, ..., indices sorted) and its
+    transpose's CSR (``t_*``). Row ``i``: ``sum_u W_ui W_uj`` for ``j <= i``, accumulated in
+    float64 in the order of ``i``'s users, then of each row's entries (deterministic)."""
+    n_items = out.shape[1]
+    for c in prange(len(chunk_bounds) - 1):
+        acc = np.zeros(n_items, np.float64)
+        for i in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            for p in range(t_indptr[i], t_indptr[i + 1]):
+                u = t_indices[p]
+                w = np.float64(t_data[p])
+                for q in range(indptr[u], indptr[u + 1]):
+                    j = indices[q]
+                    if j > i:
+                        break
+                    acc[j] += w * data[q]
+            for j in range(i + 1):
+                out[i, j] = acc[j]
+                acc[j] = 0.0
+
+
+def column_gram_reference(matrix: sp.csr_matrix) -> np.ndarray:
+    """:func:`item_gram` by a sparse product in float64."""
+    m = sp.csr_matrix(matrix, dtype=np.float64)
+    return np.asarray((m.T @ m).toarray())
+
+
+def item_gram(matrix: sp.csr_matrix, chunks: int = 64, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """The dense ``n_items x n_items`` Gram matrix ``W^T W`` of the users x items ``matrix``, in
+    ``dtype`` (float64 sums): its lower triangle by :func:`column_gram` over ``chunks`` ranges of
+    equal work, mirrored onto the upper one."""
+    m = sp.csr_matrix(matrix)
+    m.sort_indices()
+    t = sp.csr_matrix(m.T)
+    t.sort_indices()
+    n = m.shape[1]
+    out = np.empty((n, n), dtype=dtype)
+    bounds = work_chunks(m, chunks, lower=True)
+    column_gram(m.indptr, m.indices, m.data, t.indptr, t.indices, t.data, out, bounds)
+    mirror_lower(out)
+    return out
+
+
+def mirror_lower(matrix: np.ndarray, block: int = 1024) -> None:
+    """Copy the lower triangle of the square ``matrix`` onto its upper one, in place, by blocks
+    of rows (no full-size temporary)."""
+    n = len(matrix)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        matrix[start:stop, stop:] = matrix[stop:, start:stop].T
+        square = matrix[start:stop, start:stop]
+        upper = np.triu_indices(stop - start, 1)
+        square[upper] = square.T[upper]
 
 
 def cosine_topn_reference(matrix: sp.csr_matrix, n_neighbors: int) -> sp.csr_matrix:

@@ -32,33 +32,44 @@ class ALS(FactorRecommender):
     **Implicit feedback** (``implicit=True``; Hu, Koren, Volinsky 2008) minimises, over user
     factors ``x_u`` and item factors ``y_i`` (``factors`` each)::
 
-        L = sum_{u, i} c_ui (p_ui - x_u . y_i)^2
+        L = sum_{(u, i) stored} c_ui (p_ui - x_u . y_i)^2
+            + a0 * sum_{(u, i) not stored} (x_u . y_i)^2
             + regularization * (sum_u s_u |x_u|^2 + sum_i s_i |y_i|^2)
 
-    summed over *all* user-item pairs, with ``p_ui = 1`` if ``r_ui > 0`` else ``0`` and
-    ``c_ui = 1 + alpha * r_ui`` (``1`` off the matrix). **Explicit ratings**
-    (``implicit=False``) minimise::
+    with ``p_ui = 1`` if ``r_ui > 0`` else ``0``, ``c_ui = 1 + alpha * |r_ui|`` and ``a0 =
+    unobserved_weight``: with the default ``a0 = 1`` this is Hu et al.'s sum over *all* pairs
+    with confidence ``1`` off the matrix. **Explicit ratings** (``implicit=False``) minimise::
 
         L = sum_{(u, i) rated} (r_ui - x_u . y_i)^2
             + regularization * (sum_u s_u |x_u|^2 + sum_i s_i |y_i|^2)
 
-    The scaling ``s`` is ``1`` for ``regularization_scaling="none"``, or the number of the
-    row's entries (``r > 0`` for implicit feedback, all ratings for explicit) for ``"count"``,
+    The scaling ``s`` is ``1`` for ``regularization_scaling="none"``; for ``"count"`` the number
+    ``n_u`` of the row's entries (``r > 0`` for implicit feedback, all ratings for explicit),
     which is ALS-WR and what Spark's ``ALS`` does (its ``regParam`` is this
-    ``regularization``). Each iteration solves all users with items fixed, then all items with
-    users fixed; each row's problem is the ``f x f`` system
-    ``(G + lam_u I + Y_u^T W_u Y_u) x_u = Y_u^T v_u`` (``G = Y^T Y`` for implicit feedback,
-    computed once per half-iteration), solved by ``cg_steps`` steps of conjugate gradient
-    warm-started from the previous factors (``solver="cg"``, as ``implicit`` does), exactly
-    (``"cholesky"``: Cholesky of the system, or through the Woodbury identity for rows with few
-    entries: the same solution), or, with ``nonnegative=True``, by non-negative least squares
-    (Lawson-Hanson, as Spark's ``nonnegative`` option; slower). Rows without entries get zero
-    factors.
+    ``regularization``); for ``"frequency"`` (implicit feedback only; Rendle, Krichene, Zhang,
+    Koren, "Revisiting the Performance of iALS on Item Recommendation Benchmarks", RecSys 2022)
+    ``s_u = (n_u + a0 * n_items) ** nu`` for a user and ``s_i = (n_i + a0 * n_users) ** nu`` for
+    an item, ``nu = regularization_exponent``: the weight of the row's terms in the loss,
+    raised to ``nu``. (Rendle et al. sum the ``a0`` term over all pairs, observed ones too: that
+    is this objective with each stored entry's confidence raised by ``a0``, a shift that matters
+    little at their small ``a0``; keeping Hu et al.'s form keeps the default objective exactly
+    the one before the parameter existed.) With ``"frequency"`` the factors start from the
+    paper's normal distribution with standard deviation ``0.1 / sqrt(factors)``.
 
-    Factors start uniform in ``[0, 0.01)`` from ``random_state``; the same seed gives the same
-    factors whatever the number of threads. Learned factors are expressed in the eigenbasis of
-    the last Gram matrix (a rotation that changes no score, distance or loss); with
-    ``nonnegative=True`` they are the non-negative factors themselves.
+    Each iteration solves all users with items fixed, then all items with users fixed; each
+    row's problem is the ``f x f`` system
+    ``(a0 G + lam_u I + Y_u^T W_u Y_u) x_u = Y_u^T v_u`` (``G = Y^T Y`` for implicit feedback,
+    computed once per half-iteration, ``lam_u = regularization * s_u``), solved by ``cg_steps``
+    steps of conjugate gradient warm-started from the previous factors (``solver="cg"``, as
+    ``implicit`` does), exactly (``"cholesky"``: Cholesky of the system, or through the Woodbury
+    identity for rows with few entries: the same solution), or, with ``nonnegative=True``, by
+    non-negative least squares (Lawson-Hanson, as Spark's ``nonnegative`` option; slower). Rows
+    without entries get zero factors.
+
+    Factors start uniform in ``[0, 0.01)`` (but see ``"frequency"``) from ``random_state``; the
+    same seed gives the same factors whatever the number of threads. Learned factors are
+    expressed in the eigenbasis of the last Gram matrix (a rotation that changes no score,
+    distance or loss); with ``nonnegative=True`` they are the non-negative factors themselves.
 
     Explicit fits read ``Interactions.ratings`` when present, else the matrix given.
     ``fit(X, callback)`` calls ``callback(FitProgress)`` after each iteration (``loss()``
@@ -86,7 +97,9 @@ class ALS(FactorRecommender):
         cg_steps: int = 3,
         implicit: bool = True,
         nonnegative: bool = False,
-        regularization_scaling: Literal["none", "count"] = "none",
+        regularization_scaling: Literal["none", "count", "frequency"] = "none",
+        regularization_exponent: float = 1.0,
+        unobserved_weight: float = 1.0,
         random_state: int | np.random.Generator | None = None,
         num_threads: int = 0,
         dtype: Any = np.float32,
@@ -100,6 +113,8 @@ class ALS(FactorRecommender):
         self.implicit = implicit
         self.nonnegative = nonnegative
         self.regularization_scaling = regularization_scaling
+        self.regularization_exponent = regularization_exponent
+        self.unobserved_weight = unobserved_weight
         self.random_state = random_state
         self.num_threads = num_threads
         self.dtype = dtype
@@ -114,7 +129,15 @@ class ALS(FactorRecommender):
         check_number("cg_steps", self.cg_steps, integer=True, low=1)
         check_in("implicit", self.implicit, (True, False))
         check_in("nonnegative", self.nonnegative, (True, False))
-        check_in("regularization_scaling", self.regularization_scaling, ("none", "count"))
+        check_in("regularization_scaling", self.regularization_scaling, ("none", "count", "frequency"))
+        check_number("regularization_exponent", self.regularization_exponent, low=0)
+        check_number("unobserved_weight", self.unobserved_weight, low=0)
+        if not self.implicit and self.regularization_scaling == "frequency":
+            raise ValueError('regularization_scaling="frequency" is for implicit feedback; use "count"')
+        if not self.implicit and self.unobserved_weight != 1:
+            raise ValueError(
+                "unobserved_weight is for implicit feedback (explicit ratings weigh no unobserved pair)"
+            )
         check_random_state(self.random_state)
         check_number("num_threads", self.num_threads, integer=True, low=0)
         try:
@@ -126,10 +149,6 @@ class ALS(FactorRecommender):
     @property
     def _float(self) -> type[np.floating]:
         return np.dtype(self.dtype).type
-
-    @property
-    def _scale_by_count(self) -> bool:
-        return self.regularization_scaling == "count"
 
     @property
     def _implicit(self) -> bool:
@@ -150,27 +169,29 @@ class ALS(FactorRecommender):
         Cui = self._training_matrix(interactions)
         rng = check_random_state(self.random_state)
         n_users, n_items = Cui.shape
+        step = HalfStep.of(self)
         self.user_factors_, self.item_factors_ = initial_factors(
-            rng, n_users, n_items, self.factors, self.dtype
+            rng, n_users, n_items, self.factors, self.dtype, step.initial_scale
         )
         if self.iterations == 0:
             return
         Ciu = Cui.T.tocsr()
         threads = num_threads(self.num_threads)
-        step = HalfStep.of(self)
+        user_step, item_step = replace(step, other_rows=n_items), replace(step, other_rows=n_users)
         halves = [
-            (Cui, kernels.row_blocks(Cui.indptr, BLOCKS_PER_THREAD * threads), True),
-            (Ciu, kernels.row_blocks(Ciu.indptr, BLOCKS_PER_THREAD * threads), False),
+            (user_step, Cui, kernels.row_blocks(Cui.indptr, BLOCKS_PER_THREAD * threads), True),
+            (item_step, Ciu, kernels.row_blocks(Ciu.indptr, BLOCKS_PER_THREAD * threads), False),
         ]
+        lams = [half.row_regularization(matrix.indptr, matrix.data) for half, matrix, _, _ in halves]
         start = time.perf_counter()
         with thread_limits(numba_threads=threads, blas_threads=1), numba.parallel_chunksize(1):
             warn_if_oversubscribed()
             for iteration in range(self.iterations):
-                for matrix, blocks, users in halves:
+                for (half, matrix, blocks, users), lam in zip(halves, lams, strict=True):
                     if users:
-                        self._half(step, matrix, blocks, self.user_factors_, self.item_factors_)
+                        self._half(half, matrix, blocks, lam, self.user_factors_, self.item_factors_)
                     else:
-                        self._half(step, matrix, blocks, self.item_factors_, self.user_factors_)
+                        self._half(half, matrix, blocks, lam, self.item_factors_, self.user_factors_)
                 if callback is not None:
                     progress = FitProgress(
                         iteration=iteration + 1,
@@ -184,27 +205,39 @@ class ALS(FactorRecommender):
 
     @staticmethod
     def _half(
-        step: HalfStep, matrix: sp.csr_matrix, blocks: np.ndarray, X: np.ndarray, Y: np.ndarray
+        step: HalfStep,
+        matrix: sp.csr_matrix,
+        blocks: np.ndarray,
+        lam: np.ndarray,
+        X: np.ndarray,
+        Y: np.ndarray,
     ) -> None:
-        """One half-iteration: solve every row of ``matrix`` for ``X`` with ``Y`` fixed. For CG
-        and exact solves of implicit feedback, both are first rotated in place into the
-        eigenbasis of ``Y^T Y`` (``X`` only matters as CG's start)."""
+        """One half-iteration: solve every row of ``matrix`` (regularised by ``lam``) for ``X``
+        with ``Y`` fixed. For CG and exact solves of implicit feedback, both are first rotated
+        in place into the eigenbasis of ``Y^T Y`` (``X`` only matters as CG's start)."""
         if step.implicit:
-            step = step.with_gram(kernels.gram_matrix(Y))
+            step = step.with_gram(kernels.gram_matrix(Y), step.other_rows)
         if step.rotation is not None:
             kernels.rotate_in_place(step.rotation, Y, *((X,) if step.warm_start else ()))
-        check_failures(solve_rows(step, matrix.indptr, matrix.indices, matrix.data, X, Y, blocks), step)
+        failures = solve_rows(step, matrix.indptr, matrix.indices, matrix.data, X, Y, blocks, lam)
+        check_failures(failures, step)
 
     def _loss(self, matrix: sp.csr_matrix) -> float:
+        n_users, n_items = matrix.shape
+        step = replace(HalfStep.of(self), dtype=np.dtype(np.float64))  # the loss is float64
+        transposed = matrix.T.tocsr()
+        user_lam = replace(step, other_rows=n_items).row_regularization(matrix.indptr, matrix.data)
+        item_lam = replace(step, other_rows=n_users).row_regularization(transposed.indptr, transposed.data)
         return kernels.als_loss(
             matrix.indptr,
             matrix.indices,
             matrix.data,
             self.user_factors_,
             self.item_factors_,
-            float(self.regularization),
-            self._scale_by_count,
+            user_lam,
+            item_lam,
             float(self.alpha),
+            float(self.unobserved_weight),
             self._implicit,
         )
 
@@ -243,7 +276,8 @@ class ALS(FactorRecommender):
         """The fold-in's step (an exact solve, or NNLS) against the item factors ``Y``, cached."""
         if self._fold_in_step is None:
             step = replace(HalfStep.of(self), solver="cholesky")
-            self._fold_in_step = step.with_gram(kernels.gram_matrix(Y) if step.implicit else None)
+            gram = kernels.gram_matrix(Y) if step.implicit else None
+            self._fold_in_step = step.with_gram(gram, len(Y))
         return self._fold_in_step
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:

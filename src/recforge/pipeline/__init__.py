@@ -1,5 +1,5 @@
-"""The retraining pipeline: ingest -> build -> train -> evaluate -> gate -> precompute ->
-publish -> prune, each stage its own idempotent command, chained by :func:`run_pipeline`, run
+"""The retraining pipeline: ingest -> build -> tune -> train -> evaluate -> gate -> precompute
+-> publish -> prune, each stage its own idempotent command, chained by :func:`run_pipeline`, run
 every interval by :class:`Scheduler`, and callable one by one from Airflow or Kubeflow
 (``recforge pipeline <stage> --run-id ID``; see ``deploy/``).
 
@@ -8,7 +8,9 @@ every interval by :class:`Scheduler`, and callable one by one from Airflow or Ku
 * :mod:`~recforge.pipeline.runner`: executing stages under the lock, run records;
 * :mod:`~recforge.pipeline.gate`: the quality gate;
 * :mod:`~recforge.pipeline.scoring`: scoring stored versions on a holdout, "same holdout";
-* :mod:`~recforge.pipeline.holdout`: the temporal holdout;
+* :mod:`~recforge.pipeline.holdout`: the holdout (temporal, or per user);
+* :mod:`~recforge.pipeline.tune_stage`: the tune stage every ``tune_every`` runs, and the
+  tuned choice the train stage fits;
 * :mod:`~recforge.pipeline.schedule`: the schedule loop;
 * :mod:`~recforge.pipeline.lock`, :mod:`~recforge.pipeline.state`: the lock and run records.
 """

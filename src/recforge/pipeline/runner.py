@@ -36,6 +36,7 @@ log = logging.getLogger("recforge.pipeline")
 REQUIRES: dict[str, tuple[str, ...]] = {
     "ingest": (),
     "build": (),
+    "tune": ("build",),
     "train": ("build",),
     "evaluate": ("build", "train"),
     "gate": ("train", "evaluate"),

@@ -15,14 +15,16 @@ trained on other data with other vocabularies: nothing but the external ids has 
 "Same holdout" means the candidate's test events, with the relevant sets of the candidate's
 evaluator. That comparison is fair only if the published model has not seen those events:
 
-* when the published version's training data ends before the holdout's cut (the normal case:
+* when the published version's training data ends before the holdout's cut (the normal case of
+  a temporal holdout:
   the pipeline publishes models fitted on the train part, and new data moves the cut forward),
   the served artifact itself is scored (``method = "artifact"``): "is the candidate better
   than what users get now?", staleness included;
 * otherwise (its data reaches past the cut: e.g. trained by ``recforge train`` on all events, or
   late events moved the cut back) its *configuration* (model and parameters) is refitted on the
   candidate's train part and scored (``method = "refit"``); when that configuration equals the
-  candidate's, the candidate's own score is used (``method = "same-config"``);
+  candidate's, the candidate's own score is used (``method = "same-config"``). A per-user
+  holdout has no cut: the published version is always judged this way;
 * when neither is possible (its files are unreadable, its model type is no longer available,
   its parameters no longer fit the constructor), there is no score, the gate skips that check
   and the run records why: a broken published version must not block every later candidate.
@@ -129,7 +131,7 @@ def score_published(
     registry: ModelRegistry,
     evaluator: Evaluator,
     train: Interactions,
-    cut: datetime,
+    cut: datetime | None,
     *,
     candidate: tuple[str, dict[str, Any], str, Evaluation],
     name: str = "published",
@@ -146,14 +148,17 @@ def score_published(
         info = registry.get(version)
         manifest = info.manifest
         last = (manifest.get("data_window") or {}).get("last")
-        if last and parse_time(last) < cut:
+        if cut is not None and last and parse_time(last) < cut:
             evaluation = score_artifact(registry.open(version), evaluator, name)
             return PublishedScore(
                 version, evaluation, "artifact", f"served lists of {version}, trained before the cut"
             )
         saved = json.loads((registry.versions_dir / version / "model" / "model.json").read_text())
         model_name, params = str(saved["model"]), dict(saved["params"])
-        why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
+        if cut is None:
+            why = f"a per-user holdout has no cut to tell which held-out events {version} saw"
+        else:
+            why = f"{version} was trained on events up to {last}, past the cut {_iso(cut)}"
         cand_name, cand_params, cand_hash, cand_eval = candidate
         if (model_name, params, manifest.get("config_hash")) == (cand_name, cand_params, cand_hash):
             same = dataclasses.replace(cand_eval, name=name, info={"version": version})
@@ -200,16 +205,21 @@ def evaluate_holdout(
     window = (info.manifest.get("data_window") or {}) if info else {}
     if holdout is None:
         holdout = Holdout(at=parse_time(window["cut"])) if window.get("cut") else holdout_from_config(config)
+    if holdout.per_user is not None and info is not None:
+        raise RecforgeError(
+            f"a per-user holdout cannot tell which held-out events version {info.version} saw; evaluate "
+            f"its configuration with --model {info.manifest.get('model')}, or give a temporal --holdout"
+        )
     split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
     k = config.pipeline.k if k is None else k
     evaluator = Evaluator(split.train, split.test, k, metrics=ranking)
     evaluations = [
         _with_errors(evaluator.evaluate(Popular().fit(split.train), "popular"), None, split, rating)
     ]
-    cut = split.params["cut"]
+    cut = split.params.get("cut")
     if info is not None:
         last = window.get("last")
-        if not last or parse_time(last) >= parse_time(cut):
+        if not last or not cut or parse_time(last) >= parse_time(cut):
             raise RecforgeError(
                 f"version {info.version} was trained on events up to {last}, at or after the holdout cut "
                 f"{cut}: it has seen the held-out events. Evaluate it on a later holdout (--holdout), or "

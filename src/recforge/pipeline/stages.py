@@ -25,15 +25,18 @@ The stages:
     never blocks the loop. A file ingested but not yet moved when a run dies is ingested again
     by the next run: every event is then a duplicate, dropped by its event id.
 ``build``
-    The temporal holdout split (:mod:`~recforge.pipeline.holdout`) of all stored events, reused
-    when the events' content (the set of event keys, so compaction changes nothing), the
-    weighting and the holdout are unchanged.
+    The holdout split (:mod:`~recforge.pipeline.holdout`: temporal, or per user) of all stored
+    events, reused when the events' content (the set of event keys, so compaction changes
+    nothing), the weighting and the holdout are unchanged.
+``tune``
+    Every ``[pipeline] tune_every`` runs, tunes on the build's train part and records the
+    choice (:mod:`~recforge.pipeline.tune_stage`); otherwise skips.
 ``train``
-    Fits the model (``[model] name``, parameters from ``[model.<name>]``) on the build's train
-    part. When a model version with the same train key exists, nothing is fitted: the run
-    *reuses* that version and the later stages only finish what an interrupted run left undone
-    (publishing an accepted candidate); no new version appears while data and settings are
-    unchanged.
+    Fits the model (``[model] name``, parameters from ``[model.<name>]``; the tuned choice
+    instead while ``tune_every`` is positive and one exists) on the build's train part. When a
+    model version with the same train key exists, nothing is fitted: the run *reuses* that
+    version and the later stages only finish what an interrupted run left undone (publishing an
+    accepted candidate); no new version appears while data and settings are unchanged.
 ``evaluate``
     The candidate, the popularity baseline (fitted on the same train part) and the published
     model (see :mod:`~recforge.pipeline.scoring`) on the build's holdout, at ``k``; the report
@@ -95,7 +98,8 @@ from recforge.pipeline.gate import GateDecision, decide
 from recforge.pipeline.holdout import holdout_from_config, split_events
 from recforge.pipeline.scoring import score_published
 from recforge.pipeline.state import Run, list_runs
-from recforge.pipeline.training import make_model, model_params, train_key
+from recforge.pipeline.training import make_model, train_key
+from recforge.pipeline.tune_stage import model_choice, tune_build
 from recforge.pipeline.versions import store_version
 
 __all__ = [
@@ -111,6 +115,7 @@ __all__ = [
     "prune",
     "publish",
     "train",
+    "tune",
 ]
 
 log = logging.getLogger("recforge.pipeline")
@@ -237,7 +242,7 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
     summary = {
         "split": _jsonable(split.summary()),
         "holdout": holdout.describe(),
-        "cut": split.params["cut"],
+        "cut": split.params.get("cut"),  # none for a per-user holdout
         "events": content["events"],
         "train": _part(split.train),
         "test": _part(split.test),
@@ -278,6 +283,12 @@ def _load_build(result: dict[str, Any], part: str) -> Interactions:
     return Interactions.load(path)
 
 
+# tune -------------------------------------------------------------------------------------------
+def tune(ctx: Context, run: Run) -> dict[str, Any]:
+    built = run.result("build")
+    return tune_build(ctx.home, ctx.config, run, _load_build(built, "train"), built["fingerprint"])
+
+
 # train ------------------------------------------------------------------------------------------
 def find_version(registry: ModelRegistry, key: str) -> VersionInfo | None:
     """The newest model version made from the train key ``key``, if any."""
@@ -287,11 +298,10 @@ def find_version(registry: ModelRegistry, key: str) -> VersionInfo | None:
 
 def train(ctx: Context, run: Run) -> dict[str, Any]:
     built = run.result("build")
-    name = ctx.model or ctx.config.model.name
-    params = model_params(ctx.config, name)
+    name, params, source = model_choice(ctx.home, ctx.config, ctx.model)
     make_model(name, params)  # fail early on an unknown model or bad parameters
     key = train_key(built["fingerprint"], name, params, ctx.config)
-    base = {"model": name, "params": params, "train_key": key}
+    base = {"model": name, "params": params, "train_key": key, "source": source}
     existing = find_version(ctx.registry, key)
     if existing is not None:
         log.info(
@@ -340,7 +350,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         popular = dataclasses.replace(candidate, name="popular")
     else:
         popular = evaluator.evaluate(Popular().fit(data), "popular")
-    cut = parse_time(built["cut"])
+    cut = parse_time(built["cut"]) if built.get("cut") else None
     candidate_params = json.loads((Path(trained["model_dir"]) / "model.json").read_text())["params"]
     published = score_published(
         ctx.registry,
@@ -517,6 +527,7 @@ def _prune_dirs(root: Path, keep: set[str | None]) -> list[str]:
 STAGE_FUNCTIONS: dict[str, Callable[[Context, Run], dict[str, Any]]] = {
     "ingest": ingest,
     "build": build,
+    "tune": tune,
     "train": train,
     "evaluate": evaluate,
     "gate": gate,

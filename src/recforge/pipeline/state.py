@@ -32,7 +32,17 @@ from recforge.errors import RecforgeError
 __all__ = ["STAGES", "Run", "list_runs", "new_run_id", "now_iso", "safe_run_id"]
 
 #: The stages of a run, in order.
-STAGES: tuple[str, ...] = ("ingest", "build", "train", "evaluate", "gate", "precompute", "publish", "prune")
+STAGES: tuple[str, ...] = (
+    "ingest",
+    "build",
+    "tune",
+    "train",
+    "evaluate",
+    "gate",
+    "precompute",
+    "publish",
+    "prune",
+)
 FINISHED = ("succeeded",)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -9,8 +9,10 @@ trial rebuilds ``r_ui`` from the training events held in memory
 
 The configuration in use is the first trial of a new study (its model parameters and weights,
 moved into the search space), so the best configuration is never worse than it on validation.
-Parameters of ``[model.<name>]`` outside the search space are held fixed. Studies live in
-``<home>/tuning/<study>.db`` (SQLite); running again with the same study name continues it.
+Parameters of ``[model.<name>]`` outside the search space are held fixed. With ``model="auto"``
+every family of :func:`recforge.tune`'s AutoML is searched, each from its own ``[model.<name>]``
+(their studies ``<study>.<family>`` in one file). Studies live in ``<home>/tuning/<study>.db``
+(SQLite); running again with the same study name continues it.
 
 :func:`tuned_config` renders the best configuration as a TOML config file that
 ``recforge train --config`` accepts (``recforge --config FILE build`` applies its weights).
@@ -32,10 +34,10 @@ from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.evaluation.splits import Split, random_split
-from recforge.evaluation.tuning import TuneResult, WeightingSpace, tune
-from recforge.models.registry import default_search_space
+from recforge.evaluation.tuning import AUTO, TuneResult, WeightingSpace, tune
+from recforge.models.registry import automl_models, default_search_space
 from recforge.models.spaces import Choice, Range
-from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
+from recforge.pipeline.holdout import Holdout, holdout_from_config, parse_duration, split_events
 from recforge.pipeline.training import make_model, model_params
 from recforge.weighting import Weighting
 
@@ -79,7 +81,7 @@ def tune_store(
     holdout: Holdout | None = None,
     per_user: float | None = None,
     seed: int = 0,
-    trials: int | None = 20,
+    trials: int | None = None,
     timeout: float | None = None,
     k: int | None = None,
     metric: str = "ndcg",
@@ -90,14 +92,20 @@ def tune_store(
     random_state: int = 0,
     show_progress: bool | None = None,
 ) -> StoreTuning:
-    """Tune ``model`` (default ``[model] name``) on a holdout of the stored events (see the
-    module doc): the temporal ``holdout`` (default ``[pipeline]``'s), or with ``per_user`` a
-    per-user random holdout of that fraction of each user's events (seeded by ``seed``)."""
+    """Tune ``model`` (default ``[model] name``; ``"auto"``: across model families) on a holdout
+    of the stored events (see the module doc): the temporal ``holdout`` (default
+    ``[pipeline]``'s), or with ``per_user`` a per-user random holdout of that fraction of each
+    user's events (seeded by ``seed``). ``trials=None``: as many as fit in ``timeout``
+    (default ``[pipeline] tune_budget``)."""
     name = model or config.model.name
-    try:  # a clear error for an unknown model, or a parameter it does not take or accept
-        make_model(name, model_params(config, name))._validate_params()
-    except ValueError as error:
-        raise RecforgeError(f"[model.{name}]: {error}") from None
+    families = automl_models() if name == AUTO else [name]
+    for family in families:
+        try:  # a clear error for an unknown model, or a parameter it does not take or accept
+            make_model(family, model_params(config, family))._validate_params()
+        except ValueError as error:
+            raise RecforgeError(f"[model.{family}]: {error}") from None
+    if trials is None and timeout is None:
+        timeout = parse_duration(config.pipeline.tune_budget)
     if holdout is not None and per_user is not None:
         raise RecforgeError("give a temporal holdout or a per-user fraction, not both")
     if per_user is not None and not 0.0 < per_user < 1.0:
@@ -120,20 +128,20 @@ def tune_store(
         split = split_events(events, holdout or holdout_from_config(config), config)
     train_events = events.filter(~split.test_mask)
 
-    space = default_search_space(name)
-    current = model_params(config, name)
-    fixed = {key: value for key, value in current.items() if key not in space}
-    defaults = make_model(name, current).get_params()
-    initial = {key: _nearest(dimension, defaults[key]) for key, dimension in space.items()}
     weights_space: WeightingSpace | None = None
+    current_weights: dict[str, Any] = {}
     if tune_weights or tune_half_life:
         reweighter = Reweighter(train_events, users=split.train.users, items=split.train.items)
         weights_space = WeightingSpace(
             reweighter, weighting, tune_weights=tune_weights, tune_half_life=tune_half_life
         )
-        initial.update(weights_space.current())
+        current_weights = weights_space.current()
         if not weights_space.search_space:
             weights_space = None
+    fixed, initial = {}, {}
+    for family in families:
+        fixed[family], point = current_configuration(config, family)
+        initial[family] = [{**point, **current_weights}]
     started = time.perf_counter()
     try:
         result = tune(
@@ -145,10 +153,10 @@ def tune_store(
             trials=trials,
             timeout=timeout,
             random_state=random_state,
-            fixed_params=fixed,
+            fixed_params=fixed if name == AUTO else fixed[name],
             storage=path,
             study_name=study,
-            initial_params=[initial],
+            initial_params=initial if name == AUTO else initial[name],
             show_progress=show_progress,
         )
     except ValueError as error:
@@ -156,6 +164,17 @@ def tune_store(
             raise RecforgeError(f"{error} (or --restart to start it over)") from None
         raise
     return StoreTuning(result, split.summary(), weights_space, study, path, time.perf_counter() - started)
+
+
+def current_configuration(config: Config, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model ``name``'s configuration in use, split for tuning: the ``[model.<name>]``
+    parameters outside its search space (held fixed) and the point of the search space nearest
+    its current parameters (tried first)."""
+    space = default_search_space(name)
+    current = model_params(config, name)
+    fixed = {key: value for key, value in current.items() if key not in space}
+    defaults = make_model(name, current).get_params()
+    return fixed, {key: _nearest(dimension, defaults[key]) for key, dimension in space.items()}
 
 
 def tuned_config(config: Config, tuning: StoreTuning) -> str:
@@ -168,8 +187,13 @@ def tuned_config(config: Config, tuning: StoreTuning) -> str:
         tuned = WeightingConfig.from_value(tuning.best_weighting())
     scores = ", ".join(f"{key} {value:.4f}" for key, value in result.best_scores.items())
     lines = [
-        f"# recforge tune: study {tuning.study!r}, trial {result.best_trial} of {len(result.trials)}",
+        f"# recforge tune: study {tuning.study!r}, {result.model} trial {result.best_trial} of "
+        f"{len(result.trials)}",
         f"# validation @{result.k}: {scores}",
+        *(
+            f"# best {family}: {result.metric} {found.best_score:.4f}"
+            for family, found in result.families.items()
+        ),
         "# Build with it before training, so the weights apply: recforge --config FILE build",
         f"home = {_toml(config.home)}",
         "",

@@ -498,7 +498,9 @@ class _Iterations:
     def _run(self) -> tuple[np.ndarray, np.ndarray]:
         model, layout, template = self.model, self.layout, self.template
         rng = check_random_state(model.random_state)
-        users, items = initial_factors(rng, layout.n_users, layout.n_items, template.factors, self.dtype)
+        users, items = initial_factors(
+            rng, layout.n_users, layout.n_items, template.factors, self.dtype, template.initial_scale
+        )
         if model.iterations == 0:
             return users, items
         U = self._distribute(users, layout.user_blocks)
@@ -516,11 +518,11 @@ class _Iterations:
             item_gram = self._gram(V)
             for iteration in range(model.iterations):
                 checkpoint = can_checkpoint and interval is not None and (iteration + 1) % interval == 0
-                item_step = template.with_gram(item_gram)
+                item_step = template.with_gram(item_gram, layout.n_items)
                 U_new = self._half(
                     V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint
                 )
-                user_step = template.with_gram(self._gram(U_new))  # the job that computes U_new
+                user_step = template.with_gram(self._gram(U_new), layout.n_users)  # computes U_new
                 U.unpersist()
                 U = U_new
                 V_new = self._half(
