@@ -221,4 +221,6 @@ def render(
     if explained is not None:
         for item, explanation in zip(items, explained, strict=True):
             item["explanation"] = explanation
-    return orjson.dumps({key: value, "model_version": served.version, "source": answer.source, "items": items})
+    return orjson.dumps(
+        {key: value, "model_version": served.version, "source": answer.source, "items": items}
+    )

@@ -35,7 +35,7 @@ from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
 from recforge.serving.routers import events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
-from recforge.serving.telemetry import Metrics, MetricsMiddleware
+from recforge.serving.telemetry import Metrics, MetricsMiddleware, ProcessProbe
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
 
@@ -76,6 +76,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
         intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
         intake.start()
+        probe = ProcessProbe(metrics)
+        probe.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -93,6 +95,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         try:
             yield
         finally:
+            await probe.stop()
             holder.stop()
             intake.stop()
             opened.close()
