@@ -148,6 +148,8 @@ class ServingConfig:
     commit_max_events: int = 200_000
     #: How often the server checks for a newly published model version, in seconds.
     reload_poll_seconds: float = 1.0
+    #: Serve the web dashboard under ``/ui`` beside the API (see :mod:`recforge.serving.dashboard`).
+    dashboard: bool = True
 
 
 @dataclass

@@ -30,6 +30,7 @@ from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
+from recforge.serving.dashboard import Dashboard, mount_dashboard
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
@@ -87,6 +88,16 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             api_keys=ApiKeys(config.serving.api_keys),
             blocking_reads=opened.blocking,
         )
+        dashboard = None
+        if config.serving.dashboard:
+            dashboard = Dashboard(
+                config,
+                lambda: holder.current,
+                fresh=opened.fresh.get,
+                metrics_source=lambda: metrics.render().decode(),
+            )
+            dashboard.start()
+            app.state.dashboard = dashboard
         # The ~100k objects alive after start-up (modules, the model) move to the permanent
         # generation: a full collection would otherwise walk all of them, a ~100 ms pause of
         # every request in flight, whenever it triggers.
@@ -95,6 +106,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         try:
             yield
         finally:
+            if dashboard is not None:
+                dashboard.stop()
             await probe.stop()
             holder.stop()
             intake.stop()
@@ -111,6 +124,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
     app.state.metrics = metrics
     for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
         app.include_router(router)
+    if config.serving.dashboard:
+        mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
