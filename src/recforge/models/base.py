@@ -311,11 +311,11 @@ class Recommender(ABC):
         self._check_fitted()
         users, _ = self._resolve(user, self.users_, "user")
         if users[0] < 0:
-            return self.explain_history(np.zeros(0, dtype=np.int32), None, [item], n)[0]
+            return self.explain_history(np.zeros(0, dtype=np.int32), None, np.array([item]), n)[0]
         row = slice(self.seen_.indptr[users[0]], self.seen_.indptr[users[0] + 1])
         history = np.asarray(self.seen_.indices[row], dtype=np.int32)
         values = np.asarray(self.seen_.data[row], dtype=np.float32)
-        return self.explain_history(history, values, [item], n)[0]
+        return self.explain_history(history, values, np.array([item]), n)[0]
 
     def explain_history(
         self,

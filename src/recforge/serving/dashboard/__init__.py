@@ -35,14 +35,18 @@ def mount_dashboard(app: FastAPI) -> None:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
 
-def create_dashboard_app(config: Config, *, metrics_url: str | None = None, refresh_seconds: float = 30.0) -> FastAPI:
+def create_dashboard_app(
+    config: Config, *, metrics_url: str | None = None, refresh_seconds: float = 30.0
+) -> FastAPI:
     """The dashboard alone over ``config.home`` (no API, no event intake): the published model
     is loaded and reloaded as the server does; ``metrics_url`` (a server's ``/metrics``) feeds
     the Overview's traffic numbers."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        holder = ModelHolder(ModelRegistry(config.home), MmapListStore, poll_seconds=config.serving.reload_poll_seconds)
+        holder = ModelHolder(
+            ModelRegistry(config.home), MmapListStore, poll_seconds=config.serving.reload_poll_seconds
+        )
         holder.check()
         holder.start()
         dashboard = Dashboard(
@@ -60,7 +64,9 @@ def create_dashboard_app(config: Config, *, metrics_url: str | None = None, refr
             dashboard.stop()
             holder.stop()
 
-    app = FastAPI(title="recforge dashboard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="recforge dashboard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     mount_dashboard(app)
 
     @app.get("/", include_in_schema=False)

@@ -9,6 +9,7 @@ line by keeping each bucket's extremes (the shape of a spike survives). Axes get
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ __all__ = ["PALETTE", "bar_chart", "line_chart", "scatter_chart"]
 #: Colours of successive series (colour-blind friendly, Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 MAX_POINTS = 600
-_PAD = {"left": 56, "right": 12, "top": 12, "bottom": 30}
+_PAD = {"left": 56, "right": 16, "top": 22, "bottom": 30}
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -48,7 +49,9 @@ def _label(value: float, time: bool, span: float) -> str:
         when = datetime.fromtimestamp(value, UTC)
         if span > 3 * 86_400:
             return when.strftime("%m-%d")
-        return when.strftime("%m-%d %H:%M") if span > 86_400 else when.strftime("%H:%M")
+        if span > 86_400:
+            return when.strftime("%m-%d %H:%M")
+        return when.strftime("%H:%M") if span > 600 else when.strftime("%H:%M:%S")
     if value == 0:
         return "0"
     magnitude = abs(value)
@@ -69,7 +72,7 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     buckets = MAX_POINTS // 4
     edges = np.linspace(0, n, buckets + 1).astype(int)
     keep: list[int] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         part = y[a:b]
@@ -126,9 +129,13 @@ class _Frame:
             y = float(self.py(np.array([tick]))[0])
             out.append(f'<line class="grid" x1="{self.left}" y1="{y:.1f}" x2="{self.right}" y2="{y:.1f}"/>')
             label = _label(tick, False, 0)
-            out.append(f'<text class="tick" x="{self.left - 4}" y="{y + 3:.1f}" text-anchor="end">{label}</text>')
+            out.append(
+                f'<text class="tick" x="{self.left - 4}" y="{y + 3:.1f}" text-anchor="end">{label}</text>'
+            )
         if self.x_log:
-            ticks = [10.0**e for e in range(math.floor(self.x0), math.ceil(self.x1) + 1)]
+            decades = range(math.floor(self.x0), math.ceil(self.x1) + 1)
+            steps = (1,) if self.x1 - self.x0 > 2 else (1, 2, 5)
+            ticks = [m * 10.0**e for e in decades for m in steps]
             ticks = [t for t in ticks if self.x0 - 1e-9 <= math.log10(t) <= self.x1 + 1e-9] or [10**self.x0]
         else:
             ticks = [t for t in nice_ticks(self.x0, self.x1, 6) if self.x0 <= t <= self.x1] or [self.x0]
@@ -136,32 +143,38 @@ class _Frame:
         for tick in ticks:
             x = float(self.px(np.array([tick]))[0])
             label = _label(tick, self.x_time, span)
-            out.append(f'<line class="axis" x1="{x:.1f}" y1="{self.bottom}" x2="{x:.1f}" y2="{self.bottom + 4}"/>')
-            out.append(f'<text class="tick" x="{x:.1f}" y="{self.bottom + 15}" text-anchor="middle">{label}</text>')
-        if x_label:
             out.append(
-                f'<text class="label" x="{self.right}" y="{self.height - 2}" text-anchor="end">{escape(x_label)}</text>'
+                f'<line class="axis" x1="{x:.1f}" y1="{self.bottom}" x2="{x:.1f}" y2="{self.bottom + 4}"/>'
             )
+            out.append(
+                f'<text class="tick" x="{x:.1f}" y="{self.bottom + 15}" text-anchor="middle">{label}</text>'
+            )
+        if x_label:
+            at = f'x="{self.right}" y="{self.height - 2}"'
+            out.append(f'<text class="label" {at} text-anchor="end">{escape(x_label)}</text>')
         if y_label:
-            out.append(f'<text class="label" x="4" y="{self.top - 2 + 8}">{escape(y_label)}</text>')
+            out.append(f'<text class="label" x="{self.left}" y="{self.top - 10}">{escape(y_label)}</text>')
         return out
 
 
 def _svg(width: int, height: int, body: list[str], title: str, legend: Sequence[tuple[str, str]]) -> Markup:
     items = "".join(
-        f'<span class="key"><i style="background:{colour}"></i>{escape(name)}</span>' for name, colour in legend
+        f'<span class="key"><i style="background:{colour}"></i>{escape(name)}</span>'
+        for name, colour in legend
     )
     legend_html = f'<div class="legend">{items}</div>' if legend else ""
     svg = (
         f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="100%" preserveAspectRatio="xMidYMid meet" xmlns="http://www.w3.org/2000/svg">'
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>{escape(title)}</title>{''.join(body)}</svg>"
     )
     return Markup(f'<figure class="figure">{svg}{legend_html}</figure>')
 
 
 def _empty(width: int, height: int, title: str, message: str) -> Markup:
-    body = [f'<text class="empty" x="{width / 2}" y="{height / 2}" text-anchor="middle">{escape(message)}</text>']
+    body = [
+        f'<text class="empty" x="{width / 2}" y="{height / 2}" text-anchor="middle">{escape(message)}</text>'
+    ]
     return _svg(width, height, body, title, [])
 
 
@@ -172,8 +185,8 @@ def line_chart(
     x_time: bool = True,
     x_label: str = "",
     y_label: str = "",
-    width: int = 720,
-    height: int = 220,
+    width: int = 960,
+    height: int = 240,
     markers: bool = False,
     empty: str = "no data yet",
 ) -> Markup:
@@ -202,7 +215,8 @@ def line_chart(
         body.append(f'<polyline class="line" fill="none" stroke="{colour}" points="{points}"/>')
         if markers:
             body.extend(
-                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{colour}"/>' for a, b in zip(px, py, strict=True)
+                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{colour}"/>'
+                for a, b in zip(px, py, strict=True)
             )
     return _svg(width, height, body, title, legend)
 
@@ -226,18 +240,24 @@ def scatter_chart(
     if not ok.any():
         return _empty(width, height, title, "no complete trial")
     frame = _Frame(
-        width, height, (float(x[ok].min()), float(x[ok].max())), (float(y[ok].min()), float(y[ok].max())), False, x_log
+        width,
+        height,
+        (float(x[ok].min()), float(x[ok].max())),
+        (float(y[ok].min()), float(y[ok].max())),
+        False,
+        x_log,
     )
     body = frame.axes(x_label, y_label)
     px, py = frame.px(x), frame.py(y)
     for i in np.flatnonzero(ok):
         if i != highlight:
-            body.append(f'<circle class="point" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="3" fill="{PALETTE[0]}"/>')
+            body.append(
+                f'<circle class="point" cx="{px[i]:.1f}" cy="{py[i]:.1f}" r="3" fill="{PALETTE[0]}"/>'
+            )
     legend = [("trial", PALETTE[0])]
     if highlight is not None and 0 <= highlight < len(x) and ok[highlight]:
-        body.append(
-            f'<circle class="chosen" cx="{px[highlight]:.1f}" cy="{py[highlight]:.1f}" r="6" fill="{PALETTE[3]}"/>'
-        )
+        at = f'cx="{px[highlight]:.1f}" cy="{py[highlight]:.1f}"'
+        body.append(f'<circle class="chosen" {at} r="6" fill="{PALETTE[3]}"/>')
         legend.append(("chosen", PALETTE[3]))
     return _svg(width, height, body, title, legend)
 
@@ -263,7 +283,12 @@ def bar_chart(
         y = _PAD["top"] + n * (bar + 6)
         length = max(1.0, (width - left - 70) * float(value) / top)
         colour = colours[n] if colours is not None else PALETTE[0]
-        body.append(f'<text class="tick" x="{left - 6}" y="{y + bar * 0.7:.1f}" text-anchor="end">{escape(label)}</text>')
-        body.append(f'<rect class="bar" x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{colour}"/>')
-        body.append(f'<text class="tick" x="{left + length + 4:.1f}" y="{y + bar * 0.7:.1f}">{value:.3g}{unit}</text>')
+        at = f'x="{left - 6}" y="{y + bar * 0.7:.1f}"'
+        body.append(f'<text class="tick" {at} text-anchor="end">{escape(label)}</text>')
+        body.append(
+            f'<rect class="bar" x="{left}" y="{y}" width="{length:.1f}" height="{bar}" fill="{colour}"/>'
+        )
+        body.append(
+            f'<text class="tick" x="{left + length + 4:.1f}" y="{y + bar * 0.7:.1f}">{value:.3g}{unit}</text>'
+        )
     return _svg(width, height, body, title, [])

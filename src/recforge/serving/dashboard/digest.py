@@ -31,7 +31,7 @@ assignment, and per-part totals (hourly counts) are summed once per set of parts
 from __future__ import annotations
 
 import bisect
-import contextlib
+import itertools
 import logging
 import re
 import shutil
@@ -216,9 +216,9 @@ class EventDigest:
         names = np.asarray(table.column("event_type").to_pylist(), dtype=object)
         counts = table.column("events").to_numpy()
         per_type = {
-            name: np.bincount(where[names == name], weights=counts[names == name], minlength=len(axis)).astype(
-                np.int64
-            )
+            name: np.bincount(
+                where[names == name], weights=counts[names == name], minlength=len(axis)
+            ).astype(np.int64)
             for name in sorted(set(names.tolist()))
         }
         return ItemDays(axis, per_type)
@@ -294,7 +294,7 @@ class EventDigest:
             index = {n: i for i, n in enumerate(names)}
             pairs = [
                 (rows(a) + rows(b), a, b)
-                for a, b in zip(names, names[1:], strict=False)
+                for a, b in itertools.pairwise(names)
                 if rows(a) < SMALL_ROWS and rows(b) < SMALL_ROWS and index[b] == index[a] + 1
             ]
             if not pairs:
@@ -304,7 +304,7 @@ class EventDigest:
             sources = [str(self.root / a / "users.parquet"), str(self.root / b / "users.parquet")]
             self._write(
                 merged,
-                lambda con, s=sources: con.sql(  # type: ignore[misc]
+                lambda con, s=sources: con.sql(
                     "SELECT user_id, item_id, event_type, value, timestamp FROM read_parquet(?)", params=[s]
                 ),
             )
@@ -404,5 +404,3 @@ def _plan(live: list[Segment], on_disk: dict[str, Path]) -> tuple[list[str], lis
     if current:
         runs.append(current)
     return keep, runs
-
-

@@ -13,6 +13,7 @@ Only the API's own routes (``/v1/...``) count as requests here, not the dashboar
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -72,9 +73,9 @@ def parse_sample(text: str, at: float) -> Sample:
                 requests += value
                 if labels.get("status", "").startswith("5"):
                     errors += value
-            elif name == "recforge_http_request_duration_seconds_bucket" and labels.get("route", "").startswith(
-                _API
-            ):
+            elif name == "recforge_http_request_duration_seconds_bucket" and labels.get(
+                "route", ""
+            ).startswith(_API):
                 bound = float(labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + value
             elif name == "recforge_events_accepted_total":
@@ -127,7 +128,7 @@ def fetch_url(url: str, timeout: float = 0.5) -> Callable[[], str]:
     """A source that GETs Prometheus text from ``url``."""
 
     def fetch() -> str:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - a configured URL
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
             return str(answer.read().decode("utf-8"))
 
     return fetch
@@ -136,7 +137,9 @@ def fetch_url(url: str, timeout: float = 0.5) -> Callable[[], str]:
 class LiveMetrics:
     """Samples of one source over the last ``keep_seconds`` (see the module docstring)."""
 
-    def __init__(self, source: Callable[[], str], name: str, keep_seconds: float = 3600, interval: float = 5.0):
+    def __init__(
+        self, source: Callable[[], str], name: str, keep_seconds: float = 3600, interval: float = 5.0
+    ):
         self.source = source
         self.name = name
         self.interval = interval
@@ -174,12 +177,12 @@ class LiveMetrics:
         return window(base, newest)
 
     def series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Requests/s and p99 latency (ms) between successive samples, for a chart."""
+        """Requests/s and p99 latency (ms) between successive samples, for charts."""
         with self._lock:
             samples = list(self.samples)
         if len(samples) < 2:
             return {}
-        windows = [window(a, b) for a, b in zip(samples, samples[1:], strict=False)]
+        windows = [window(a, b) for a, b in itertools.pairwise(samples)]
         at = np.array([s.at for s in samples[1:]])
         rate = np.array([w.request_rate for w in windows])
         p99 = np.array([np.nan if w.p99 is None else w.p99 * 1e3 for w in windows])

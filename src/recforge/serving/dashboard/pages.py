@@ -26,6 +26,8 @@ __all__ = ["item_page", "models_page", "overview_page", "pipeline_page", "tuning
 _NONE = np.zeros(0, dtype=np.int32)
 #: Users sampled for an item's "viewed together" counts (bounds the work on a popular item).
 TOGETHER_USERS = 2000
+#: Newest events listed on the Users page.
+HISTORY_SHOWN = 50
 #: Runs listed on the Pipeline page.
 RUNS_SHOWN = 30
 _STATUS_COLOUR = {"done": PALETTE[2], "failed": PALETTE[3], "interrupted": PALETTE[1], "running": PALETTE[0]}
@@ -69,11 +71,19 @@ def overview_page(dash: Dashboard) -> dict[str, Any]:
         published = None
     window = dash.live.recent(60.0) if dash.live is not None else None
     latest = dash.live.latest() if dash.live is not None else None
-    traffic = line_chart(
-        dash.live.series() if dash.live is not None else {},
-        title="Requests per second and p99 latency (ms), last hour",
-        empty="no traffic sampled yet" if dash.live is not None else "not serving traffic here",
-    )
+    series = dash.live.series() if dash.live is not None else {}
+    nothing = "no traffic sampled yet" if dash.live is not None else "not serving traffic here"
+    traffic = [
+        line_chart(
+            {name: series[name]} if name in series else {},
+            title=f"{name}, last hour",
+            y_label=name,
+            width=470,
+            height=200,
+            empty=nothing,
+        )
+        for name in ("requests/s", "p99 ms")
+    ]
     kafka = dash.kafka.latest() if dash.kafka is not None else None
     manifest = served.manifest if served is not None else {}
     return {
@@ -109,7 +119,7 @@ def overview_page(dash: Dashboard) -> dict[str, Any]:
 # pipeline ------------------------------------------------------------------------------------
 def pipeline_page(dash: Dashboard) -> dict[str, Any]:
     runs = list_runs(dash.home)
-    shown = []
+    shown: list[dict[str, Any]] = []
     for run in reversed(runs[-RUNS_SHOWN:]):
         state = run.state
         stages = state.get("stages", {})
@@ -145,7 +155,9 @@ def pipeline_page(dash: Dashboard) -> dict[str, Any]:
         if run.state.get("outcome") != "published":
             continue
         stages = run.state.get("stages", {})
-        metrics = (((stages.get("evaluate") or {}).get("result") or {}).get("metrics") or {}).get("candidate") or {}
+        metrics = (((stages.get("evaluate") or {}).get("result") or {}).get("metrics") or {}).get(
+            "candidate"
+        ) or {}
         when = _when((stages.get("publish") or {}).get("finished") or run.state.get("created"))
         if when is None or "ndcg" not in metrics:
             continue
@@ -211,7 +223,7 @@ def user_page(dash: Dashboard, user_id: str | None, k: int = 10, n_explain: int 
         return {"query": None}
     served = dash.served()
     weighting = dash.config.weighting.value().resolved(dash.digest.hourly().last_us)
-    found = dash.digest.user_events(user_id, limit=100)
+    found = dash.digest.user_events(user_id, limit=HISTORY_SHOWN)
     table = found.table
     history = []
     if table.num_rows:
@@ -234,7 +246,13 @@ def user_page(dash: Dashboard, user_id: str | None, k: int = 10, n_explain: int 
             strict=True,
         ):
             history.append(
-                {"item": _item(dash, item), "type": kind, "value": value, "when": _iso(stamp), "weight": weight}
+                {
+                    "item": _item(dash, item),
+                    "type": kind,
+                    "value": value,
+                    "when": _iso(stamp),
+                    "weight": weight,
+                }
             )
     fresh = _fresh(dash, served, user_id)
     recommendations: list[dict[str, Any]] = []
@@ -257,7 +275,11 @@ def user_page(dash: Dashboard, user_id: str | None, k: int = 10, n_explain: int 
                     "item": _item(dash, name),
                     "score": score,
                     "why": [
-                        {"item": _item(dash, str(c["item_id"])), "share": c["share"], "contribution": c["contribution"]}
+                        {
+                            "item": _item(dash, str(c["item_id"])),
+                            "share": c["share"],
+                            "contribution": c["contribution"],
+                        }
                         for c in why
                     ],
                 }
@@ -296,7 +318,10 @@ def item_page(dash: Dashboard, item_id: str | None, k: int = 10) -> dict[str, An
     served = dash.served()
     days = dash.digest.item_days(item_id)
     popularity = line_chart(
-        {name: (days.days.astype(np.float64) * 86_400.0, c.astype(np.float64)) for name, c in days.counts.items()},
+        {
+            name: (days.days.astype(np.float64) * 86_400.0, c.astype(np.float64))
+            for name, c in days.counts.items()
+        },
         title=f"Events per day on {item_id}",
         y_label="events / day",
         empty="no events on this item",
@@ -391,7 +416,9 @@ def tuning_page(dash: Dashboard) -> dict[str, Any]:
                 "error": study.error,
                 "trials": study.trials,
                 "params": params,
-                "counts": {s: sum(t["state"] == s for t in study.trials) for s in ("complete", "pruned", "fail")},
+                "counts": {
+                    s: sum(t["state"] == s for t in study.trials) for s in ("complete", "pruned", "fail")
+                },
                 "best": best,
                 "charts": charts,
             }

@@ -194,4 +194,6 @@ def _done(request: Request, message: str, kind: str = "ok", status: int = 303) -
     """Back to the Models page with ``message`` (a redirect after success: no re-post on reload)."""
     if status == 303:
         return RedirectResponse(f"{PREFIX}/models?message={quote(message)}&kind={kind}", status_code=303)
-    return _page(request, "models.html", "Models", models_page, status=status, message=message, message_kind=kind)
+    return _page(
+        request, "models.html", "Models", models_page, status=status, message=message, message_kind=kind
+    )

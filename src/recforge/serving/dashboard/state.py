@@ -164,7 +164,7 @@ def read_study(path: Path) -> Study:
         study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
         setup = dict(study.user_attrs.get("setup") or {})
         direction = study.direction.name.lower()
-        trials = []
+        trials: list[dict[str, Any]] = []
         for trial in study.get_trials(deepcopy=False):
             complete = trial.state == optuna.trial.TrialState.COMPLETE
             trials.append(
