@@ -31,11 +31,13 @@ assignment, and per-part totals (hourly counts) are summed once per set of parts
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import logging
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,8 @@ log = logging.getLogger("recforge.dashboard")
 SMALL_ROWS = 500_000
 #: Small parts are merged once there are more of them than this.
 MAX_SMALL_PARTS = 4
+#: A temporary part directory this old (seconds) belongs to a writer that died.
+STALE_SECONDS = 3600
 #: Rows per row group of the sorted look-up tables.
 USER_GROUP = 16_384
 ITEM_GROUP = 16_384
@@ -252,12 +256,18 @@ class EventDigest:
         keep = self._merge_small(sorted(keep), opened)
         self._publish(keep, opened)
         self.pending = 0
+        # parts not in use are superseded, unless another process digested segments newer
+        # than the ones listed here
         in_use = {p.path.name for p in self._parts}
-        for name, path in on_disk.items():
-            if name not in in_use:
+        known = max((s.last for s in live), default=0)
+        for path in self.root.iterdir():
+            match = _PART.match(path.name)
+            if match and path.name not in in_use and int(match[2]) <= known:
                 shutil.rmtree(path, ignore_errors=True)
-        for leftover in self.root.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.root.glob(".tmp-*"):  # a crashed writer's, not one still writing
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - leftover.stat().st_mtime > STALE_SECONDS:
+                    shutil.rmtree(leftover, ignore_errors=True)
         return done
 
     def _publish(self, names: list[str], opened: dict[str, _Part]) -> None:
