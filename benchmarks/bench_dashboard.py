@@ -16,6 +16,9 @@ Stages (``--stages``):
   Items with different users and items, the heaviest among them), server time from the
   ``Server-Timing`` header and wall time at the client; then a restart, which finds the digest
   on disk;
+* ``explain``: for 300 users of the published ALS model (their training histories), in
+  process with BLAS and numba at one thread: ``recommend_for_history(history, k=10)`` (one
+  fold-in) against ``explain_history(history, values, those 10 items, n=3)``, alternating;
 * ``p99``: the serving benchmark's precomputed load (open loop, ``--rate`` requests/s for
   ``--seconds``, Zipf users, ``k=10``) against a fresh ``recforge serve`` per run, alternating
   ``serving.dashboard = false`` / ``true`` (idle) / ``true`` with someone viewing a dashboard
@@ -186,6 +189,46 @@ def stage_pages(home: Path, args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def stage_explain(home: Path) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from recforge._numba import thread_limits
+    from recforge.artifacts import ModelRegistry
+
+    model = ModelRegistry(home).open().model
+    seen = model.seen_
+    rng = np.random.default_rng(5)
+    users = rng.choice(len(model.users_), 300, replace=False)
+    fold, explain, lengths, worst = [], [], [], 0.0
+    with threadpool_limits(1), thread_limits(1):
+        for user in users:
+            row = slice(seen.indptr[user], seen.indptr[user + 1])
+            history = np.asarray(seen.indices[row], dtype=np.int32)
+            values = np.asarray(seen.data[row], dtype=np.float32)
+            started = time.perf_counter()
+            ids, scores = model.recommend_for_history(history, values, k=10)
+            fold.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            explained = model.explain_history(history, values, ids, n=3)
+            explain.append(time.perf_counter() - started)
+            lengths.append(len(history))
+            full = model.explain_history(history, values, ids[:1], n=len(history))[0]
+            worst = max(worst, abs(full.explained - float(scores[0])) / max(abs(float(scores[0])), 1e-9))
+            assert len(explained) == len(ids)
+    out = {
+        "stage": "explain",
+        "users": len(users),
+        "history_median": int(np.median(lengths)),
+        "history_max": int(max(lengths)),
+        "foldin_median_ms": round(float(np.median(fold)) * 1e3, 3),
+        "explain10_median_ms": round(float(np.median(explain)) * 1e3, 3),
+        "ratio_median": round(float(np.median(np.array(explain) / np.array(fold))), 2),
+        "max_relative_gap_sum_vs_foldin_score": float(f"{worst:.2e}"),
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def stage_p99(home: Path, args: argparse.Namespace) -> list[dict]:
     from tests.serving.redis_server import free_port
 
@@ -251,7 +294,7 @@ def view(base: str, pages: list[str], seed: int, stop: threading.Event, wall_ms:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/recforge-bench-dashboard"))
-    parser.add_argument("--stages", default="pages,p99")
+    parser.add_argument("--stages", default="explain,pages,p99")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--study-trials", type=int, default=20)
     parser.add_argument("--requests", type=int, default=30)
@@ -263,6 +306,8 @@ def main() -> None:
     home = build_home(args.work, args.iterations, args.study_trials)
     stages = args.stages.split(",")
     results = []
+    if "explain" in stages:
+        results.append(stage_explain(home))
     if "pages" in stages:
         results += stage_pages(home, args)
     if "p99" in stages:

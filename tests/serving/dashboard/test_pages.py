@@ -200,3 +200,15 @@ def test_the_dashboard_command_is_registered(capsys):
     assert main(["dashboard", "--help"]) == 0
     assert "--metrics-url" in capsys.readouterr().out
     assert free_port() > 0
+
+
+def test_with_auth_reads_the_pages_need_a_key_too(dashboard_home):
+    from recforge.serving.dashboard import create_dashboard_app
+
+    config = dashboard_config(dashboard_home, auth_reads=True)
+    with TestClient(create_dashboard_app(config)) as client:
+        refused = client.get("/ui/users", params={"user_id": "u1"})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+        assert client.get("/ui/", auth=("anyone", "wrong")).status_code == 401
+        assert client.get("/ui/", auth=("anyone", API_KEY)).status_code == 200
+        assert client.get("/ui/", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200

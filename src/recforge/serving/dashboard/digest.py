@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import itertools
 import logging
 import re
@@ -233,7 +234,11 @@ class EventDigest:
         segments were digested. One refresh at a time; readers are never blocked."""
         with self._refresh_lock:
             try:
-                done = self._refresh()
+                self.root.mkdir(parents=True, exist_ok=True)
+                with open(self.root / "refresh.lock", "a+b") as lock:
+                    # one process digests at a time; the others then find its parts on disk
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                    done = self._refresh()
                 self.error = None
                 return done
             except Exception as error:  # a page shows it; the next refresh tries again

@@ -2,15 +2,18 @@
 
 Pages are plain ``def`` handlers (FastAPI runs them in the thread pool, off the event loop
 that answers the API) and carry their server time in a ``Server-Timing`` header. Reading needs
-no key. ``POST /ui/models/publish`` (form fields ``version`` and ``key``) and ``POST
-/ui/models/rollback`` (``key``) need an admin key (``serving.admin_keys``), in the form or as
-``Authorization: Bearer <key>``: 403 when none is configured, 401 when the key is wrong, else
-the registry publishes (:meth:`~recforge.artifacts.ModelRegistry.publish`) or rolls back and
-the browser is sent back to the Models page.
+no key, unless ``serving.auth_reads`` asks for one for the API's reads too (then an API or
+admin key, as HTTP Basic's password or a bearer token). ``POST /ui/models/publish`` (form
+fields ``version`` and ``key``) and ``POST /ui/models/rollback`` (``key``) need an admin key
+(``serving.admin_keys``), in the form or as ``Authorization: Bearer <key>``: 403 when none is
+configured, 401 when the key is wrong, else the registry publishes
+(:meth:`~recforge.artifacts.ModelRegistry.publish`) or rolls back and the browser is sent back
+to the Models page.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +60,29 @@ def _dashboard(request: Request) -> Dashboard:
     return dashboard
 
 
+def _check_read(request: Request, dashboard: Dashboard) -> None:
+    """With ``serving.auth_reads``, pages show users' histories only to a holder of an API or
+    admin key: as the password of HTTP Basic authentication (the browser asks for it) or as a
+    bearer token; else 401."""
+    if not dashboard.config.serving.auth_reads:
+        return
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    key = credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            key = base64.b64decode(key, validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            key = ""
+    elif scheme.lower() != "bearer":
+        key = ""
+    if not key or not (dashboard.read_keys.check(key) or dashboard.admin_keys.check(key)):
+        raise HTTPException(
+            401,
+            "serving.auth_reads is on: the dashboard needs an API key",
+            {"WWW-Authenticate": 'Basic realm="recforge"'},
+        )
+
+
 def _page(
     request: Request,
     template: str,
@@ -69,6 +95,7 @@ def _page(
 ) -> HTMLResponse:
     started = time.perf_counter()
     dashboard = _dashboard(request)
+    _check_read(request, dashboard)
     data = build(dashboard, *args)
     seconds = time.perf_counter() - started
     html = _templates.get_template(template).render(

@@ -67,6 +67,7 @@ class Dashboard:
         self.served = served
         self.fresh = fresh
         self.admin_keys = ApiKeys(config.serving.admin_keys)
+        self.read_keys = ApiKeys(config.serving.api_keys)
         self.registry = ModelRegistry(self.home)
         self.digest = EventDigest(self.home)
         self.live = LiveMetrics(metrics_source, metrics_name, interval=interval) if metrics_source else None
