@@ -209,8 +209,14 @@ def models_page(dash: Dashboard) -> dict[str, Any]:
                 "served": served is not None and served.version == info.version,
             }
         )
+    preferred = ("ndcg", "map", "precision", "recall", "hit_rate", "mrr", "coverage")
+    names = {name for v in versions for name in v["metrics"]}
+    ordered = sorted(
+        names, key=lambda n: (preferred.index(n.split("@")[0]) if n.split("@")[0] in preferred else 99, n)
+    )
     return {
         "versions": versions,
+        "metric_names": ordered,
         "current": current,
         "served": served.version if served is not None else None,
         "admin": bool(dash.admin_keys),
