@@ -335,6 +335,7 @@ class EventDigest:
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.execute("SET threads = 1")  # beside a server: one core at most
+            con.execute("SET enable_progress_bar = false")
             con.execute("SET memory_limit = '1GB'")
             con.execute(f"SET temp_directory = '{tmp}/spill'")
             relation = events(con)

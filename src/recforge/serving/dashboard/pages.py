@@ -7,13 +7,11 @@ event store. Charts are rendered here (:mod:`.charts`), so templates only place 
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from recforge.errors import RecforgeError
 from recforge.pipeline.state import STAGES, list_runs
 from recforge.serving.answers import explanations, item_answer, user_answer
 from recforge.serving.dashboard.charts import PALETTE, bar_chart, line_chart, scatter_chart
@@ -430,13 +428,3 @@ def tuning_page(dash: Dashboard) -> dict[str, Any]:
             }
         )
     return {"studies": studies, "refreshed": dash.refreshed}
-
-
-def timed(build: Any, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], float]:
-    """``build(*args)`` and its seconds."""
-    started = time.perf_counter()
-    try:
-        data = build(*args, **kwargs)
-    except RecforgeError as error:
-        data = {"error": str(error)}
-    return data, time.perf_counter() - started
