@@ -22,7 +22,7 @@ Stages (``--stages``):
 * ``p99``: the serving benchmark's precomputed load (open loop, ``--rate`` requests/s for
   ``--seconds``, Zipf users, ``k=10``) against a fresh ``recforge serve`` per run, alternating
   ``serving.dashboard = false`` / ``true`` (idle) / ``true`` with someone viewing a dashboard
-  page every second, ``--rounds`` times.
+  page every second, ``--rounds`` times, the order rotated each round.
 
 Prints one JSON line per measurement and summary tables.
 """
@@ -243,8 +243,10 @@ def stage_p99(home: Path, args: argparse.Namespace) -> list[dict]:
     pages += [f"/ui/items?item_id={quote(i)}" for i in view_items]
     load = argparse.Namespace(rate=args.rate, seconds=args.seconds)
     results = []
+    variants = ["without", "mounted", "mounted+viewer"]
     for round_ in range(args.rounds):
-        for variant in ("without", "mounted", "mounted+viewer"):
+        shift = round_ % len(variants)  # each variant takes each place in the order in turn
+        for variant in variants[shift:] + variants[:shift]:
             server = serving_bench.Server(home, free_port(), server_env(variant != "without"))
             stop = threading.Event()
             viewed: list[float] = []

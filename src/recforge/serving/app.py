@@ -31,6 +31,7 @@ from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.dashboard import Dashboard, mount_dashboard
+from recforge.serving.dashboard.live import registry_sample
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
@@ -94,7 +95,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
                 config,
                 lambda: holder.current,
                 fresh=opened.fresh.get,
-                metrics_source=lambda: metrics.render().decode(),
+                metrics_source=lambda at: registry_sample(metrics, at),
             )
             dashboard.start()
             app.state.dashboard = dashboard

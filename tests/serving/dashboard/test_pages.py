@@ -167,11 +167,11 @@ recforge_http_request_duration_seconds_sum{route="/v1/a",method="GET",status="20
     assert w.p50 == pytest.approx(0.001)  # the 50th of 100 is the last of the first bucket
     assert w.p99 == pytest.approx(0.01)
     assert quantile(0.5, {}, {}) is None
-    live = LiveMetrics(lambda: metrics % (1, 0, 1, 1, 1, 1), "x", interval=1)
+    live = LiveMetrics(lambda at: parse_sample(metrics % (1, 0, 1, 1, 1, 1), at), "x", interval=1)
     live.sample()
     live.sample()
     assert live.recent() is not None and set(live.series()) == {"requests/s", "p99 ms"}
-    broken = LiveMetrics(lambda: 1 / 0, "x")  # type: ignore[arg-type, return-value]
+    broken = LiveMetrics(lambda at: parse_sample(str(1 / 0), at), "x")
     broken.sample()
     assert broken.latest() is None and "ZeroDivisionError" in (broken.error or "")
 
@@ -212,3 +212,18 @@ def test_with_auth_reads_the_pages_need_a_key_too(dashboard_home):
         assert client.get("/ui/", auth=("anyone", "wrong")).status_code == 401
         assert client.get("/ui/", auth=("anyone", API_KEY)).status_code == 200
         assert client.get("/ui/", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+
+
+def test_the_servers_own_counters_are_read_without_an_exposition():
+    from recforge.serving.dashboard.live import registry_sample
+    from recforge.serving.telemetry import Metrics
+
+    metrics = Metrics()
+    for n in range(40):
+        metrics.observe_request("/v1/users/{user_id}/recommendations", "GET", 200 if n else 503, 0.002 * n)
+    metrics.observe_request("/ui/", "GET", 200, 1.0)
+    metrics.events_accepted.inc(7)
+    direct = registry_sample(metrics, 1.0)
+    parsed = parse_sample(metrics.render().decode(), 1.0)
+    assert direct == parsed
+    assert direct.requests == 40 and direct.errors == 1 and direct.events_accepted == 7

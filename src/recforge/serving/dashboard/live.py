@@ -1,7 +1,8 @@
 """The server's own numbers over time, for the Overview page: sampled from its Prometheus text.
 
-A :class:`LiveMetrics` reads a Prometheus exposition (the mounted server's own registry, another
-server's ``/metrics`` over HTTP, or a Kafka consumer's metrics port) every ``interval`` seconds
+A :class:`LiveMetrics` reads the counters it needs (from the mounted server's own registry, or
+from the Prometheus text of another server's ``/metrics`` or a Kafka consumer's metrics port)
+every ``interval`` seconds
 from the dashboard's background thread and keeps the last hour of samples. A page then costs
 no scrape: request rate, error rate and p50/p99 latency are differences between two samples
 (latency quantiles interpolated inside the histogram's buckets, as Prometheus'
@@ -16,17 +17,21 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["LiveMetrics", "Sample", "Window", "fetch_url", "parse_sample"]
+from recforge.serving.telemetry import Metrics
+
+__all__ = ["LiveMetrics", "Sample", "Window", "fetch_url", "parse_sample", "registry_sample"]
 
 log = logging.getLogger("recforge.dashboard")
 _API = "/v1/"
@@ -62,11 +67,34 @@ class Window:
 
 def parse_sample(text: str, at: float) -> Sample:
     """The counters the dashboard shows, from Prometheus text."""
+    return collect_sample(text_string_to_metric_families(text), at)
+
+
+def registry_sample(metrics: Metrics, at: float) -> Sample:
+    """The counters the dashboard shows, read from a server's own :class:`Metrics`: only the
+    six families it needs are collected, and no text is written or parsed (a full exposition
+    costs tens of milliseconds of the GIL, which the API's event loop would wait for). With
+    several worker processes the exposition is the only view of all of them, so it is read."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return parse_sample(metrics.render().decode(), at)
+    wanted = (
+        metrics.requests,
+        metrics.latency,
+        metrics.events_accepted,
+        metrics.events_rejected,
+        metrics.foldins,
+        metrics.fresh_users,
+    )
+    return collect_sample((family for metric in wanted for family in metric.collect()), at)
+
+
+def collect_sample(families: Iterable[Metric], at: float) -> Sample:
+    """The counters the dashboard shows, from metric families (parsed or collected)."""
     requests = errors = accepted = rejected = foldins = 0.0
     fresh: float | None = None
     lag: float | None = None
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
             if name == "recforge_http_requests_total" and labels.get("route", "").startswith(_API):
@@ -124,12 +152,12 @@ def window(before: Sample, after: Sample) -> Window:
     )
 
 
-def fetch_url(url: str, timeout: float = 0.5) -> Callable[[], str]:
-    """A source that GETs Prometheus text from ``url``."""
+def fetch_url(url: str, timeout: float = 0.5) -> Callable[[float], Sample]:
+    """A source that GETs Prometheus text from ``url`` and reads it."""
 
-    def fetch() -> str:
+    def fetch(at: float) -> Sample:
         with urllib.request.urlopen(url, timeout=timeout) as answer:
-            return str(answer.read().decode("utf-8"))
+            return parse_sample(answer.read().decode("utf-8"), at)
 
     return fetch
 
@@ -138,8 +166,8 @@ class LiveMetrics:
     """Samples of one source over the last ``keep_seconds`` (see the module docstring)."""
 
     def __init__(
-        self, source: Callable[[], str], name: str, keep_seconds: float = 3600, interval: float = 5.0
-    ):
+        self, source: Callable[[float], Sample], name: str, keep_seconds: float = 3600, interval: float = 5.0
+    ) -> None:
         self.source = source
         self.name = name
         self.interval = interval
@@ -150,7 +178,7 @@ class LiveMetrics:
     def sample(self) -> None:
         """Take one sample now (from the background thread)."""
         try:
-            taken = parse_sample(self.source(), time.time())
+            taken = self.source(time.time())
         except Exception as error:  # a source down is shown on the page, not raised
             self.error = f"{type(error).__name__}: {error}"
             return

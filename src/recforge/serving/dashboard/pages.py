@@ -186,7 +186,7 @@ def pipeline_page(dash: Dashboard) -> dict[str, Any]:
 def models_page(dash: Dashboard) -> dict[str, Any]:
     current = dash.registry.current()
     served = dash.served()
-    versions = []
+    versions: list[dict[str, Any]] = []
     for info in reversed(dash.registry.list()):
         manifest = info.manifest
         metrics = manifest.get("metrics") or {}

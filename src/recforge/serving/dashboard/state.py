@@ -22,7 +22,7 @@ from typing import Any
 from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.serving.dashboard.digest import EventDigest
-from recforge.serving.dashboard.live import LiveMetrics, fetch_url
+from recforge.serving.dashboard.live import LiveMetrics, Sample, fetch_url
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 from recforge.serving.security import ApiKeys
@@ -57,7 +57,7 @@ class Dashboard:
         served: Callable[[], ServedModel | None],
         *,
         fresh: Callable[[str, int], list[FreshEvent]] | None = None,
-        metrics_source: Callable[[], str] | None = None,
+        metrics_source: Callable[[float], Sample] | None = None,
         metrics_name: str = "this server",
         interval: float = 5.0,
         refresh_seconds: float = 30.0,
