@@ -96,14 +96,16 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
                 lambda: holder.current,
                 fresh=opened.fresh.get,
                 metrics_source=lambda at: registry_sample(metrics, at),
+                # what its first refresh loads (digest parts, Optuna for the studies: ~100k
+                # objects) joins the permanent generation too, as below
+                on_first_refresh=_freeze,
             )
             dashboard.start()
             app.state.dashboard = dashboard
         # The ~100k objects alive after start-up (modules, the model) move to the permanent
         # generation: a full collection would otherwise walk all of them, a ~100 ms pause of
         # every request in flight, whenever it triggers.
-        gc.collect()
-        gc.freeze()
+        _freeze()
         try:
             yield
         finally:
@@ -131,6 +133,12 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _freeze() -> None:
+    """Move every object alive now to the permanent generation (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _labels(served: ServedModel | None) -> tuple[str, str] | None:

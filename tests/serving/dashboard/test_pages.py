@@ -227,3 +227,27 @@ def test_the_servers_own_counters_are_read_without_an_exposition():
     parsed = parse_sample(metrics.render().decode(), 1.0)
     assert direct == parsed
     assert direct.requests == 40 and direct.errors == 1 and direct.events_accepted == 7
+
+
+def test_the_first_refresh_is_announced_once(dashboard_home):
+    """The server freezes what the first refresh loaded (``gc.freeze``): the hook runs once."""
+    from recforge.serving.dashboard import Dashboard
+
+    calls = []
+    dashboard = Dashboard(
+        dashboard_config(dashboard_home),
+        lambda: None,
+        refresh_seconds=0.05,
+        on_first_refresh=lambda: calls.append(1),
+    )
+    dashboard.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            dashboard.refreshed is None or time.monotonic() < deadline - 29.5
+        ) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        dashboard.stop()
+    assert dashboard.refreshed is not None and calls == [1]
+    assert "als-small" in dashboard.studies

@@ -6,7 +6,9 @@ tuning studies read once per change of their file; two background threads keep t
 (metrics every ``interval`` seconds; the digest and the studies every ``refresh_seconds``), so
 a page only reads what is already in memory or a few row groups on disk. The served model
 comes from the server that mounts the dashboard (or from a holder of its own under ``recforge
-dashboard``).
+dashboard``). The server passes ``on_first_refresh`` to move what the first refresh loaded into
+the permanent GC generation, as it does with everything alive at start-up: a full collection
+would otherwise walk those objects, a pause of every request in flight.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Dashboard:
         metrics_name: str = "this server",
         interval: float = 5.0,
         refresh_seconds: float = 30.0,
+        on_first_refresh: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.home = Path(config.home)
@@ -79,6 +82,7 @@ class Dashboard:
         )
         self.interval = interval
         self.refresh_seconds = refresh_seconds
+        self.on_first_refresh = on_first_refresh
         self.studies: dict[str, Study] = {}
         self._study_stamps: dict[str, tuple[int, int]] = {}
         self.started = time.time()
@@ -117,8 +121,12 @@ class Dashboard:
             self._stop.wait(self.interval)
 
     def _refresher(self) -> None:
+        first = True
         while not self._stop.is_set():
             self.refresh()
+            if first and self.on_first_refresh is not None:
+                self.on_first_refresh()
+            first = False
             self._wake.wait(self.refresh_seconds)
             self._wake.clear()
 
