@@ -110,7 +110,7 @@ def build_home(work: Path, model_name: str) -> Path:
 
 # server ------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
         code = "import sys, tests.serving.factors; from recforge.cli.main import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
         env.update(
@@ -121,6 +121,7 @@ class Server:
             MKL_NUM_THREADS="1",
             NUMBA_NUM_THREADS="1",
         )
+        env.update(extra_env or {})
         command = [
             sys.executable,
             "-c",

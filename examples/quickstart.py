@@ -30,7 +30,13 @@ print("similar to i0 ->", list(als.similar_items(["i0"], k=5)[0][0]))
 fresh, _ = als.recommend_for_history(["i1", "i2", "i3"], values=[1.0, 4.0, 16.0], k=5)
 print("fresh user ->", list(fresh))
 
-# 6. Evaluate through the same path that produces served lists, against popularity.
+# 6. Why: the score of u0's first item, split exactly over u0's history items.
+why = als.explain("u0", item_ids[0][0], n=3)
+shares = dict(zip(why.items, why.shares.round(2).tolist(), strict=True))
+print(f"{item_ids[0][0]} for u0 (score {why.score:.3f}) because of", shares)
+assert abs(als.explain("u0", item_ids[0][0], n=10_000).explained - why.score) < 1e-9
+
+# 7. Evaluate through the same path that produces served lists, against popularity.
 report = compare({"popular": popular, "als": als}, split.train, split.test, k=10)
 report.print()
 ndcg = {e.name: e.metrics["ndcg"] for e in report.evaluations}

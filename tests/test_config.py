@@ -94,3 +94,10 @@ def test_output_hash_tracks_output_settings():
     assert a.output_hash() == b.output_hash()
     b.weighting.half_life_days = 1.0
     assert a.output_hash() != b.output_hash()
+
+
+def test_admin_keys_have_their_own_environment_alias_and_stay_apart_from_api_keys():
+    config = load_config(environ={"RECFORGE_ADMIN_KEYS": "a-one, a-two", "RECFORGE_API_KEYS": "w"})
+    assert config.serving.admin_keys == ["a-one", "a-two"]
+    assert config.serving.api_keys == ["w"]
+    assert load_config(environ={}).serving.admin_keys == []

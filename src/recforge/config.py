@@ -3,9 +3,9 @@
 Settings come from, in increasing priority: the defaults below, a TOML file
 (``recforge.example.toml`` in the package lists every key with its default, and a test keeps
 the two in step), and environment variables ``RECFORGE_<SECTION>__<KEY>`` (for example
-``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Two short aliases exist because they are set most:
-``RECFORGE_HOME`` for ``home`` and ``RECFORGE_API_KEYS`` (comma-separated) for
-``serving.api_keys``.
+``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Three short aliases exist because they are set most:
+``RECFORGE_HOME`` for ``home``, ``RECFORGE_API_KEYS`` and ``RECFORGE_ADMIN_KEYS``
+(comma-separated) for ``serving.api_keys`` and ``serving.admin_keys``.
 
 Model hyperparameters live under ``[model.<name>]`` and are passed verbatim to that model's
 constructor, so a tuned configuration is just another config file.
@@ -115,6 +115,10 @@ class ServingConfig:
     #: API keys accepted as ``Authorization: Bearer <key>`` (required to post events). Env
     #: ``RECFORGE_API_KEYS`` (comma-separated) sets them without a file. Never logged.
     api_keys: list[str] = field(default_factory=list)
+    #: Admin keys, separate from ``api_keys``: the dashboard's publish and rollback actions need
+    #: one (``Authorization: Bearer <key>``). Env ``RECFORGE_ADMIN_KEYS`` (comma-separated).
+    #: Never logged.
+    admin_keys: list[str] = field(default_factory=list)
     #: Require an API key for the read endpoints (recommendations, similar items, model) too.
     auth_reads: bool = False
     #: Where precomputed lists and fresh events live: ``"mmap"`` (the artifact's memory-mapped
@@ -146,6 +150,8 @@ class ServingConfig:
     commit_max_events: int = 200_000
     #: How often the server checks for a newly published model version, in seconds.
     reload_poll_seconds: float = 1.0
+    #: Serve the web dashboard under ``/ui`` beside the API (see :mod:`recforge.serving.dashboard`).
+    dashboard: bool = True
 
 
 @dataclass
@@ -274,8 +280,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key == "home":
             nested["home"] = raw
-        elif key == "api_keys":
-            nested.setdefault("serving", {})["api_keys"] = raw
+        elif key in ("api_keys", "admin_keys"):
+            nested.setdefault("serving", {})[key] = raw
         elif "__" in key:
             section, _, leaf = key.partition("__")
             nested.setdefault(section, {})[leaf] = raw

@@ -152,6 +152,46 @@ class RecommenderContract:
         with pytest.raises(ValueError, match="NaN"):
             self.make().fit(sp.csr_matrix(np.array([[1.0, np.nan]])))
 
+    # explanations ------------------------------------------------------------------------------
+    def test_explanations_add_up_to_the_fold_in_scores(self, fitted, checkerboard):
+        """Exact: the contributions of every history item add up to the score the model gives
+        the item for that history (``recommend_for_history``), to float tolerance."""
+        history = np.array([0, 2, 4, 2, 7], dtype=np.int32)  # a repeat, and an odd item
+        values = np.array([1.0, 2.0, 1.0, 0.5, 3.0], dtype=np.float32)
+        if not fitted.explains:
+            with pytest.raises(NotImplementedError):
+                fitted.explain_history(history, values, [1])
+            return
+        ids, scores = fitted.recommend_for_history(history, values, k=5)
+        explanations = fitted.explain_history(history, values, ids, n=10)
+        assert [e.item for e in explanations] == ids.tolist()
+        for explanation, score in zip(explanations, scores, strict=True):
+            assert explanation.history == 4  # distinct items
+            assert len(explanation.items) == 4 and set(explanation.items) == {0, 2, 4, 7}
+            assert explanation.explained == pytest.approx(explanation.score, rel=1e-9, abs=1e-12)
+            assert explanation.score == pytest.approx(float(score), rel=2e-4, abs=2e-5)
+            assert explanation.shares.sum() == pytest.approx(1.0 if explanation.score else 0.0, abs=1e-9)
+            assert (np.diff(explanation.contributions) <= 0).all()  # best first
+        top = fitted.explain_history(history, values, ids[:1], n=2)[0]
+        assert len(top.items) == 2
+        assert top.contributions == pytest.approx(explanations[0].contributions[:2], rel=1e-9, abs=1e-12)
+
+    def test_explain_a_known_user_by_external_ids(self, checkerboard):
+        model = self.make().fit(Interactions.from_csr(checkerboard))
+        if not model.explains:
+            return
+        user, item = "3", "9"  # the user's one left-out odd item
+        explanation = model.explain(user, item, n=3)
+        assert explanation.item == item and all(isinstance(i, str) for i in explanation.items)
+        row = checkerboard[3]
+        history = [str(i) for i in row.indices]
+        assert set(explanation.items) <= set(history)
+        (again,) = model.explain_history(history, row.data, [item], n=3)
+        assert again.score == pytest.approx(explanation.score) and list(again.items) == list(
+            explanation.items
+        )
+        assert model.explain("nobody", item).score == 0.0
+
 
 def _comparable(params: dict) -> dict:
     """Parameters with dtypes by name (a saved model stores ``np.float32`` as ``"float32"``)."""

@@ -302,3 +302,30 @@ def test_fold_in_after_load_from_memory_mapped_arrays(tmp_path):
     b = loaded.recommend_for_history(history.indices, history.data, k=5)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"alpha": 4.0, "regularization": 0.5, "regularization_scaling": "count"},
+        {"implicit": False, "regularization": 0.1},
+        {"nonnegative": True},
+    ],
+)
+def test_explanations_are_exact_for_every_item(params):
+    """The contributions of a history add up to the fold-in's score of *every* item (the
+    decomposition of implicit's ``explain``), for long histories with repeats too."""
+    m = random_matrix()
+    model = ALS(factors=12, iterations=3, random_state=0, **params).fit(m)
+    everything = np.arange(m.shape[1])
+    for u in (0, 5, 17):
+        row = m[u]
+        history = np.concatenate([row.indices, row.indices[:2]])
+        values = np.concatenate([row.data, [1.0, 2.0]])
+        expected = model._history_scores(history, values)
+        explanations = model.explain_history(history, values, everything, n=m.shape[1])
+        scores = np.array([e.score for e in explanations])
+        np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+        sums = np.array([e.explained for e in explanations])
+        np.testing.assert_allclose(sums, scores, rtol=1e-12, atol=1e-12)

@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         """Print the effective configuration (defaults, file, environment) as JSON."""
         config = ctx.obj.config.to_dict()
         serving = config.get("serving")
-        if isinstance(serving, dict) and serving.get("api_keys"):
-            serving["api_keys"] = ["***"] * len(serving["api_keys"])
+        if isinstance(serving, dict):
+            for name in ("api_keys", "admin_keys"):
+                if serving.get(name):
+                    serving[name] = ["***"] * len(serving[name])
         typer.echo(json.dumps(config, indent=2, sort_keys=True))

@@ -2,7 +2,9 @@
 
 ``fit(X) -> self``; ``recommend(user_ids, k, filter_seen=True, exclude=None) -> (ids, scores)``;
 ``similar_items(item_ids, k) -> (ids, scores)``; ``recommend_for_history(item_ids, values, k)``
-(fold-in of a user the model has not seen); ``save(path)`` / ``Recommender.load(path)``.
+(fold-in of a user the model has not seen); ``explain(user, item, n)`` /
+``explain_history(item_ids, values, items, n)`` (why an item scored what it did: see
+:class:`Explanation`); ``save(path)`` / ``Recommender.load(path)``.
 
 Ids: integer arrays are dense indices (the fast path, results are dense item indices, padding
 ``-1``); string arrays are external ids mapped through the vocabularies learned in ``fit``
@@ -33,7 +35,14 @@ from recforge.data.interactions import Interactions
 from recforge.data.vocabulary import Vocabulary
 from recforge.topk import recommend_all, select_topk, similar_items_all
 
-__all__ = ["FactorRecommender", "FitProgress", "NotFittedError", "Recommender", "as_interactions"]
+__all__ = [
+    "Explanation",
+    "FactorRecommender",
+    "FitProgress",
+    "NotFittedError",
+    "Recommender",
+    "as_interactions",
+]
 
 MODEL_FORMAT_VERSION = 1
 IdArray = np.ndarray | Sequence[int] | Sequence[str]
@@ -60,6 +69,39 @@ class FitProgress:
     loss: Callable[[], float]
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why ``item`` scored ``score`` for a user known by a history of items.
+
+    Models that can explain (``Recommender.explains``) write the score of every item as an
+    exact sum over the user's history items ``j`` (duplicates summed into one entry)::
+
+        score = sum_j contribution_j
+
+    ``items`` are the ``n`` history items with the largest contributions (best first; ties:
+    lower index), ``contributions`` theirs, ``shares`` = ``contributions / score`` (the shares of
+    *all* history items sum to 1; 0 when ``score`` is 0). ``history`` is the number of distinct
+    history items; ``explained`` the sum of the shown contributions. ALS contributions can be
+    negative (an item the user had pulls the score down), so a share can exceed 1.
+    """
+
+    item: Any
+    score: float
+    items: np.ndarray
+    contributions: np.ndarray
+    history: int
+
+    @property
+    def shares(self) -> np.ndarray:
+        if self.score == 0:
+            return np.zeros_like(self.contributions)
+        return self.contributions / self.score
+
+    @property
+    def explained(self) -> float:
+        return float(self.contributions.sum())
+
+
 def as_interactions(X: Interactions | sp.spmatrix | sp.sparray) -> Interactions:
     """Accept an :class:`Interactions` or a users x items sparse matrix of ``r`` values."""
     if isinstance(X, Interactions):
@@ -79,6 +121,8 @@ class Recommender(ABC):
     ``_score_users`` and ``_similar``; the arrays they learn come back from ``_state``."""
 
     name: ClassVar[str] = ""
+    #: whether ``_contributions`` is implemented (``explain`` works)
+    explains: ClassVar[bool] = False
 
     users_: Vocabulary
     items_: Vocabulary
@@ -160,6 +204,14 @@ class Recommender(ABC):
     @abstractmethod
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` neighbours (dense indices, never the item itself) of dense item indices."""
+
+    def _contributions(self, items: np.ndarray, values: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Float64 ``[len(targets), len(items)]``: what each history item (distinct dense
+        indices ``items`` with summed ``r`` values ``values``) contributes to the score of each
+        target item; row ``t`` sums to the score of ``targets[t]`` for that history. Models
+        that implement it set ``explains = True``; the cost should be no more than one
+        fold-in (``recommend_for_history``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot explain its scores")
 
     def _recommend_indices(
         self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
@@ -249,6 +301,67 @@ class Recommender(ABC):
         # one row: threads would only add the cost of waking them (milliseconds, per request)
         ids, top = select_topk(scores, k, exclude_items=np.unique(drop), num_threads=1)
         return self._present(ids, top, external, single=True)
+
+    def explain(self, user: int | str, item: int | str, n: int = 3) -> Explanation:
+        """Why ``item`` scores what it does for the known ``user``: its score decomposed over
+        the user's training history (see :class:`Explanation`). For factor models the score is
+        that of the user folded in from that history (``recommend_for_history``), which can
+        differ slightly from ``recommend``'s (the user's factors were solved against the items'
+        previous factors). An unknown user has an empty history (score 0)."""
+        self._check_fitted()
+        users, _ = self._resolve(user, self.users_, "user")
+        if users[0] < 0:
+            return self.explain_history(np.zeros(0, dtype=np.int32), None, np.array([item]), n)[0]
+        row = slice(self.seen_.indptr[users[0]], self.seen_.indptr[users[0] + 1])
+        history = np.asarray(self.seen_.indices[row], dtype=np.int32)
+        values = np.asarray(self.seen_.data[row], dtype=np.float32)
+        return self.explain_history(history, values, np.array([item]), n)[0]
+
+    def explain_history(
+        self,
+        item_ids: IdArray,
+        values: np.ndarray | Sequence[float] | None,
+        items: IdArray,
+        n: int = 3,
+    ) -> list[Explanation]:
+        """Why each of ``items`` scores what it does for a user known by the history
+        ``item_ids`` (``r`` ``values``, default 1.0 each; unknown items ignored, repeats summed),
+        as ``recommend_for_history`` scores it: one :class:`Explanation` per item, with the
+        ``n`` history items that contribute most, named as ``items`` are (external ids or dense
+        indices). Raises ``NotImplementedError`` for a model that cannot explain."""
+        self._check_fitted()
+        n = check_positive_int("n", n)
+        if not self.explains:
+            raise NotImplementedError(f"{type(self).__name__} cannot explain its scores")
+        history, _ = self._resolve(item_ids, self.items_, "item")
+        vals = np.ones(len(history), np.float64) if values is None else np.asarray(values, np.float64)
+        if vals.shape != history.shape:
+            raise ValueError(f"values has {vals.size} entries for {history.size} items")
+        if not np.isfinite(vals).all():
+            raise ValueError("values must be finite")
+        targets, target_external = self._resolve(items, self.items_, "item")
+        known = history >= 0
+        unique, where = np.unique(history[known], return_inverse=True)
+        summed = np.bincount(where, weights=vals[known], minlength=len(unique))
+        scored = targets >= 0
+        table = np.zeros((len(targets), len(unique)), dtype=np.float64)
+        if len(unique) and scored.any():
+            table[scored] = self._contributions(unique.astype(np.int32), summed, targets[scored])
+        explanations = []
+        for t, target in enumerate(np.atleast_1d(np.asarray(items))):
+            row = table[t]
+            order = np.argsort(-row, kind="stable")[:n]
+            top = unique[order].astype(np.int32)
+            explanations.append(
+                Explanation(
+                    item=target.item() if isinstance(target, np.generic) else target,
+                    score=float(row.sum()),
+                    items=self.items_.ids(top) if target_external else top,
+                    contributions=row[order],
+                    history=len(unique),
+                )
+            )
+        return explanations
 
     # ids -----------------------------------------------------------------------------------
     @staticmethod

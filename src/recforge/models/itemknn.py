@@ -25,6 +25,10 @@ all of them (ties by lower index): a caller wanting only neighbourhood items kee
 and fills the rest from a fallback such as ``Popular``. ``recommend_for_history`` does the same
 with the history's weights (values summed per item, then weighted and normalised as above).
 ``similar_items`` returns the stored lists.
+
+Explanation: ``score_uj = sum_i w_ui S_ij`` is already a sum over the user's items, so item
+``i`` contributes ``w_ui S_ij`` (zero when ``j`` is not among ``i``'s neighbours): the
+neighbours that voted, with their votes.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class ItemKNN(Recommender):
     """
 
     name = "itemknn"
+    explains = True
 
     similarity_: sp.csr_matrix
     user_weights_: sp.csr_matrix
@@ -94,14 +99,26 @@ class ItemKNN(Recommender):
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         return self._scores_from(self.user_weights_[users])
 
-    def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _history_row(self, items: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
+        """The normalised weights ``w_u`` (one CSR row) of a history."""
         n_items = len(self.items_)
         r = np.bincount(items, weights=values, minlength=n_items)
         (present,) = np.nonzero(r > 0)
         row = sp.csr_matrix(
             (knn_weights(r[present]), present, np.array([0, len(present)])), shape=(1, n_items)
         )
-        return self._scores_from(_normalise_rows(row))[0]
+        return _normalise_rows(row)
+
+    def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return self._scores_from(self._history_row(items, values))[0]
+
+    def _contributions(self, items: np.ndarray, values: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``w_ui S_ij`` for each history item ``i`` and target ``j`` (module docstring)."""
+        row = self._history_row(items, values)
+        weights = np.zeros(len(self.items_), dtype=np.float64)
+        weights[row.indices] = row.data
+        votes = self.similarity_[items][:, targets].toarray().astype(np.float64)
+        return (votes * weights[items][:, None]).T
 
     def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         S = self.similarity_

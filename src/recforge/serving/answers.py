@@ -19,6 +19,13 @@ similarities for item-kNN), ``popular`` an item's mass divided by the most popul
 ``1.0`` for the most popular item, on ``[0, 1]``), and similar items the cosine similarity
 (``factors``) or the neighbour weight (``cooccurrence``).
 
+With ``explain=n``, each recommended item also gets the ``n`` history items that contributed
+most to its score, with their shares (:meth:`Recommender.explain_history
+<recforge.models.base.Recommender.explain_history>`): the history is the fold-in's for a
+fold-in answer, the user's training items for a precomputed one; a popular answer, or a model
+that cannot explain, gets empty lists. It is a separate step after the answer
+(:func:`explanations`), paid for only when asked.
+
 Similar items for ``item_id``: the precomputed list (source ``factors`` or ``cooccurrence``, as
 the artifact says), or the popular list for an item the model does not know.
 
@@ -43,7 +50,16 @@ from recforge.lists import Pair, StoreUnavailable
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
-__all__ = ["Answer", "body", "item_answer", "popular_list", "render", "user_answer"]
+__all__ = [
+    "Answer",
+    "body",
+    "explanations",
+    "item_answer",
+    "popular_list",
+    "render",
+    "user_answer",
+    "user_history",
+]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
@@ -125,23 +141,33 @@ def _stored(lookup: Callable[[int, str], Pair | None], index: int, name: str) ->
     return row, "no_list"
 
 
-def _fold_in(
-    served: ServedModel, user: int, k: int, exclude: np.ndarray, fresh: list[FreshEvent]
-) -> Answer | None:
-    items = served.items.lookup([event.item_id for event in fresh])
+def user_history(
+    served: ServedModel, user: int, fresh: list[FreshEvent]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The history a user is scored from: their training items (their trained ``r``, when the
+    model knows the user) and the fresh events on known items; distinct item indices with
+    ``r`` summed per item, and how many fresh events were on known items."""
+    items = served.items.lookup([event.item_id for event in fresh]) if fresh else _NONE
     known = items >= 0
-    if not known.any():
-        return None
     history = items[known]
     values = np.fromiter((event.r for event in fresh), dtype=np.float64, count=len(fresh))[known]
-    model = served.model
     if user >= 0:
-        seen = model.seen_
+        seen = served.model.seen_
         row = slice(seen.indptr[user], seen.indptr[user + 1])
         history = np.concatenate([np.asarray(seen.indices[row], dtype=np.int32), history])
         values = np.concatenate([np.asarray(seen.data[row], dtype=np.float64), values])
     unique, where = np.unique(history, return_inverse=True)
     summed = np.bincount(where, weights=values, minlength=len(unique))
+    return unique.astype(np.int32), summed, int(known.sum())
+
+
+def _fold_in(
+    served: ServedModel, user: int, k: int, exclude: np.ndarray, fresh: list[FreshEvent]
+) -> Answer | None:
+    unique, summed, fresh_known = user_history(served, user, fresh)
+    if not fresh_known:
+        return None
+    model = served.model
     try:
         ids, scores = model.recommend_for_history(
             unique.astype(np.int32), summed.astype(np.float32), k=k, exclude=exclude if len(exclude) else None
@@ -169,18 +195,65 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
     return Answer("popular", ids, scores, fallback=reason)
 
 
-def render(key: str, value: str, served: ServedModel, answer: Answer) -> bytes:
+def explanations(
+    served: ServedModel, user_id: str, answer: Answer, fresh: list[FreshEvent], n: int
+) -> list[list[dict[str, object]]]:
+    """For each item of ``answer``, the ``n`` history items that contributed most to its score:
+    ``[{"item_id", "contribution", "share"}]`` (empty for a popular answer or a model that
+    cannot explain; see the module docstring)."""
+    model = served.model
+    empty: list[list[dict[str, object]]] = [[] for _ in range(len(answer.ids))]
+    if answer.source == "popular" or not model.explains or not len(answer.ids):
+        return empty
+    user = served.users.get(user_id)
+    history, values, _ = user_history(served, user, fresh if answer.source == "foldin" else [])
+    if not len(history):
+        return empty
+    try:
+        found = model.explain_history(history, values, answer.ids, n=n)
+    except Exception:  # an explanation must never fail a request: answer without it
+        log.exception("explanation failed for model %s", served.version)
+        return empty
+    out = []
+    for explanation in found:
+        names = served.items.names(explanation.items)
+        out.append(
+            [
+                {"item_id": name, "contribution": contribution, "share": share}
+                for name, contribution, share in zip(
+                    names, explanation.contributions.tolist(), explanation.shares.tolist(), strict=True
+                )
+            ]
+        )
+    return out
+
+
+def render(
+    key: str,
+    value: str,
+    served: ServedModel,
+    answer: Answer,
+    explained: list[list[dict[str, object]]] | None = None,
+) -> bytes:
     """The JSON body of :func:`body`."""
-    return orjson.dumps(body(key, value, served, answer))
+    return orjson.dumps(body(key, value, served, answer, explained))
 
 
-def body(key: str, value: str, served: ServedModel, answer: Answer) -> dict[str, Any]:
-    """``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
+def body(
+    key: str,
+    value: str,
+    served: ServedModel,
+    answer: Answer,
+    explained: list[list[dict[str, object]]] | None = None,
+) -> dict[str, Any]:
+    """``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}`` (each item
+    with its ``"explanation"`` when ``explained`` is given)."""
     names = served.items.names(answer.ids)
     scores = answer.scores.tolist()
-    return {
-        key: value,
-        "model_version": served.version,
-        "source": answer.source,
-        "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
-    }
+    items: list[dict[str, object]] = [
+        {"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)
+    ]
+    if explained is not None:
+        for item, explanation in zip(items, explained, strict=True):
+            item["explanation"] = explanation
+    return {key: value, "model_version": served.version, "source": answer.source, "items": items}

@@ -30,12 +30,14 @@ from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
+from recforge.serving.dashboard import Dashboard, mount_dashboard
+from recforge.serving.dashboard.live import registry_sample
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
 from recforge.serving.routers import batch, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
-from recforge.serving.telemetry import Metrics, MetricsMiddleware
+from recforge.serving.telemetry import Metrics, MetricsMiddleware, ProcessProbe
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
 
@@ -78,6 +80,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
         intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
         intake.start()
+        probe = ProcessProbe(metrics)
+        probe.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -87,14 +91,29 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             api_keys=ApiKeys(config.serving.api_keys),
             blocking_reads=opened.blocking,
         )
+        dashboard = None
+        if config.serving.dashboard:
+            dashboard = Dashboard(
+                config,
+                lambda: holder.current,
+                fresh=opened.fresh.get,
+                metrics_source=lambda at: registry_sample(metrics, at),
+                # what its first refresh loads (digest parts, Optuna for the studies: ~100k
+                # objects) joins the permanent generation too, as below
+                on_first_refresh=_freeze,
+            )
+            dashboard.start()
+            app.state.dashboard = dashboard
         # The ~100k objects alive after start-up (modules, the model) move to the permanent
         # generation: a full collection would otherwise walk all of them, a ~100 ms pause of
         # every request in flight, whenever it triggers.
-        gc.collect()
-        gc.freeze()
+        _freeze()
         try:
             yield
         finally:
+            if dashboard is not None:
+                dashboard.stop()
+            await probe.stop()
             holder.stop()
             intake.stop()
             opened.close()
@@ -118,6 +137,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         prometheus.router,
     ):
         app.include_router(router)
+    if config.serving.dashboard:
+        mount_dashboard(app)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -129,6 +150,12 @@ def _loaded(metrics: Metrics, old: ServedModel | None, new: ServedModel) -> None
     metrics.model_loaded_now(_labels(old), (new.version, new.model.name))
     was = f" (was {old.version})" if old is not None else ""
     console.info("serving model version %s (%s)%s", new.version, new.model.name, was)
+
+
+def _freeze() -> None:
+    """Move every object alive now to the permanent generation (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _labels(served: ServedModel | None) -> tuple[str, str] | None:

@@ -24,9 +24,18 @@ __all__ = [
 ]
 
 
+class Contribution(BaseModel):
+    item_id: str = Field(description="A history item of the user.")
+    contribution: float = Field(description="What it adds to the item's score (can be negative).")
+    share: float = Field(description="contribution / score: the shares of all history items sum to 1.")
+
+
 class ScoredItem(BaseModel):
     item_id: str
     score: float
+    explanation: list[Contribution] | None = Field(
+        None, description="With explain=n: the n history items that contributed most (empty: none)."
+    )
 
 
 class Recommendations(BaseModel):

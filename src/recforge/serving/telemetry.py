@@ -8,7 +8,10 @@ never the raw path, so ids cannot blow up the label space), method and status;
 ``foldins_total`` and ``foldin_duration_seconds``; ``fallbacks_total`` by reason;
 ``events_accepted_total``, ``events_duplicate_total``, ``events_rejected_total``;
 ``event_commit_events`` and ``event_commit_duration_seconds`` (the group commit);
-``fresh_users``.
+``fresh_users``; and the process's own health, sampled by :class:`ProcessProbe`:
+``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``open_connections`` (HTTP
+clients connected to this process) and ``event_loop_lag_seconds`` (how late the event loop
+ran a timer: the time every request on the loop waited behind other work).
 
 Each app has its own registry, so several apps (tests) never clash. With several worker
 processes, set ``PROMETHEUS_MULTIPROC_DIR`` (``recforge serve --workers N`` does): every
@@ -17,15 +20,17 @@ process writes its values there and ``/metrics`` adds them up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE", "Metrics", "MetricsMiddleware", "ProcessProbe", "open_connections"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (
@@ -115,6 +120,29 @@ class Metrics:
             registry=registry,
             multiprocess_mode="liveall",
         )
+        self.cpu_seconds = Counter(
+            "recforge_process_cpu_seconds",
+            "CPU time (user + system) of the API processes, in seconds.",
+            registry=registry,
+        )
+        self.resident_memory = Gauge(
+            "recforge_process_resident_memory_bytes",
+            "Resident memory of the API process, in bytes.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.connections = Gauge(
+            "recforge_open_connections",
+            "TCP connections of HTTP clients open to the API process.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.loop_lag = Histogram(
+            "recforge_event_loop_lag_seconds",
+            "How late the event loop woke a periodic timer, in seconds.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -171,3 +199,95 @@ class MetricsMiddleware:
             self.metrics.observe_request(
                 template, scope.get("method", ""), status, time.perf_counter() - started
             )
+
+
+class ProcessProbe:
+    """Samples the process for :class:`Metrics` from the event loop it watches: every
+    ``lag_interval`` seconds a timer measures how late the loop woke it (``event_loop_lag``);
+    every ``interval`` seconds CPU time, resident memory and open client connections are read
+    (from ``/proc``, in a worker thread; where there is no ``/proc`` only CPU time is)."""
+
+    def __init__(self, metrics: Metrics, interval: float = 5.0, lag_interval: float = 0.5) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.lag_interval = lag_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cpu = _cpu_seconds()
+
+    def start(self) -> None:
+        """Start both loops on the running event loop."""
+        self._tasks = [asyncio.create_task(self._watch_lag()), asyncio.create_task(self._watch_process())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _watch_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.lag_interval)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - started - self.lag_interval))
+
+    async def _watch_process(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(self.interval)
+
+    def sample(self) -> None:
+        """Read CPU time, resident memory and open connections now."""
+        cpu = _cpu_seconds()
+        self.metrics.cpu_seconds.inc(max(0.0, cpu - self._cpu))
+        self._cpu = cpu
+        memory = _resident_bytes()
+        if memory is not None:
+            self.metrics.resident_memory.set(memory)
+        connections = open_connections()
+        if connections is not None:
+            self.metrics.connections.set(connections)
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _resident_bytes() -> int | None:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_connections() -> int | None:
+    """Established TCP connections of this process to a port it listens on (its HTTP clients;
+    outgoing connections, to Redis say, are left out); ``None`` without ``/proc``."""
+    try:
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        listening: set[str] = set()
+        established: list[str] = []
+        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(table) as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) < 10 or fields[9] not in inodes:
+                        continue
+                    port = fields[1].rsplit(":", 1)[1]
+                    if fields[3] == "0A":  # LISTEN
+                        listening.add(port)
+                    elif fields[3] == "01":  # ESTABLISHED
+                        established.append(port)
+    except OSError:
+        return None
+    return sum(port in listening for port in established)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.lists import StoreUnavailable
-from recforge.serving.answers import Answer, render, user_answer, warn_store
+from recforge.serving.answers import Answer, explanations, render, user_answer, warn_store
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
@@ -22,6 +22,13 @@ from recforge.serving.routers.params import (
     exclude_indices,
 )
 from recforge.serving.schemas import Recommendations, errors
+
+#: Most history items an explanation lists per recommended item.
+MAX_EXPLAIN = 20
+EXPLAIN_DESCRIPTION = (
+    "Add to each item the history items that contributed most to its score, with their shares "
+    f"(0: none; at most {MAX_EXPLAIN})."
+)
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -38,6 +45,7 @@ async def recommendations(
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
+    explain: Annotated[int, Query(ge=0, le=MAX_EXPLAIN, description=EXPLAIN_DESCRIPTION)] = 0,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
     time-decayed popular items for everyone else. (An API key is needed when
@@ -52,15 +60,17 @@ async def recommendations(
     count = effective_k(k, serving.config)
     drop = exclude_indices(exclude, served, serving.config)
     if serving.blocking_reads:
-        return await run_in_threadpool(_recommend, serving, served, user_id, count, drop)
+        return await run_in_threadpool(_recommend, serving, served, user_id, count, drop, explain)
     events = fresh_events(serving, served, user_id)
-    if events:
-        return await run_in_threadpool(_answer, serving, served, user_id, count, drop, events)
+    if events or explain:
+        return await run_in_threadpool(_answer, serving, served, user_id, count, drop, events, explain)
     return _answer(serving, served, user_id, count, drop, events)
 
 
-def _recommend(serving: Serving, served: ServedModel, user_id: str, count: int, drop: np.ndarray) -> Response:
-    return _answer(serving, served, user_id, count, drop, fresh_events(serving, served, user_id))
+def _recommend(
+    serving: Serving, served: ServedModel, user_id: str, count: int, drop: np.ndarray, explain: int
+) -> Response:
+    return _answer(serving, served, user_id, count, drop, fresh_events(serving, served, user_id), explain)
 
 
 def fresh_events(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
@@ -79,9 +89,11 @@ def _answer(
     count: int,
     drop: np.ndarray,
     events: list[FreshEvent],
+    explain: int = 0,
 ) -> Response:
     answer = counted_answer(serving, served, user_id, count, drop, events)
-    return Response(render("user_id", user_id, served, answer), media_type="application/json")
+    explained = explanations(served, user_id, answer, events, explain) if explain else None
+    return Response(render("user_id", user_id, served, answer, explained), media_type="application/json")
 
 
 def counted_answer(
