@@ -19,6 +19,10 @@ the artifact says), or the popular list for an item the model does not know.
 When the list store cannot be reached (Redis down), answers degrade to the popular list, which
 every process holds locally, instead of failing (fallback reason ``store_unavailable``; the
 error is logged at most every :data:`WARN_EVERY` seconds).
+
+Every answer is rendered by :func:`body`, which gives it a new ``recommendation_id`` and
+records it as an impression (:mod:`recforge.online.impressions`: one queue append, written by a
+background thread), so any route that answers through it is measured online.
 """
 
 from __future__ import annotations
@@ -28,15 +32,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 
 from recforge.lists import Pair, StoreUnavailable
+from recforge.online.impressions import Impression, new_recommendation_id
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
-__all__ = ["Answer", "item_answer", "render", "user_answer"]
+__all__ = ["Answer", "body", "item_answer", "render", "user_answer"]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
@@ -154,15 +160,42 @@ def item_answer(served: ServedModel, item_id: str, k: int) -> Answer:
     return Answer("popular", ids, scores, fallback=reason)
 
 
-def render(key: str, value: str, served: ServedModel, answer: Answer) -> bytes:
-    """The JSON body: ``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}``."""
+def render(key: str, value: str, served: ServedModel, answer: Answer, *, user_id: str | None = None) -> bytes:
+    """The JSON body of :func:`body`."""
+    return orjson.dumps(body(key, value, served, answer, user_id=user_id))
+
+
+def body(
+    key: str, value: str, served: ServedModel, answer: Answer, *, user_id: str | None = None
+) -> dict[str, Any]:
+    """``{key: value, "recommendation_id", "model_version", "source", "items": [{"item_id",
+    "score"}]}``, plus ``"experiment": {"name", "arm"}`` while the answer is an experiment's;
+    recorded as an impression of ``user_id`` (``value`` when ``key`` is ``"user_id"``) when the
+    version records them."""
     names = served.items.names(answer.ids)
+    recommendation_id = new_recommendation_id()
+    if served.impressions is not None:
+        served.impressions.record(
+            Impression(
+                recommendation_id,
+                value if key == "user_id" else user_id,
+                value if key == "item_id" else None,
+                served.version,
+                answer.source,
+                served.experiment,
+                served.arm,
+                names,
+                time.time_ns() // 1000,
+            )
+        )
     scores = answer.scores.tolist()
-    return orjson.dumps(
-        {
-            key: value,
-            "model_version": served.version,
-            "source": answer.source,
-            "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
-        }
-    )
+    out: dict[str, Any] = {
+        key: value,
+        "recommendation_id": recommendation_id,
+        "model_version": served.version,
+        "source": answer.source,
+        "items": [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)],
+    }
+    if served.experiment is not None:
+        out["experiment"] = {"name": served.experiment, "arm": served.arm}
+    return out

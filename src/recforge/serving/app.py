@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(config)``.
 
 The lifespan opens the stores, loads the published model version once (and starts the thread
-that swaps in newer ones), and starts the event committer; routes get all of it through one
+that swaps in newer ones and follows experiments), and starts the event committer, the
+impression writer and the online-metrics export; routes get all of it through one
 dependency (:func:`recforge.serving.deps.get_serving`), which tests override. Work that holds
 the CPU or waits on the network (a fold-in, a Redis lookup, validating a body) runs in the
 thread pool; lookups in memory-mapped lists are microseconds and run on the event loop.
@@ -29,10 +30,13 @@ from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
+from recforge.online.experiments import ExperimentBook
+from recforge.online.impressions import ImpressionLog, ImpressionStore
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
-from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
+from recforge.serving.model import ModelHolder, Routing, ServedModel
+from recforge.serving.online_export import OnlineExport
 from recforge.serving.routers import events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
@@ -60,22 +64,28 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         # fold-in would only make them fight over the cores.
         blas = threadpool_limits(limits=1, user_api="blas")
         opened = backend or open_backend(config)
+        impressions = None
+        if config.experiments.impressions:
+            impressions = ImpressionLog(
+                ImpressionStore(config.home), config.experiments.flush_ms, metrics.impressions_written
+            )
+            impressions.start()
         holder = ModelHolder(
             ModelRegistry(config.home),
             opened.open_lists,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
             on_load=lambda old, new: metrics.model_loaded_now(_labels(old), (new.version, new.model.name)),
             on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
+            experiments=ExperimentBook(config.home),
+            impressions=impressions,
+            on_routing=lambda routing: metrics.routing_now(_arms(routing)),
         )
         holder.check()
         holder.start()
-
-        def cutoff() -> int:
-            served = holder.current
-            return NO_CUTOFF if served is None else served.cutoff_us
-
-        intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
+        intake = EventIntake(EventStore(config.home), config, opened.fresh, holder.cutoff_us, metrics)
         intake.start()
+        export = OnlineExport(config, metrics)
+        export.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -93,8 +103,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         try:
             yield
         finally:
+            export.stop()
             holder.stop()
             intake.stop()
+            if impressions is not None:
+                impressions.stop()
             opened.close()
             gc.unfreeze()
             blas.restore_original_limits()
@@ -116,6 +129,13 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
 def _labels(served: ServedModel | None) -> tuple[str, str] | None:
     return None if served is None else (served.version, served.model.name)
+
+
+def _arms(routing: Routing | None) -> list[tuple[str, str, str]]:
+    if routing is None:
+        return []
+    name = routing.experiment.name
+    return [(name, "control", routing.control.version), (name, "treatment", routing.treatment.version)]
 
 
 async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
