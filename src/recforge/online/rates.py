@@ -130,6 +130,11 @@ def group_rates(
     }
 
 
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64), len(encoded.dictionary)
+
+
 def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
@@ -157,18 +162,16 @@ def online_report(
     found = outcomes(impressions.num_rows, events, attribution, settings.conversion_types)
     groups = []
     if impressions.num_rows:
-        keys = pa.table({"version": impressions.column("version"), "source": impressions.column("source")})
-        codes = pc.dictionary_encode(
-            pc.binary_join_element_wise(keys.column("version"), keys.column("source"), "\x1f")
-        )
-        index = np.asarray(codes.combine_chunks().indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        versions, _ = _encode(impressions.column("version"))
+        sources, n_sources = _encode(impressions.column("source"))
+        index = versions * n_sources + sources
         for code in np.unique(index):
             members = np.flatnonzero(index == code)
             first = int(members[0])
             groups.append(
                 {
-                    "version": keys.column("version")[first].as_py(),
-                    "source": keys.column("source")[first].as_py(),
+                    "version": impressions.column("version")[first].as_py(),
+                    "source": impressions.column("source")[first].as_py(),
                     **group_rates(impressions, found, members),
                 }
             )
