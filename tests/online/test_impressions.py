@@ -140,9 +140,12 @@ def test_scan_by_time(tmp_path):
     log.start()
     for day in range(1, 6):
         log.record(impression(day, at_us=int(datetime(2024, 1, day, tzinfo=UTC).timestamp() * 1e6)))
+    start, end = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
+    log.flush()
+    assert [d.day for d in store.scan(start, end).column("timestamp").to_pylist()] == [2, 3]  # the log
     log.stop()
-    days = store.scan(datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)).column("timestamp")
-    assert [d.day for d in days.to_pylist()] == [2, 3]
+    assert [d.day for d in store.scan(start, end).column("timestamp").to_pylist()] == [2, 3]  # sealed
+    assert [d.day for d in store.scan(start=end).column("timestamp").to_pylist()] == [4, 5]
     assert store.scan().num_rows == 5 and ImpressionStore(tmp_path / "none").scan().num_rows == 0
 
 

@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -87,6 +86,7 @@ _PART = re.compile(r"^part-([0-9a-f]{16}-[0-9a-f]{8})\.(arrows|parquet)$")
 _PREFIX = secrets.token_hex(6)
 _COUNTER = iter(range(1, 2**63))
 _COMPRESSION = "zstd"
+_TIME = pa.timestamp("us", tz="UTC")
 
 
 def new_recommendation_id() -> str:
@@ -148,23 +148,27 @@ class ImpressionStore:
         return dict(sorted(found.items()))
 
     def scan(self, start: datetime | None = None, end: datetime | None = None) -> pa.Table:
-        """Impressions with ``start <= timestamp < end`` (either bound optional), in the order
-        they were recorded within each part, parts by start time."""
-        sealed: list[Path] = []
-        logs: list[Path] = []
-        for path in self.parts().values():
-            (sealed if path.suffix == ".parquet" else logs).append(path)
-        tables = [_read_log(path) for path in logs]
-        if sealed:
-            tables.insert(0, ds.dataset([str(p) for p in sealed], schema=IMPRESSION_SCHEMA).to_table())
-        table = pa.concat_tables(tables) if tables else IMPRESSION_SCHEMA.empty_table()
-        ts = table.column("timestamp").cast(pa.int64())
+        """Impressions with ``start <= timestamp < end`` (either bound optional), parts by start
+        time, rows in the order they were recorded within each (sealed parts are filtered as
+        they are read, skipping row groups outside the bounds)."""
+        time_ = ds.field("timestamp")
+        bounds = []
         if start is not None:
-            table = table.filter(pc.greater_equal(ts, to_us(start)))
-            ts = table.column("timestamp").cast(pa.int64())
+            bounds.append(time_ >= pa.scalar(to_us(start), pa.int64()).cast(_TIME))
         if end is not None:
-            table = table.filter(pc.less(ts, to_us(end)))
-        return table
+            bounds.append(time_ < pa.scalar(to_us(end), pa.int64()).cast(_TIME))
+        where = None
+        for bound in bounds:
+            where = bound if where is None else where & bound
+        tables = []
+        for path in self.parts().values():
+            if path.suffix == ".parquet":
+                part = ds.dataset(str(path), schema=IMPRESSION_SCHEMA, format="parquet")
+                tables.append(part.to_table(filter=where))
+            else:
+                log = _read_log(path)
+                tables.append(log if where is None else log.filter(where))
+        return pa.concat_tables(tables) if tables else IMPRESSION_SCHEMA.empty_table()
 
     def recover(self) -> int:
         """Seal every log no live writer holds; returns how many were sealed."""
