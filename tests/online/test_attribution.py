@@ -161,9 +161,8 @@ def constructed_log(seed: int, n_impressions: int = 20_000, n_events: int = 100_
     return shown, happened
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_exact_against_the_reference_on_100k_events(seed):
-    shown, happened = constructed_log(seed)
+def test_exact_against_the_reference_on_100k_events():
+    shown, happened = constructed_log(0)
     fast = attribute(shown, happened, WINDOW)
     slow = attribute_reference(shown, happened, WINDOW)
     assert np.array_equal(fast.impression, slow.impression)

@@ -92,6 +92,10 @@ def test_experiment_arms_are_sticky_and_served_side_by_side(home, two_versions):
             assert again[user]["experiment"]["arm"] == arm  # sticky
             assert answers[user]["model_version"] == (popular if arm == "treatment" else toy)
         assert {a["experiment"]["arm"] for a in answers.values()} == {"control", "treatment"}
+        for user, answer in arms_of(client, [f"stranger{n}" for n in range(10)]).items():
+            arm = arm_of(user, "ab", 0.5)  # the fallback of each arm's own version
+            assert answer["source"] == "popular" and answer["experiment"]["arm"] == arm
+            assert answer["model_version"] == (popular if arm == "treatment" else toy)
         treated = next(u for u in users if arm_of(u, "ab", 0.5) == "treatment")
         similar = client.get("/v1/items/i3/similar", params={"user_id": treated}).json()
         assert similar["model_version"] == popular and similar["experiment"]["arm"] == "treatment"
@@ -111,7 +115,7 @@ def test_experiment_arms_are_sticky_and_served_side_by_side(home, two_versions):
         assert "recforge_experiment_info{" not in client.get("/metrics").text
     shown = ImpressionStore(home).scan()
     arms = [a for a in shown.column("arm").to_pylist() if a]
-    assert len(arms) == 2 * len(users) + 1
+    assert len(arms) == 2 * len(users) + 10 + 1  # users twice, strangers, the similar items
 
 
 def test_fold_in_works_inside_each_arm(home, two_versions):
