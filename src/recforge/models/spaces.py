@@ -80,3 +80,4 @@ class Choice:
 
 Dimension: TypeAlias = Range | Choice
 SearchSpace: TypeAlias = Mapping[str, Dimension]
+
