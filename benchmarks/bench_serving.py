@@ -24,7 +24,11 @@ Stages (``--stages``, all by default):
 * ``publish``: a mixed load (users, similar items) while five versions are published; zero
   failures, and the answers must move to each new version;
 * ``appends`` (in process, no server): 1,000 ``EventStore.append`` of 1,000 events each into
-  a fresh store; the time per append must stay flat as segments accumulate.
+  a fresh store; the time per append must stay flat as segments accumulate;
+* ``impressions`` (issue 18): the ``precomputed`` load on a server with impressions off
+  (``[experiments] impressions = false``) and on, alternating, ``--repeats`` times each (a fresh
+  server per run); with them on, every answered ``recommendation_id`` must be in the
+  impression store once the server has stopped.
 
 Prints one JSON line per stage and a summary table.
 """
@@ -110,7 +114,7 @@ def build_home(work: Path, model_name: str) -> Path:
 
 # server ------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, home: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, port: int, **settings: str) -> None:
         code = "import sys, tests.serving.factors; from recforge.cli.main import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
         env.update(
@@ -121,7 +125,7 @@ class Server:
             MKL_NUM_THREADS="1",
             NUMBA_NUM_THREADS="1",
         )
-        env.update(extra_env or {})
+        env.update(settings)
         command = [
             sys.executable,
             "-c",
@@ -363,7 +367,7 @@ def metric(port: int, name: str) -> float:
 
 
 # stages ------------------------------------------------------------------------------------
-def stage_precomputed(port: int, users: list[str], args: argparse.Namespace) -> dict:
+def stage_precomputed(port: int, users: list[str], args: argparse.Namespace, keep_bodies: int = 50) -> dict:
     draw = zipf_sampler(users, seed=1)
     route = "/v1/users/{user_id}/recommendations"
     before = histogram(port, route)
@@ -373,11 +377,13 @@ def stage_precomputed(port: int, users: list[str], args: argparse.Namespace) -> 
             args.rate,
             args.seconds,
             lambda: get(f"/v1/users/{draw()}/recommendations?k=10"),
-            keep_bodies=50,
+            keep_bodies=keep_bodies,
         )
     )
     sources = {json.loads(b)["source"] for b in result.bodies}
+    extra = {"bodies": result.bodies} if keep_bodies > 50 else {}
     return {
+        **extra,
         "stage": "precomputed",
         "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
         "rate": args.rate,
@@ -541,6 +547,74 @@ def stage_publish(
     }
 
 
+def stage_impressions(home: Path, users: list[str], args: argparse.Namespace) -> dict:
+    """Precomputed recommendations with impressions off and on, alternating, a fresh server per
+    run; p99 of each run, and whether every answered id was recorded."""
+    from tests.serving.redis_server import free_port
+
+    from recforge.online.impressions import ImpressionStore
+
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    for repeat in range(args.repeats):
+        for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
+            flag = "true" if mode == "on" else "false"
+            server = Server(home, args.port or free_port(), RECFORGE_EXPERIMENTS__IMPRESSIONS=flag)
+            try:
+                server.wait_ready()
+                load = os.getloadavg()[0]
+                out = stage_precomputed(server.port, users, args, keep_bodies=10**9)
+                out["load_avg_1m_before"] = round(load, 2)
+            finally:
+                server.stop()
+            answered = {json.loads(b)["recommendation_id"] for b in out.pop("bodies")}
+            recorded = set(ImpressionStore(home).scan().column("recommendation_id").to_pylist())
+            out["recorded"] = len(recorded & answered)
+            out["answered"] = len(answered)
+            runs[mode].append(out)
+            print(
+                json.dumps(
+                    {
+                        "mode": mode,
+                        **{
+                            k: out[k]
+                            for k in (
+                                "p99_ms",
+                                "server_p99_ms",
+                                "rps",
+                                "failures",
+                                "recorded",
+                                "answered",
+                                "load_avg_1m_before",
+                            )
+                        },
+                    }
+                ),
+                flush=True,
+            )
+    summary = {}
+    for mode, outs in runs.items():
+        p99 = sorted(o["p99_ms"] for o in outs)
+        server = sorted(o["server_p99_ms"] for o in outs if o["server_p99_ms"] is not None)
+        summary[mode] = {
+            "p99_ms_runs": [o["p99_ms"] for o in outs],
+            "p99_ms_best": p99[0],
+            "p99_ms_median": p99[len(p99) // 2],
+            "server_p99_ms_best": server[0] if server else None,
+            "failures": sum(o["failures"] for o in outs),
+            "recorded_of_answered": [[o["recorded"], o["answered"]] for o in outs],
+        }
+    return {
+        "stage": "impressions",
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "repeats": args.repeats,
+        "off": summary["off"],
+        "on": summary["on"],
+        "p99_ratio_best": round(summary["on"]["p99_ms_best"] / summary["off"]["p99_ms_best"], 3),
+        "p99_ratio_median": round(summary["on"]["p99_ms_median"] / summary["off"]["p99_ms_median"], 3),
+    }
+
+
 def stage_appends(work: Path, count: int = 1000) -> dict:
     """``EventStore.append`` of 1,000-event batches into a fresh store, ``count`` times: the
     time per append must not grow with the number of segments."""
@@ -608,6 +682,7 @@ def main() -> None:
     parser.add_argument("--intake-seconds", type=float, default=20.0)
     parser.add_argument("--publish-seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="Runs of each mode (impressions stage).")
     args = parser.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -638,6 +713,10 @@ def main() -> None:
     if "foldin" in stages:
         results.append(stage_foldin_compute(home, items))
         print(json.dumps(results[-1]), flush=True)
+    if "impressions" in stages:
+        results.append(stage_impressions(home, users, args))
+        print(json.dumps(results[-1]), flush=True)
+        stages.remove("impressions")
     for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
         server = Server(home, args.port or free_port())
         try:

@@ -16,6 +16,7 @@ FLOORS = [
     ("models", {"models"}),
     ("evaluation", {"evaluation", "precompute"}),
     ("artifacts", {"artifacts"}),
+    ("online", {"online"}),
     ("pipeline", {"pipeline", "demo"}),
     ("spark", {"spark"}),
     ("serving", {"serving"}),

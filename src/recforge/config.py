@@ -31,6 +31,7 @@ from recforge.weighting import DEFAULT_HALF_LIFE_DAYS, DEFAULT_WEIGHTS, Weightin
 __all__ = [
     "Config",
     "DataConfig",
+    "ExperimentsConfig",
     "KafkaConfig",
     "ModelConfig",
     "PipelineConfig",
@@ -215,6 +216,35 @@ class PipelineConfig:
 
 
 @dataclass
+class ExperimentsConfig:
+    """Impressions, online metrics and A/B experiments (see :mod:`recforge.online`)."""
+
+    #: Record every answer of the recommendation and similar-items routes as an impression
+    #: (``<home>/impressions``); answers carry a ``recommendation_id`` either way.
+    impressions: bool = True
+    #: Impressions are made durable in batches at least this often, in milliseconds: a server
+    #: killed at any moment loses at most its last ``flush_ms`` of impressions.
+    flush_ms: int = 200
+    #: An event without a ``recommendation_id`` on an item shown to the same user at most this
+    #: many hours before is attributed to the latest such impression.
+    attribution_hours: float = 24.0
+    #: Event types that count as a conversion.
+    conversion_types: list[str] = field(default_factory=lambda: ["purchase"])
+    #: What decides an experiment: the share of users who ``"convert"`` or who ``"click"`` (any
+    #: event on a shown item).
+    metric: str = "convert"
+    #: A winner is declared when the two-sided p-value is below this ...
+    alpha: float = 0.01
+    #: ... and each arm has shown recommendations to at least this many users.
+    min_users: int = 200
+    #: How often a server recomputes the online metrics it exports to Prometheus, in seconds
+    #: (0 turns it off) ...
+    metrics_refresh_seconds: float = 60.0
+    #: ... over the impressions of this many hours.
+    metrics_window_hours: float = 24.0
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -227,6 +257,7 @@ class Config:
 
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 
     def output_hash(self) -> str:
         """A short hash of the settings that change what a trained model outputs.

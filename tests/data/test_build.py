@@ -9,7 +9,7 @@ import pytest
 from recforge._time import parse_time
 from recforge.config import Config
 from recforge.data.build import build_interactions, load_interactions, save_interactions
-from recforge.data.schema import EVENT_SCHEMA
+from recforge.data.schema import CONTENT_COLUMNS, EVENT_SCHEMA
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 
@@ -38,7 +38,7 @@ def stored(tmp_path):
                     pa.timestamp("us", tz="UTC")
                 ),
             }
-        ).cast(EVENT_SCHEMA.remove(0))
+        ).cast(pa.schema([EVENT_SCHEMA.field(c) for c in CONTENT_COLUMNS]))
     )
     return store
 

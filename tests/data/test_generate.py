@@ -14,7 +14,7 @@ from recforge.errors import RecforgeError
 
 def test_seeded_reproducible_and_ids_unique_across_seeds():
     a = generate_events(300, 100, 5_000, 10, seed=1)
-    assert a.schema == EVENT_SCHEMA and a.num_rows == 5_000
+    assert a.schema == pa.schema(list(EVENT_SCHEMA)[:-1]) and a.num_rows == 5_000
     assert a.equals(generate_events(300, 100, 5_000, 10, seed=1))
     b = generate_events(300, 100, 5_000, 10, seed=2)
     assert not a.column("user_id").equals(b.column("user_id"))
@@ -90,7 +90,9 @@ def test_written_files_read_back_as_the_same_events(tmp_path, name):
         good, rejected = validate_table(chunk.table, DataConfig(), source=name, locations=chunk.locations)
         assert not rejected
         chunks.append(good)
-    assert pa.concat_tables(chunks).equals(table)
+    read = pa.concat_tables(chunks)
+    assert read.column("recommendation_id").null_count == read.num_rows  # they follow none
+    assert read.drop_columns(["recommendation_id"]).equals(table)
 
 
 def test_stable_order_equals_a_stable_argsort():
@@ -102,3 +104,37 @@ def test_stable_order_equals_a_stable_argsort():
         np.testing.assert_array_equal(_stable_order(keys), np.argsort(keys, kind="stable"))
     big = np.array([2**60, 3, 2**60, 1])  # too wide to pack: falls back to argsort
     np.testing.assert_array_equal(_stable_order(big), [3, 1, 0, 2])
+
+
+def test_true_tastes_are_the_next_event_distribution(tmp_path):
+    """Issue 18: the saved tastes give each user's next-event distribution over items; the
+    generated events follow it (sessions cluster a user's events, so the fit is checked by
+    correlation, not by a test of independent draws), it sums to 1, and it round-trips through
+    the file beside the events."""
+    from recforge.data.generate import Tastes, generate_with_tastes, tastes_path
+
+    table, tastes = generate_with_tastes(500, 80, 60_000, 30, seed=7)
+    assert table.equals(generate_events(500, 80, 60_000, 30, seed=7))
+    everyone = np.repeat(np.arange(tastes.n_users), tastes.n_items)
+    items = np.tile(np.arange(tastes.n_items), tastes.n_users)
+    p = tastes.next_item_probability(everyone, items).reshape(tastes.n_users, tastes.n_items)
+    assert np.allclose(p.sum(axis=1), 1.0)
+    users = np.array([int(u[1:]) for u in table.column("user_id").to_pylist()])
+    picked = np.array([int(i[1:]) for i in table.column("item_id").to_pylist()])
+    observed = np.zeros_like(p)
+    np.add.at(observed, (users, picked), 1)
+    expected = observed.sum(axis=1, keepdims=True) * p
+    assert np.corrcoef(observed.sum(axis=0), expected.sum(axis=0))[0, 1] > 0.99  # every item
+    heavy = np.argsort(-observed.sum(axis=1))[:20]  # each heavy user fits their own tastes
+    own = [np.corrcoef(observed[u], p[u])[0, 1] for u in heavy]
+    others = [np.corrcoef(observed[u], p[(u + 1) % tastes.n_users])[0, 1] for u in heavy]
+    assert np.median(own) > 0.8 and np.median(own) > np.median(others) + 0.3
+    path = tastes.save(tastes_path(tmp_path / "events.csv.gz"))
+    assert path.name == "events.tastes.npz"
+    loaded = Tastes.load(path)
+    assert np.array_equal(loaded.taste, tastes.taste) and np.array_equal(
+        loaded.item_category, tastes.item_category
+    )
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(RecforgeError, match="not a tastes file"):
+        Tastes.load(tmp_path / "bad.npz")

@@ -88,3 +88,17 @@ def test_unreadable_file_stores_nothing(tmp_path):
     with pytest.raises(UnreadableSourceError, match="no such file"):
         ingest_file(tmp_path / "nope.csv", store, Config())
     assert store.stats()["events"] == 0
+
+
+def test_files_may_name_the_recommendation_events_followed(tmp_path):
+    """Issue 18: a recommendation_id column is read, stored and optional per row."""
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        f"{HEADER},recommendation_id\ne1,u1,i1,view,1,1704067200,r5\ne2,u1,i2,view,1,1704067201,\n"
+    )
+    ingest_file(path, EventStore(tmp_path), Config())
+    stored = EventStore(tmp_path).scan(["event_id", "recommendation_id"]).to_pylist()
+    assert sorted(stored, key=lambda r: r["event_id"]) == [
+        {"event_id": "e1", "recommendation_id": "r5"},
+        {"event_id": "e2", "recommendation_id": None},
+    ]

@@ -23,6 +23,7 @@ def events(rows):
             "event_type": [r[2] for r in rows],
             "value": [float(r[3]) for r in rows],
             "timestamp": [T0 - timedelta(days=r[4]) for r in rows],
+            "recommendation_id": [None] * len(rows),
         },
         schema=EVENT_SCHEMA,
     )

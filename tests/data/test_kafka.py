@@ -49,6 +49,18 @@ def test_parse_well_formed_batch_in_one_read():
     assert parsed.table.column("event_id").to_pylist() == [f"e{i}" for i in range(5)]
 
 
+def test_messages_may_name_the_recommendation_they_followed():
+    """Issue 18: a Kafka event's recommendation_id reaches the validated table (null when absent)."""
+    from recforge.config import DataConfig
+    from recforge.data.validation import validate_table
+
+    parsed = parse_messages([event(1, recommendation_id="r9"), event(2)])
+    good, rejected = validate_table(
+        parsed.table, DataConfig(), source="kafka", locations={"offset": parsed.messages}
+    )
+    assert not rejected and good.column("recommendation_id").to_pylist() == ["r9", None]
+
+
 @pytest.mark.parametrize("subtle", [False, True])
 def test_parse_finds_each_malformed_message(subtle):
     """Plainly odd payloads are checked one by one; a subtly broken one (looks like ``{...}``)

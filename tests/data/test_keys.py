@@ -88,9 +88,27 @@ def test_derived_ids_are_deterministic_and_content_sensitive():
         "event_type": ["view", "view", "view"],
         "value": [1.0, 1.0, 2.0],
         "timestamp": [0, 0, 0],
+        "recommendation_id": [None, None, None],
     }
     table = pa.table(rows).cast(EVENT_SCHEMA)
     ids = derive_event_ids(table).to_pylist()
     assert ids[0] == ids[1] != ids[2]
     assert all(len(i) == 33 and i.startswith("~") for i in ids)
     assert derive_event_ids(table).to_pylist() == ids
+
+
+def test_derived_ids_ignore_the_recommendation_followed():
+    """Issue 18: an event's derived id is the same with and without a ``recommendation_id``."""
+    rows = {
+        "event_id": [None, None],
+        "user_id": ["u1", "u1"],
+        "item_id": ["i1", "i1"],
+        "event_type": ["view", "view"],
+        "value": [1.0, 1.0],
+        "timestamp": [5, 5],
+        "recommendation_id": [None, "r1"],
+    }
+    with_column = derive_event_ids(pa.table(rows).cast(EVENT_SCHEMA)).to_pylist()
+    del rows["recommendation_id"]
+    without = derive_event_ids(pa.table(rows).cast(pa.schema(list(EVENT_SCHEMA)[:-1]))).to_pylist()
+    assert with_column[0] == with_column[1] == without[0]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from recforge.data.schema import EVENT_SCHEMA
@@ -30,6 +31,7 @@ def events(ids, users=None, start=0, with_ids=True):
             "event_type": ["view"] * n,
             "value": [1.0] * n,
             "timestamp": pa.array((start + ids) * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "recommendation_id": [None] * n,
         },
         schema=EVENT_SCHEMA,
     )
@@ -244,3 +246,21 @@ def test_key_index_stays_small_and_exact_across_many_segments_and_compaction(tmp
     assert other.append(events([7, 641, 642])).accepted == 1
     assert store.append(events([642, 643])).accepted == 1  # sees the other process's commit
     assert len(ids_of(store)) == 644
+
+
+def test_segments_written_before_recommendation_id_read_it_as_null(tmp_path):
+    """Issue 18: the nullable column added at the end of the schema; old segments, scans, stats
+    and compaction keep working, in either order of old and new segments."""
+    store = EventStore(tmp_path)
+    new = events(range(10)).set_column(6, "recommendation_id", pa.array(["r1"] * 10, pa.large_string()))
+    store.append(new)
+    old = events(range(10, 20)).drop_columns(["recommendation_id"])
+    pq.write_table(old, store.root / "seg-0000000002-0000000002.parquet")
+    scanned = store.scan()
+    assert scanned.schema == EVENT_SCHEMA
+    assert scanned.column("recommendation_id").to_pylist() == ["r1"] * 10 + [None] * 10
+    assert store.stats()["events"] == 20
+    assert store.append(events(range(15, 25))).accepted == 5  # dedupe sees the old segment's keys
+    store.compact()
+    assert len(store.segments()) == 1
+    assert sorted(store.scan().column("recommendation_id").to_pylist(), key=str) == [None] * 15 + ["r1"] * 10

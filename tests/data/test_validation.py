@@ -22,7 +22,8 @@ GOOD = {
 
 def check(rows, config=None):
     """Validate rows of strings; returns (good table, {row index: reason})."""
-    table = pa.table({k: pa.array([r.get(k) for r in rows], pa.large_string()) for k in GOOD})
+    names = [*GOOD, "recommendation_id"]
+    table = pa.table({k: pa.array([r.get(k) for r in rows], pa.large_string()) for k in names})
     good, rejected = validate_table(
         table, config or DataConfig(), source="t", locations={"line": np.arange(len(rows))}
     )
@@ -38,6 +39,7 @@ def check(rows, config=None):
         ({"user_id": "u" * 257}, "user_id longer than 256 characters"),
         ({"item_id": "é" * 257}, "item_id longer than 256 characters"),
         ({"event_id": "e" * 257}, "event_id longer than 256 characters"),
+        ({"recommendation_id": "r" * 257}, "recommendation_id longer than 256 characters"),
         ({"event_type": None}, "missing event_type"),
         ({"event_type": "teleport"}, "unknown event_type 'teleport'"),
         ({"value": "abc"}, "value 'abc' is not a number"),
@@ -137,3 +139,17 @@ def test_validate_records_reports_indexes_and_wrong_types():
     offsets = {"partition": np.array([0, 0, 1, 1, 1]), "offset": np.arange(10, 15)}
     _, rejected = validate_records(records, DataConfig(), source="kafka", locations=offsets)
     assert rejected[0].location == {"partition": 0, "offset": 11}
+
+
+def test_recommendation_id_is_optional_and_kept():
+    """Issue 18: events may name the recommendation they followed; without it they read null."""
+    good, rejected = check([GOOD, {**GOOD, "event_id": "e2", "recommendation_id": "r7"}])
+    assert not rejected
+    assert good.column("recommendation_id").to_pylist() == [None, "r7"]
+    records = [
+        {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 1, "recommendation_id": "r1"},
+        {"user_id": "u", "item_id": "i", "event_type": "view", "timestamp": 2, "recommendation_id": ["r"]},
+    ]
+    good, rejected = validate_records(records, DataConfig(), source="http")
+    assert good.column("recommendation_id").to_pylist() == ["r1"]
+    assert [r.reason for r in rejected] == ["recommendation_id must be a string or a number"]

@@ -409,6 +409,8 @@ def test_batch_answers_each_user_as_the_single_route_does(client, artifact):
     assert response.status_code == 200
     batch = response.json()
     assert batch["model_version"] == artifact.version
+    # each answer has a recommendation_id of its own (issue 18); the rest is the same
+    assert all(len(r.pop("recommendation_id")) > 0 for r in [*batch["results"], *singles])
     assert batch["results"] == singles
     assert [r["source"] for r in batch["results"]] == [
         "precomputed",

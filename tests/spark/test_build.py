@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
@@ -32,6 +33,12 @@ def home(tmp_path_factory):
     shared = generate_events(users=60, items=25, events=300, days=30, seed=12)
     types = pa.array(["share"] * shared.num_rows, pa.large_string())
     store.append(shared.set_column(shared.schema.get_field_index("event_type"), "event_type", types))
+    # a segment as written before events had a recommendation_id (issue 18): Spark reads it beside
+    # the others
+    old = generate_events(users=60, items=25, events=200, days=30, seed=13)
+    assert "recommendation_id" not in old.column_names
+    pq.write_table(old, store.root / "seg-0000000003-0000000003.parquet")
+    assert EventStore(home).scan().column("recommendation_id").null_count == 1_700
     return home
 
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import dashboard, data, demo, info, ingest, models, pipeline, serve, tune
+from recforge.cli import dashboard, data, demo, info, ingest, models, online, pipeline, serve, tune
 
-MODULES: list[ModuleType] = [info, data, ingest, pipeline, tune, models, serve, dashboard, demo]
+MODULES: list[ModuleType] = [info, data, ingest, pipeline, tune, models, serve, online, dashboard, demo]

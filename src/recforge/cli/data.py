@@ -22,18 +22,23 @@ def register(app: typer.Typer) -> None:
         days: float = typer.Option(90.0, "--days", help="Days the events span."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same file)."),
     ) -> None:
-        """Generate synthetic marketplace events (views, likes, carts, purchases)."""
+        """Generate synthetic marketplace events (views, likes, carts, purchases), and beside them
+        the true tastes they were drawn from (EVENTS.tastes.npz, read by recforge simulate)."""
         from recforge._progress import stage
-        from recforge.data.generate import generate_events, write_events
+        from recforge.data.generate import generate_with_tastes, tastes_path, write_events
 
         started = time.perf_counter()
         with stage(f"generating {events:,} events"):
-            table = generate_events(users=users, items=items, events=events, days=days, seed=seed)
+            table, tastes = generate_with_tastes(
+                users=users, items=items, events=events, days=days, seed=seed
+            )
         with stage(f"writing {out}"):
             write_events(table, out)
+            sidecar = tastes.save(tastes_path(out))
         took = time.perf_counter() - started
         typer.echo(
             f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out} in {took:.1f} s"
+            f" (true tastes: {sidecar})"
         )
 
     @app.command("build")

@@ -21,11 +21,22 @@ check this with a truncated SVD on a temporal holdout).
 Event ids are ``e<tag>-<n>`` in time order, where ``tag`` hashes every generation parameter:
 files generated with different seeds (or sizes) never share an id, and regenerating the same
 file re-ingests as duplicates.
+
+**True tastes.** :class:`Tastes` keeps the hidden parameters (item categories and popularity,
+user tastes and activity), saved beside a generated file (:func:`tastes_path`), so that a
+simulation (:mod:`recforge.online.simulator`) can draw users who behave as the events say. The
+chance that a user's next event is on item ``i`` of category ``c`` is
+
+    P(i | u) = (1 - g) * ((1 - w) * taste[u, c] + w / C) * pop_i / sum_{j in c} pop_j
+               + g * pop_i / sum_j pop_j
+
+with ``w`` = 0.10 (a random category) and ``g`` = 0.05 (a pick from the whole catalogue).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,10 +45,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recforge.data.schema import EVENT_SCHEMA
+from recforge.data.schema import CONTENT_COLUMNS, EVENT_SCHEMA
 from recforge.errors import RecforgeError
 
-__all__ = ["EVENT_TYPE_SHARES", "generate_events", "write_events"]
+__all__ = [
+    "EVENT_TYPE_SHARES",
+    "Tastes",
+    "generate_events",
+    "generate_with_tastes",
+    "tastes_path",
+    "write_events",
+]
 
 EVENT_TYPE_SHARES = {"view": 0.86, "like": 0.07, "cart": 0.045, "purchase": 0.025}
 #: Events start at this time and span ``days`` days.
@@ -47,11 +65,80 @@ _RANDOM_SESSION = 0.10
 _GLOBAL_PICK = 0.05
 _ZIPF = 0.8
 _TASTE = 0.1
+_GENERATED = pa.schema([EVENT_SCHEMA.field(name) for name in ("event_id", *CONTENT_COLUMNS)])
 
 
 def default_categories(items: int) -> int:
     """About ``sqrt(items) / 2`` categories, between 2 and 64."""
     return int(np.clip(round(np.sqrt(items) / 2), 2, 64))
+
+
+@dataclass(frozen=True)
+class Tastes:
+    """The hidden parameters behind generated events: ``item_category`` and ``popularity`` per
+    item ``i<n>``, ``taste`` (users x categories, rows sum to 1) and ``activity`` per user
+    ``u<n>``."""
+
+    item_category: np.ndarray
+    popularity: np.ndarray
+    taste: np.ndarray
+    activity: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return int(self.taste.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.popularity)
+
+    def next_item_probability(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``P(i | u)`` of the module docstring for each pair ``(users[k], items[k])``
+        (indices), vectorised."""
+        categories = self.taste.shape[1]
+        in_category = np.bincount(self.item_category, weights=self.popularity, minlength=categories)
+        category = self.item_category[items]
+        session = (1 - _RANDOM_SESSION) * self.taste[users, category] + _RANDOM_SESSION / categories
+        pop = self.popularity[items]
+        return (1 - _GLOBAL_PICK) * session * pop / in_category[
+            category
+        ] + _GLOBAL_PICK * pop / self.popularity.sum()
+
+    def save(self, path: str | Path) -> Path:
+        """An ``.npz`` of the four arrays (no pickle)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            np.savez(
+                handle,
+                item_category=self.item_category,
+                popularity=self.popularity,
+                taste=self.taste,
+                activity=self.activity,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tastes:
+        try:
+            with np.load(Path(path), allow_pickle=False) as saved:
+                return cls(
+                    *(
+                        np.asarray(saved[name])
+                        for name in ("item_category", "popularity", "taste", "activity")
+                    )
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise RecforgeError(f"{path}: not a tastes file written by recforge generate ({error})") from None
+
+
+def tastes_path(events_path: str | Path) -> Path:
+    """Where :func:`write_events`'s caller keeps the tastes of a generated file: beside it,
+    ``events.csv.gz`` -> ``events.tastes.npz``."""
+    path = Path(events_path)
+    stem = path.name.removesuffix(".gz")
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    return path.with_name(f"{stem}.tastes.npz")
 
 
 def generate_events(
@@ -62,7 +149,20 @@ def generate_events(
     seed: int = 0,
     categories: int | None = None,
 ) -> pa.Table:
-    """Synthetic events (:data:`EVENT_SCHEMA`), sorted by time; see the module docstring."""
+    """Synthetic events (the columns of :data:`EVENT_SCHEMA` up to ``timestamp``: they follow
+    no recommendation), sorted by time; see the module docstring."""
+    return generate_with_tastes(users, items, events, days, seed, categories)[0]
+
+
+def generate_with_tastes(
+    users: int = 10_000,
+    items: int = 2_000,
+    events: int = 1_000_000,
+    days: float = 90.0,
+    seed: int = 0,
+    categories: int | None = None,
+) -> tuple[pa.Table, Tastes]:
+    """:func:`generate_events` and the :class:`Tastes` they were drawn from."""
     categories = default_categories(items) if categories is None else categories
     for name, value, low in (("users", users, 1), ("items", items, 1), ("events", events, 0)):
         if int(value) != value or value < low:
@@ -109,7 +209,7 @@ def generate_events(
     order = _stable_order(seconds)
     tag = _tag(users, items, events, days, seed, categories)
     start_us = int(START.timestamp()) * 1_000_000
-    return pa.table(
+    table = pa.table(
         {
             "event_id": pc.binary_join_element_wise(
                 pa.scalar(f"e{tag}-", pa.large_string()),
@@ -122,8 +222,9 @@ def generate_events(
             "value": pa.array(np.ones(events)),
             "timestamp": pa.array(seconds[order] * 1_000_000 + start_us).cast(pa.timestamp("us", tz="UTC")),
         },
-        schema=EVENT_SCHEMA,
+        schema=_GENERATED,
     )
+    return table, Tastes(item_category, popularity, taste, activity)
 
 
 def write_events(table: pa.Table, path: str | Path, batch_rows: int = 2_000_000) -> Path:

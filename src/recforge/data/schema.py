@@ -1,17 +1,25 @@
 """The event schema: one contract for every source, the store and the build.
 
-=============  =========================  =================================================
-column         Arrow type                 meaning
-=============  =========================  =================================================
-event_id       large_string (nullable)    the dedupe key; when a source has none, the store
-                                          derives one from the row's content, so an exact
-                                          repeat of an event (a re-ingested file) is one event
-user_id        large_string               external user id, 1..256 characters
-item_id        large_string               external item id, 1..256 characters
-event_type     large_string               view, like, cart, purchase, rating (configurable)
-value          float64                    default 1.0; the rating for explicit data
-timestamp      timestamp[us, tz=UTC]      when it happened
-=============  =========================  =================================================
+=================  =========================  ==============================================
+column             Arrow type                 meaning
+=================  =========================  ==============================================
+event_id           large_string (nullable)    the dedupe key; when a source has none, the
+                                              store derives one from the row's content, so an
+                                              exact repeat of an event (a re-ingested file)
+                                              is one event
+user_id            large_string               external user id, 1..256 characters
+item_id            large_string               external item id, 1..256 characters
+event_type         large_string               view, like, cart, purchase, rating
+                                              (configurable)
+value              float64                    default 1.0; the rating for explicit data
+timestamp          timestamp[us, tz=UTC]      when it happened
+recommendation_id  large_string (nullable)    the served answer the event followed, when the
+                                              client says so; null otherwise, and in segments
+                                              written before the column existed
+=================  =========================  ==============================================
+
+``recommendation_id`` is not content: it takes no part in the id derived for an event without
+one (:mod:`recforge.data.keys`), and builds and splits never read it (:data:`CONTENT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -40,13 +48,15 @@ EVENT_SCHEMA = pa.schema(
         pa.field("event_type", pa.large_string(), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
         pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("recommendation_id", pa.large_string(), nullable=True),
     ]
 )
 
 COLUMNS: tuple[str, ...] = tuple(EVENT_SCHEMA.names)
 
-#: Every column but the dedupe key: what an event says, and what builds and splits read.
-CONTENT_COLUMNS: tuple[str, ...] = COLUMNS[1:]
+#: What an event says, and what builds and splits read: every column but the dedupe key and the
+#: recommendation it followed.
+CONTENT_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "event_type", "value", "timestamp")
 
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("view", "like", "cart", "purchase", "rating")
 

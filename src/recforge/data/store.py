@@ -176,7 +176,8 @@ class EventStore:
         select = ", ".join(f'"{c}"' for c in columns)
 
         def query(con: duckdb.DuckDBPyConnection, files: list[str]) -> pa.Table:
-            sql = f"SELECT {select} FROM read_parquet(?){where}"
+            # by name: segments written before a nullable column existed read it as null
+            sql = f"SELECT {select} FROM read_parquet(?, union_by_name = true){where}"
             return con.sql(sql, params=[files, *params]).to_arrow_table()
 
         result = self._query(query)
@@ -260,7 +261,7 @@ class EventStore:
             with pq.ParquetWriter(tmp, EVENT_SCHEMA, compression=_COMPRESSION) as out:
                 for segment in group:
                     for batch in pq.ParquetFile(segment.path).iter_batches(batch_size=1 << 20):
-                        out.write_table(pa.Table.from_batches([batch]).cast(EVENT_SCHEMA))
+                        out.write_table(_upgrade(pa.Table.from_batches([batch])))
             fsync_path(tmp)
             keys = Keys.merge([self.keys(s) for s in group])
             with _locked(self.root / "_commit.lock"):
@@ -455,7 +456,7 @@ def _conform(table: pa.Table) -> pa.Table:
     for field in EVENT_SCHEMA:
         if field.name in table.column_names:
             column = table.column(field.name).cast(field.type)
-        elif field.name == "event_id":
+        elif field.nullable:
             column = pa.chunked_array([pa.nulls(n, field.type)])
         else:
             raise ValueError(f"events lack the column {field.name!r}")
@@ -469,6 +470,15 @@ def _conform(table: pa.Table) -> pa.Table:
         ids = pc.replace_with_mask(table.column("event_id").combine_chunks(), missing, derived)
         table = table.set_column(0, EVENT_SCHEMA.field("event_id"), ids)
     return table
+
+
+def _upgrade(table: pa.Table) -> pa.Table:
+    """Stored events as :data:`EVENT_SCHEMA`: a nullable column added since the segment was
+    written (``recommendation_id``) is null."""
+    for field in EVENT_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
 
 
 def _plan(segments: list[Segment], rows: list[int], target: int) -> list[list[Segment]]:

@@ -3,8 +3,8 @@
 
 A row is rejected when (all reasons are reported, joined by ``"; "``):
 
-* ``user_id`` or ``item_id`` is missing (null or empty), or any id (``event_id`` too) is longer
-  than ``data.max_id_length`` characters;
+* ``user_id`` or ``item_id`` is missing (null or empty), or any id (``event_id`` and
+  ``recommendation_id`` too, both optional) is longer than ``data.max_id_length`` characters;
 * ``event_type`` is missing, or unknown under ``data.unknown_event_type = "reject"``;
 * ``value`` is not a number, is NaN or infinite, or is negative for an event type not in
   ``data.allow_negative`` (a missing value is the default, 1.0);
@@ -105,10 +105,10 @@ def validate_table(
     max_len = config.max_id_length
 
     ids: dict[str, pa.Array] = {}
-    for name in ("event_id", "user_id", "item_id"):
+    for name in ("event_id", "user_id", "item_id", "recommendation_id"):
         values, missing, too_long, wrong_type = _ids(table, name, n, max_len)
         ids[name] = values
-        if name != "event_id":
+        if name in ("user_id", "item_id"):
             checks.add(missing, _fixed(f"missing {name}"))
         checks.add(wrong_type, _fixed(f"{name} must be a string or a number"))
         checks.add(too_long, _fixed(f"{name} longer than {max_len} characters"))
@@ -156,6 +156,7 @@ def validate_table(
             "event_type": types.filter(good),
             "value": pa.array(value[good], pa.float64()),
             "timestamp": pa.array(ts_us[good], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "recommendation_id": ids["recommendation_id"].filter(good),
         },
         schema=EVENT_SCHEMA,
     )

@@ -32,6 +32,10 @@ the artifact says), or the popular list for an item the model does not know.
 When the list store cannot be reached (Redis down), answers degrade to the popular list, which
 every process holds locally, instead of failing (fallback reason ``store_unavailable``; the
 error is logged at most every :data:`WARN_EVERY` seconds).
+
+Every answer is rendered by :func:`body`, which gives it a new ``recommendation_id`` and
+records it as an impression (:mod:`recforge.online.impressions`: one queue append, written by a
+background thread), so any route that answers through it is measured online.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import numpy as np
 import orjson
 
 from recforge.lists import Pair, StoreUnavailable
+from recforge.online.impressions import Impression, new_recommendation_id
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 
@@ -234,9 +239,11 @@ def render(
     served: ServedModel,
     answer: Answer,
     explained: list[list[dict[str, object]]] | None = None,
+    *,
+    user_id: str | None = None,
 ) -> bytes:
     """The JSON body of :func:`body`."""
-    return orjson.dumps(body(key, value, served, answer, explained))
+    return orjson.dumps(body(key, value, served, answer, explained, user_id=user_id))
 
 
 def body(
@@ -245,10 +252,30 @@ def body(
     served: ServedModel,
     answer: Answer,
     explained: list[list[dict[str, object]]] | None = None,
+    *,
+    user_id: str | None = None,
 ) -> dict[str, Any]:
-    """``{key: value, "model_version", "source", "items": [{"item_id", "score"}]}`` (each item
-    with its ``"explanation"`` when ``explained`` is given)."""
+    """``{key: value, "recommendation_id", "model_version", "source", "items": [{"item_id",
+    "score"}]}`` (each item with its ``"explanation"`` when ``explained`` is given), plus
+    ``"experiment": {"name", "arm"}`` while the answer is an experiment's; recorded as an
+    impression of ``user_id`` (``value`` when ``key`` is ``"user_id"``) when the version records
+    them."""
     names = served.items.names(answer.ids)
+    recommendation_id = new_recommendation_id()
+    if served.impressions is not None:
+        served.impressions.record(
+            Impression(
+                recommendation_id,
+                value if key == "user_id" else user_id,
+                value if key == "item_id" else None,
+                served.version,
+                answer.source,
+                served.experiment,
+                served.arm,
+                names,
+                time.time_ns() // 1000,
+            )
+        )
     scores = answer.scores.tolist()
     items: list[dict[str, object]] = [
         {"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)
@@ -256,4 +283,13 @@ def body(
     if explained is not None:
         for item, explanation in zip(items, explained, strict=True):
             item["explanation"] = explanation
-    return {key: value, "model_version": served.version, "source": answer.source, "items": items}
+    out: dict[str, Any] = {
+        key: value,
+        "recommendation_id": recommendation_id,
+        "model_version": served.version,
+        "source": answer.source,
+        "items": items,
+    }
+    if served.experiment is not None:
+        out["experiment"] = {"name": served.experiment, "arm": served.arm}
+    return out

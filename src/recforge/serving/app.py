@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(config)``.
 
 The lifespan opens the stores, loads the published model version once (and starts the thread
-that swaps in newer ones), and starts the event committer; routes get all of it through one
+that swaps in newer ones and follows experiments), and starts the event committer, the
+impression writer and the online-metrics export; routes get all of it through one
 dependency (:func:`recforge.serving.deps.get_serving`), which tests override. Work that holds
 the CPU or waits on the network (a fold-in, a Redis lookup, validating a body) runs in the
 thread pool; lookups in memory-mapped lists are microseconds and run on the event loop.
@@ -29,12 +30,15 @@ from recforge.artifacts import ModelRegistry
 from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
+from recforge.online.experiments import ExperimentBook
+from recforge.online.impressions import ImpressionLog, ImpressionStore
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.dashboard import Dashboard, mount_dashboard
 from recforge.serving.dashboard.live import registry_sample
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
-from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
+from recforge.serving.model import ModelHolder, Routing, ServedModel
+from recforge.serving.online_export import OnlineExport
 from recforge.serving.routers import batch, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware, ProcessProbe
@@ -64,24 +68,30 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         # fold-in would only make them fight over the cores.
         blas = threadpool_limits(limits=1, user_api="blas")
         opened = backend or open_backend(config)
+        impressions = None
+        if config.experiments.impressions:
+            impressions = ImpressionLog(
+                ImpressionStore(config.home), config.experiments.flush_ms, metrics.impressions_written
+            )
+            impressions.start()
         holder = ModelHolder(
             ModelRegistry(config.home),
             opened.open_lists,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
             on_load=lambda old, new: _loaded(metrics, old, new),
             on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
+            experiments=ExperimentBook(config.home),
+            impressions=impressions,
+            on_routing=lambda routing: metrics.routing_now(_arms(routing)),
         )
         holder.check()
         holder.start()
-
-        def cutoff() -> int:
-            served = holder.current
-            return NO_CUTOFF if served is None else served.cutoff_us
-
-        intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
+        intake = EventIntake(EventStore(config.home), config, opened.fresh, holder.cutoff_us, metrics)
         intake.start()
         probe = ProcessProbe(metrics)
         probe.start()
+        export = OnlineExport(config, metrics)
+        export.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -114,8 +124,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             if dashboard is not None:
                 dashboard.stop()
             await probe.stop()
+            export.stop()
             holder.stop()
             intake.stop()
+            if impressions is not None:
+                impressions.stop()
             opened.close()
             gc.unfreeze()
             blas.restore_original_limits()
@@ -160,6 +173,13 @@ def _freeze() -> None:
 
 def _labels(served: ServedModel | None) -> tuple[str, str] | None:
     return None if served is None else (served.version, served.model.name)
+
+
+def _arms(routing: Routing | None) -> list[tuple[str, str, str]]:
+    if routing is None:
+        return []
+    name = routing.experiment.name
+    return [(name, "control", routing.control.version), (name, "treatment", routing.treatment.version)]
 
 
 async def _invalid_request(request: Request, error: Exception) -> JSONResponse:

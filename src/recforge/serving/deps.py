@@ -42,10 +42,11 @@ class Serving:
     #: thread pool; with memory-mapped lists they run on the event loop.
     blocking_reads: bool
 
-    def served(self) -> ServedModel:
-        """The version this request is answered from (read once: a reload never changes it);
-        503 when none is loaded."""
-        served = self.holder.current
+    def served(self, user_id: str | None = None) -> ServedModel:
+        """The version this request is answered from (read once: a reload never changes it):
+        ``user_id``'s arm while an experiment runs, else the published one; 503 when none is
+        loaded."""
+        served = self.holder.served(user_id)
         if served is None:
             last = self.holder.last_error
             reason = f" (last error: {last})" if last else ""

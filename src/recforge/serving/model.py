@@ -1,4 +1,4 @@
-"""The served model version, and hot reload: switch versions without failing a request.
+"""The served model versions, and hot reload: switch versions without failing a request.
 
 A :class:`ServedModel` is everything a request needs about one published version, built
 completely before it is used: the artifact (model and lists memory-mapped), its list store,
@@ -11,6 +11,17 @@ reference replaced in one assignment (atomic in Python). The old version stays a
 requests still hold it, then is freed (its files may be pruned meanwhile: mapped pages stay
 readable after an unlink). A version that fails to load is logged, counted and skipped; the
 server keeps answering from the version it has.
+
+**Experiments.** While an experiment runs (:mod:`recforge.online.experiments`), the holder also
+keeps a :class:`Routing`: each arm's :class:`ServedModel` (an arm that follows ``current`` is
+the published one; a pinned version is loaded once, memory-mapped like any other, so a second
+version costs page cache rather than copies), and a request for a user is answered from that
+user's arm (``holder.served(user_id)``), fold-in and fallbacks included. The same poll that
+watches ``CURRENT`` watches the experiment book: starting or stopping an experiment, and a
+publish (for ``current`` arms), rebuild the routing; a publish while an arm is pinned is logged,
+and each impression records the version that answered, so nothing changes silently. An arm
+whose version cannot be loaded stops the routing (everyone is served the published version,
+recorded without an arm) until it loads.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,11 +39,14 @@ from typing import Any
 import numpy as np
 
 from recforge.artifacts import Artifact, ModelRegistry
+from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
+from recforge.online.experiments import CURRENT, Experiment, ExperimentBook
+from recforge.online.impressions import ImpressionLog
 from recforge.serving.ids import IdIndex
 from recforge.serving.stores import ListStore
 
-__all__ = ["ModelHolder", "ServedModel", "data_cutoff_us", "load_served_model", "prefetch"]
+__all__ = ["ModelHolder", "Routing", "ServedModel", "data_cutoff_us", "load_served_model", "prefetch"]
 
 log = logging.getLogger("recforge.serving")
 
@@ -58,6 +72,11 @@ class ServedModel:
     cutoff_us: int
     item_source: str
     loaded_at: float = field(default_factory=time.time)
+    #: Where answers are recorded as impressions (``None``: not recorded).
+    impressions: ImpressionLog | None = None
+    #: The experiment and arm this view of the version answers for (``None`` outside one).
+    experiment: str | None = None
+    arm: str | None = None
 
     @property
     def public_manifest(self) -> dict[str, Any]:
@@ -83,7 +102,11 @@ def data_cutoff_us(manifest: dict[str, Any]) -> int:
     return NO_CUTOFF
 
 
-def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListStore]) -> ServedModel:
+def load_served_model(
+    artifact: Artifact,
+    open_lists: Callable[[Artifact], ListStore],
+    impressions: ImpressionLog | None = None,
+) -> ServedModel:
     """Everything about ``artifact`` a request needs, built and warmed before first use."""
     prefetch(artifact.path)
     model = artifact.model
@@ -96,6 +119,7 @@ def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListS
         items=IdIndex(model.items_, keep_names=True),
         cutoff_us=data_cutoff_us(artifact.manifest),
         item_source=str(artifact.manifest.get("item_source") or "factors"),
+        impressions=impressions,
     )
     if len(model.items_):  # compile and page in the fold-in path before the first request
         model.recommend_for_history(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.float32), k=1)
@@ -121,8 +145,28 @@ def prefetch(path: Path, limit: int = PREFETCH_BYTES) -> None:
                 pass
 
 
+@dataclass(frozen=True)
+class Routing:
+    """A running experiment and the view of a version each arm answers from."""
+
+    experiment: Experiment
+    control: ServedModel
+    treatment: ServedModel
+
+    def pick(self, user_id: str) -> ServedModel:
+        """The arm of ``user_id`` (sticky: a hash of the user and the experiment's name)."""
+        return self.treatment if self.experiment.arm(user_id) == "treatment" else self.control
+
+
+def _arms(routing: Routing | None) -> tuple[object, ...] | None:
+    if routing is None:
+        return None
+    return (routing.experiment, routing.control.version, routing.treatment.version)
+
+
 class ModelHolder:
-    """The current :class:`ServedModel` and the thread that reloads it."""
+    """The current :class:`ServedModel`, an experiment's :class:`Routing`, and the thread that
+    reloads them."""
 
     def __init__(
         self,
@@ -132,51 +176,161 @@ class ModelHolder:
         poll_seconds: float = 1.0,
         on_load: Callable[[ServedModel | None, ServedModel], None] | None = None,
         on_failure: Callable[[str, BaseException], None] | None = None,
+        experiments: ExperimentBook | None = None,
+        impressions: ImpressionLog | None = None,
+        on_routing: Callable[[Routing | None], None] | None = None,
     ) -> None:
         self.registry = registry
         self.open_lists = open_lists
         self.poll_seconds = poll_seconds
         self.on_load = on_load
         self.on_failure = on_failure
+        self.experiments = experiments
+        self.impressions = impressions
+        self.on_routing = on_routing
         self.current: ServedModel | None = None
+        self.routing: Routing | None = None
         self.last_error: str | None = None
         self._failed: tuple[str, float] | None = None
+        self._pinned: dict[str, ServedModel] = {}
+        self._book: tuple[int, int] | str | None = "unread"
+        self._wanted = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def served(self, user_id: str | None = None) -> ServedModel | None:
+        """The version that answers ``user_id``: their arm while an experiment runs, else (and
+        for requests without a user) the published one."""
+        routing = self.routing
+        if routing is not None and user_id is not None:
+            return routing.pick(user_id)
+        return self.current
+
+    def cutoff_us(self) -> int:
+        """The earliest data cutoff of the versions served: events after it are fresh for at
+        least one of them."""
+        served = [self.current] if self.current is not None else []
+        routing = self.routing
+        if routing is not None:
+            served += [routing.control, routing.treatment]
+        return min((s.cutoff_us for s in served), default=NO_CUTOFF)
+
     def check(self) -> bool:
-        """Load the published version if it is not the one served; returns whether it swapped."""
+        """Load the published version if it is not the one served, and follow the experiment
+        book; returns whether the published version swapped."""
         with self._lock:  # one loader at a time (the watcher, or a test calling check())
-            try:
-                name = self.registry.current()
-            except OSError as error:
-                self._fail("CURRENT", error)
-                return False
-            current = self.current
-            if name is None or (current is not None and current.version == name):
-                return False
-            if self._failed is not None and self._failed[0] == name and time.monotonic() < self._failed[1]:
-                return False  # failed recently: retried after RETRY_SECONDS
-            started = time.perf_counter()
-            try:
-                served = load_served_model(self.registry.open(name), self.open_lists)
-            except Exception as error:  # a bad version must not take the server down
-                self._failed = (name, time.monotonic() + RETRY_SECONDS)
-                self._fail(name, error)
-                return False
-            self.current = served
-            self._failed = None
-            self.last_error = None
-            log.info(
-                "serving model %s (loaded in %.2f s%s)",
-                name,
-                time.perf_counter() - started,
-                f", replacing {current.version}" if current else "",
+            swapped = self._check_current()
+            self._check_experiment(swapped)
+            return swapped
+
+    def _check_current(self) -> bool:
+        try:
+            name = self.registry.current()
+        except OSError as error:
+            self._fail("CURRENT", error)
+            return False
+        current = self.current
+        if name is None or (current is not None and current.version == name):
+            return False
+        started = time.perf_counter()
+        served = self._load(name)
+        if served is None:
+            return False
+        self.current = served
+        log.info(
+            "serving model %s (loaded in %.2f s%s)",
+            name,
+            time.perf_counter() - started,
+            f", replacing {current.version}" if current else "",
+        )
+        if self.on_load is not None:
+            self.on_load(current, served)
+        return True
+
+    def _load(self, name: str) -> ServedModel | None:
+        """Load version ``name``; ``None`` (logged, counted) when it fails or failed recently."""
+        if self._failed is not None and self._failed[0] == name and time.monotonic() < self._failed[1]:
+            return None  # failed recently: retried after RETRY_SECONDS
+        try:
+            served = load_served_model(self.registry.open(name), self.open_lists, self.impressions)
+        except Exception as error:  # a bad version must not take the server down
+            self._failed = (name, time.monotonic() + RETRY_SECONDS)
+            self._fail(name, error)
+            return None
+        self._failed = None
+        self.last_error = None
+        return served
+
+    def _check_experiment(self, published: bool) -> None:
+        """Rebuild the routing when the book changed, a publish happened, or an arm's version
+        has yet to load."""
+        if self.experiments is None:
+            return
+        stamp = self.experiments.stamp()
+        if stamp == self._book and not published and (self.routing is not None or not self._wanted):
+            return
+        try:
+            experiment = self.experiments.running()
+        except RecforgeError as error:
+            self._fail("experiments", error)
+            return
+        self._book = stamp
+        self._wanted = experiment is not None
+        previous = self.routing
+        routing, self._pinned = (None, {}) if experiment is None else self._route(experiment)
+        self.routing = routing
+        if _arms(routing) != _arms(previous):
+            self._announce(previous, routing, published)
+        elif published and routing is not None:
+            log.warning(
+                "published %s; experiment %s keeps serving control %s and treatment %s",
+                self.current.version if self.current else None,
+                routing.experiment.name,
+                routing.control.version,
+                routing.treatment.version,
             )
-            if self.on_load is not None:
-                self.on_load(current, served)
-            return True
+
+    def _route(self, experiment: Experiment) -> tuple[Routing | None, dict[str, ServedModel]]:
+        """The experiment's routing (``None`` while an arm's version fails to load), and the
+        versions loaded for pinned arms."""
+        views, pinned = [], {}
+        for arm in ("control", "treatment"):
+            spec = experiment.spec(arm)
+            if spec == CURRENT or (self.current is not None and self.current.version == spec):
+                base = self.current
+            else:
+                base = self._pinned.get(spec) or self._load(spec)
+                if base is not None:
+                    pinned[spec] = base
+            if base is None:
+                log.error(
+                    "experiment %s: the %s arm's version %s is not loaded; not routing",
+                    experiment.name,
+                    arm,
+                    spec,
+                )
+                return None, pinned
+            views.append(replace(base, experiment=experiment.name, arm=arm))
+        return Routing(experiment, views[0], views[1]), pinned
+
+    def _announce(self, previous: Routing | None, routing: Routing | None, published: bool) -> None:
+        if routing is None:
+            if previous is not None:
+                log.info(
+                    "experiment %s no longer routed; serving the published version", previous.experiment.name
+                )
+        else:
+            log.info(
+                "experiment %s: control serves %s, treatment %s (share %.3g)%s",
+                routing.experiment.name,
+                routing.control.version,
+                routing.treatment.version,
+                routing.experiment.share,
+                " after a publish" if published else "",
+            )
+        if self.on_routing is not None:
+            self.on_routing(routing)
 
     def _fail(self, name: str, error: BaseException) -> None:
         self.last_error = f"{name}: {error}"
@@ -185,7 +339,7 @@ class ModelHolder:
             self.on_failure(name, error)
 
     def start(self) -> None:
-        """Start polling ``CURRENT`` every ``poll_seconds``."""
+        """Start polling ``CURRENT`` (and the experiment book) every ``poll_seconds``."""
         if self._thread is not None or self.poll_seconds <= 0:
             return
         self._stop.clear()

@@ -38,24 +38,40 @@ class ScoredItem(BaseModel):
     )
 
 
+class ExperimentArm(BaseModel):
+    name: str = Field(description="The running experiment.")
+    arm: Literal["control", "treatment"] = Field(description="The arm this user is in (sticky).")
+
+
+_RECOMMENDATION_ID = (
+    "This answer's id: post it with the events it leads to (an event's recommendation_id) to "
+    "attribute them to it exactly."
+)
+_EXPERIMENT = "The experiment and arm that answered (only while one runs)."
+
+
 class Recommendations(BaseModel):
     user_id: str
+    recommendation_id: str = Field(description=_RECOMMENDATION_ID)
     model_version: str
     source: Literal["precomputed", "foldin", "popular"] = Field(
         description="precomputed: the user's list; foldin: folded in from events newer than the "
         "model; popular: the time-decayed popular list (a user the model does not know)."
     )
     items: list[ScoredItem]
+    experiment: ExperimentArm | None = Field(None, description=_EXPERIMENT)
 
 
 class SimilarItems(BaseModel):
     item_id: str
+    recommendation_id: str = Field(description=_RECOMMENDATION_ID)
     model_version: str
     source: Literal["factors", "cooccurrence", "popular"] = Field(
         description="factors: cosine of item factors; cooccurrence: item-kNN neighbours; popular: "
         "the popular list (an item the model does not know, or a Popular model)."
     )
     items: list[ScoredItem]
+    experiment: ExperimentArm | None = Field(None, description=_EXPERIMENT)
 
 
 class BatchRequest(BaseModel):
@@ -93,6 +109,9 @@ class Event(BaseModel):
     event_type: str = Field(description="view, like, cart, purchase, rating (configurable).")
     value: float | None = Field(1.0, description="Default 1.0; the rating for explicit data.")
     timestamp: str | float = Field(description="ISO 8601 (UTC when no zone) or Unix seconds.")
+    recommendation_id: str | None = Field(
+        None, description="The recommendation_id of the answer that led to this event, if any."
+    )
 
 
 class ErrorItem(BaseModel):

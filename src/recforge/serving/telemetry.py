@@ -8,7 +8,13 @@ never the raw path, so ids cannot blow up the label space), method and status;
 ``foldins_total`` and ``foldin_duration_seconds``; ``fallbacks_total`` by reason;
 ``events_accepted_total``, ``events_duplicate_total``, ``events_rejected_total``;
 ``event_commit_events`` and ``event_commit_duration_seconds`` (the group commit);
-``fresh_users``; and the process's own health, sampled by :class:`ProcessProbe`:
+``fresh_users``; ``impressions_total`` by version and source (recorded durably);
+``experiment_info`` (the running experiment's arms and the versions they serve, value 1); and,
+refreshed every ``[experiments] metrics_refresh_seconds`` over the last
+``metrics_window_hours`` (:mod:`recforge.serving.online_export`), ``online_impressions``,
+``online_ctr`` and ``online_conversion_rate`` by version and source, and
+``experiment_users`` and ``experiment_rate`` (by metric ``click`` or ``convert``) by arm,
+``experiment_p_value`` by metric; and the process's own health, sampled by :class:`ProcessProbe`:
 ``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ``open_connections`` (HTTP
 clients connected to this process) and ``event_loop_lag_seconds`` (how late the event loop
 ran a timer: the time every request on the loop waited behind other work).
@@ -143,6 +149,61 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.impressions = Counter(
+            "recforge_impressions",
+            "Answers recorded durably as impressions, by model version and source.",
+            ["version", "source"],
+            registry=registry,
+        )
+        self.experiment_info = Gauge(
+            "recforge_experiment_info",
+            "The running experiment: each arm and the version it serves (value 1).",
+            ["experiment", "arm", "version"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+        self.online_impressions = Gauge(
+            "recforge_online_impressions",
+            "Impressions over the online-metrics window, by model version and source.",
+            ["version", "source"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.online_ctr = Gauge(
+            "recforge_online_ctr",
+            "Share of impressions with an attributed event, by model version and source.",
+            ["version", "source"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.online_conversion_rate = Gauge(
+            "recforge_online_conversion_rate",
+            "Share of impressions with an attributed conversion, by model version and source.",
+            ["version", "source"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.experiment_users = Gauge(
+            "recforge_experiment_users",
+            "Users shown an answer of the running experiment's arm.",
+            ["experiment", "arm"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.experiment_rate = Gauge(
+            "recforge_experiment_rate",
+            "Share of an arm's users with an attributed event (click) or conversion (convert).",
+            ["experiment", "arm", "metric"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.experiment_p_value = Gauge(
+            "recforge_experiment_p_value",
+            "Two-sided p-value of the two-proportion test between the arms, by metric.",
+            ["experiment", "metric"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -161,6 +222,24 @@ class Metrics:
         self.model_info.labels(*current).set(1)
         self.model_loaded.set(time.time())
         self.reloads.labels("loaded").inc()
+
+    def impressions_written(self, table: Any) -> None:
+        """Count a batch of impressions made durable (an Arrow table with ``version`` and
+        ``source``)."""
+        counts = table.group_by(["version", "source"]).aggregate([([], "count_all")])
+        for version, source, count in zip(
+            counts.column("version").to_pylist(),
+            counts.column("source").to_pylist(),
+            counts.column("count_all").to_pylist(),
+            strict=True,
+        ):
+            self.impressions.labels(version, source).inc(count)
+
+    def routing_now(self, arms: list[tuple[str, str, str]]) -> None:
+        """The running experiment's ``(experiment, arm, version)`` triples (none: no experiment)."""
+        self.experiment_info.clear()
+        for labels in arms:
+            self.experiment_info.labels(*labels).set(1)
 
     def render(self) -> bytes:
         """The text exposition of this process (or of all processes in multiprocess mode)."""

@@ -30,7 +30,8 @@ async def batch_recommendations(
 ) -> Response:
     """Each user answered exactly as ``GET /v1/users/{user_id}/recommendations`` would (the
     same ``k`` and ``exclude`` for all), in the order given: for pages and jobs that need many
-    lists in one round trip. All answers come from one model version."""
+    lists in one round trip. While an experiment runs each user is answered from their arm (each
+    result names its ``model_version``); otherwise all answers come from one model version."""
     serving.authorize_read(request)
     served = serving.served()
     limit = serving.config.serving.max_batch_users
@@ -39,21 +40,24 @@ async def batch_recommendations(
     for user_id in payload.users:
         check_id(user_id, "user_id", serving.config)
     count = effective_k(payload.k, serving.config)
-    drop = exclude_indices(",".join(payload.exclude or []), served, serving.config)
-    return await run_in_threadpool(_answers, serving, served, payload.users, count, drop)
+    exclude = ",".join(payload.exclude or [])
+    arms = [serving.served(user_id) for user_id in payload.users]  # read once per user
+    drops = {id(arm): exclude_indices(exclude, arm, serving.config) for arm in arms}
+    asked = [(user_id, arm, drops[id(arm)]) for user_id, arm in zip(payload.users, arms, strict=True)]
+    return await run_in_threadpool(_answers, serving, served, asked, count)
 
 
 def _answers(
-    serving: Serving, served: ServedModel, users: list[str], count: int, drop: np.ndarray
+    serving: Serving, served: ServedModel, asked: list[tuple[str, ServedModel, np.ndarray]], count: int
 ) -> Response:
     results = [
         body(
             "user_id",
             user_id,
-            served,
-            counted_answer(serving, served, user_id, count, drop, fresh_events(serving, served, user_id)),
+            arm,
+            counted_answer(serving, arm, user_id, count, drop, fresh_events(serving, arm, user_id)),
         )
-        for user_id in users
+        for user_id, arm, drop in asked
     ]
     return Response(
         orjson.dumps({"model_version": served.version, "results": results}), media_type="application/json"

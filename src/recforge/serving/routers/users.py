@@ -55,8 +55,8 @@ async def recommendations(
     event loop; a fold-in (CPU-bound) and any Redis lookup (network I/O) run in the thread pool.
     """
     serving.authorize_read(request)
-    served = serving.served()
     check_id(user_id, "user_id", serving.config)
+    served = serving.served(user_id)
     count = effective_k(k, serving.config)
     drop = exclude_indices(exclude, served, serving.config)
     if serving.blocking_reads:

@@ -1,0 +1,372 @@
+"""Impressions: what the server showed, to whom, from which version, durable beside the events.
+
+Every answer of the recommendation and similar-items routes is one impression: its
+``recommendation_id``, the user (``None`` for similar items asked without one), the anchor item
+(similar items only), the model version and source that answered, the experiment and arm
+(when one ran), the items shown (best first: position ``p`` is ``items[p]``) and the time.
+
+Layout under ``<home>/impressions/``::
+
+    part-<token>.arrows    an open log: one writer appends Arrow IPC record batches to it
+    part-<token>.parquet   a sealed part: the same rows, written whole and renamed into place
+
+``<token>`` is the log's start time (16 hex digits of microseconds) and 8 random hex digits,
+so parts sort by time.
+
+**Writing.** A server's :class:`ImpressionLog` appends impressions to an in-memory queue
+(one ``deque.append`` on the request path); a background thread drains it every
+``flush_ms / 2`` milliseconds, appends the rows to its log as one record batch and fsyncs the
+file. A process killed at any moment loses at most the impressions of its last ``flush_ms``
+(those not yet drained, and a batch half-written, which readers skip): the bound holds while
+the disk keeps up with one append per half-period. The writer holds an exclusive ``flock`` on its
+log; after ``SEAL_ROWS`` rows or ``SEAL_SECONDS`` seconds, and when it stops, it seals the log.
+
+**Sealing** reads a log's complete batches, writes them as Parquet to a temporary name, fsyncs,
+renames it to ``part-<token>.parquet``, fsyncs the directory and deletes the log. A reader takes
+the Parquet part when both exist, so a seal killed after its rename shows each row once. A log
+whose lock nobody holds belongs to a dead writer: :meth:`ImpressionStore.recover` (run when a
+writer starts) seals it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recforge._files import fsync_path
+from recforge._time import to_us
+
+__all__ = [
+    "IMPRESSION_SCHEMA",
+    "Impression",
+    "ImpressionLog",
+    "ImpressionStore",
+    "new_recommendation_id",
+]
+
+log = logging.getLogger("recforge.online")
+
+IMPRESSION_SCHEMA = pa.schema(
+    [
+        pa.field("recommendation_id", pa.large_string(), nullable=False),
+        pa.field("user_id", pa.large_string(), nullable=True),
+        pa.field("item_id", pa.large_string(), nullable=True),
+        pa.field("version", pa.large_string(), nullable=False),
+        pa.field("source", pa.large_string(), nullable=False),
+        pa.field("experiment", pa.large_string(), nullable=True),
+        pa.field("arm", pa.large_string(), nullable=True),
+        pa.field("items", pa.large_list(pa.large_string()), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+#: A writer seals its log after this many rows ...
+SEAL_ROWS = 1_000_000
+#: ... or this many seconds, whichever comes first.
+SEAL_SECONDS = 3600.0
+#: Impressions held in memory at most while the disk refuses writes (the oldest are dropped).
+MAX_PENDING = 1_000_000
+
+_PART = re.compile(r"^part-([0-9a-f]{16}-[0-9a-f]{8})\.(arrows|parquet)$")
+_PREFIX = secrets.token_hex(6)
+_COUNTER = iter(range(1, 2**63))
+_COMPRESSION = "zstd"
+_TIME = pa.timestamp("us", tz="UTC")
+
+
+def new_recommendation_id() -> str:
+    """A new id, unique without coordination: 48 random bits per process, then a counter
+    (``r`` + 12 + hex digits; ``next`` on an ``itertools`` count is atomic under the GIL)."""
+    return f"r{_PREFIX}{next(_COUNTER):x}"
+
+
+def _reseed_after_fork() -> None:  # a forked worker must not repeat its parent's ids
+    global _PREFIX, _COUNTER
+    _PREFIX = secrets.token_hex(6)
+    _COUNTER = iter(range(1, 2**63))
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+class Impression(NamedTuple):
+    """One answer as recorded (the row layout of :data:`IMPRESSION_SCHEMA`)."""
+
+    recommendation_id: str
+    user_id: str | None
+    item_id: str | None
+    version: str
+    source: str
+    experiment: str | None
+    arm: str | None
+    items: list[str]
+    timestamp_us: int
+
+
+def to_table(rows: list[Impression]) -> pa.Table:
+    """Impressions as an :data:`IMPRESSION_SCHEMA` table."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(IMPRESSION_SCHEMA)
+    arrays = [
+        pa.array(values, type=pa.int64()).cast(field.type)
+        if field.name == "timestamp"
+        else pa.array(values, type=field.type)
+        for field, values in zip(IMPRESSION_SCHEMA, columns, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=IMPRESSION_SCHEMA)
+
+
+class ImpressionStore:
+    """The impressions under ``<home>/impressions/`` (safe to read while servers write)."""
+
+    def __init__(self, home: str | Path) -> None:
+        self.root = Path(home) / "impressions"
+
+    def parts(self) -> dict[str, Path]:
+        """Each part's token and the file to read for it (the Parquet part when it is sealed)."""
+        found: dict[str, Path] = {}
+        if not self.root.exists():
+            return found
+        for entry in os.scandir(self.root):
+            match = _PART.match(entry.name)
+            if match and (match[2] == "parquet" or match[1] not in found):
+                found[match[1]] = Path(entry.path)
+        return dict(sorted(found.items()))
+
+    def scan(self, start: datetime | None = None, end: datetime | None = None) -> pa.Table:
+        """Impressions with ``start <= timestamp < end`` (either bound optional), parts by start
+        time, rows in the order they were recorded within each (sealed parts are filtered as
+        they are read, skipping row groups outside the bounds)."""
+        time_ = ds.field("timestamp")
+        bounds = []
+        if start is not None:
+            bounds.append(time_ >= pa.scalar(to_us(start), pa.int64()).cast(_TIME))
+        if end is not None:
+            bounds.append(time_ < pa.scalar(to_us(end), pa.int64()).cast(_TIME))
+        where = None
+        for bound in bounds:
+            where = bound if where is None else where & bound
+        tables = []
+        for path in self.parts().values():
+            if path.suffix == ".parquet":
+                part = ds.dataset(str(path), schema=IMPRESSION_SCHEMA, format="parquet")
+                tables.append(part.to_table(filter=where))
+            else:
+                log = _read_log(path)
+                tables.append(log if where is None else log.filter(where))
+        return pa.concat_tables(tables) if tables else IMPRESSION_SCHEMA.empty_table()
+
+    def recover(self) -> int:
+        """Seal every log no live writer holds; returns how many were sealed."""
+        sealed = 0
+        for token, path in self.parts().items():
+            if path.suffix != ".arrows":
+                continue
+            try:
+                handle = path.open("rb")
+            except FileNotFoundError:  # sealed meanwhile
+                continue
+            with handle:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer's
+                self.seal(token)
+                sealed += 1
+        return sealed
+
+    def seal(self, token: str) -> Path | None:
+        """Write the log ``token``'s complete batches as its Parquet part and delete the log
+        (the caller holds the log's lock). ``None`` when it held no rows."""
+        source = self.root / f"part-{token}.arrows"
+        final = self.root / f"part-{token}.parquet"
+        if final.exists():  # sealed already; only the log was left behind
+            source.unlink(missing_ok=True)
+            return final
+        table = _read_log(source)
+        if not table.num_rows:
+            source.unlink(missing_ok=True)
+            return None
+        tmp = self.root / f".tmp-{token}-{secrets.token_hex(4)}"
+        try:
+            pq.write_table(table, tmp, compression=_COMPRESSION)
+            fsync_path(tmp)
+            os.rename(tmp, final)
+            fsync_path(self.root, directory=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
+        return final
+
+
+def _read_log(path: Path) -> pa.Table:
+    """The complete record batches of a log (a batch cut short by a crash, or still being
+    written, is left out)."""
+    batches = []
+    try:
+        with path.open("rb") as handle:
+            reader = pa.ipc.open_stream(handle)
+            while True:
+                try:
+                    batches.append(reader.read_next_batch())
+                except StopIteration:
+                    break
+    except (FileNotFoundError, pa.ArrowInvalid, OSError):
+        pass  # a log sealed meanwhile, or one whose schema is not even written yet, or the cut
+    return pa.Table.from_batches(batches, schema=IMPRESSION_SCHEMA)
+
+
+class ImpressionLog:
+    """A server's writer of impressions (see the module docstring). ``record`` is safe from any
+    thread and never blocks; ``start`` begins the background writer, ``stop`` drains, seals and
+    ends it. ``on_write(table)`` is called by the writer with each batch made durable."""
+
+    def __init__(
+        self,
+        store: ImpressionStore,
+        flush_ms: int,
+        on_write: Callable[[pa.Table], None] | None = None,
+    ) -> None:
+        if flush_ms < 1:
+            raise ValueError(f"flush_ms must be >= 1, got {flush_ms}")
+        self.store = store
+        self.flush_ms = flush_ms
+        self.on_write = on_write
+        self.dropped = 0
+        self._pending: collections.deque[Impression] = collections.deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._file: IO[bytes] | None = None
+        self._stream: Any = None
+        self._token = ""
+        self._rows = 0
+        self._opened = 0.0
+        self._failing = False
+
+    def record(self, impression: Impression) -> None:
+        """Queue one impression for the next write (the request path: one append)."""
+        self._pending.append(impression)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        try:
+            recovered = self.store.recover()
+        except OSError as error:
+            log.error("could not seal the impression logs of stopped servers: %s", error)
+        else:
+            if recovered:
+                log.info("sealed %d impression logs left by stopped servers", recovered)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="recforge-impressions", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, seal the log, stop the thread."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self._thread = None
+        self.flush()
+        self._seal()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_ms / 2000):
+            self.flush()
+            if self._file is not None and (
+                self._rows >= SEAL_ROWS or time.monotonic() - self._opened >= SEAL_SECONDS
+            ):
+                self._seal()
+
+    def flush(self) -> int:
+        """Append what is queued to the log, durably; returns the rows written."""
+        count = len(self._pending)
+        if not count:
+            return 0
+        rows = [self._pending.popleft() for _ in range(count)]
+        table = to_table(rows)
+        try:
+            self._append(table)
+        except OSError as error:
+            self._pending.extendleft(reversed(rows))  # tried again at the next flush
+            excess = len(self._pending) - MAX_PENDING
+            for _ in range(max(excess, 0)):
+                self._pending.popleft()
+                self.dropped += 1
+            if not self._failing:
+                log.error("could not write impressions (kept in memory, retrying): %s", error)
+            self._failing = True
+            self._close_log()
+            return 0
+        if self._failing:
+            log.info("impressions are written again")
+            self._failing = False
+        if self.on_write is not None:
+            try:
+                self.on_write(table)
+            except Exception:  # counting must never stop the writer
+                log.exception("impression callback failed")
+        return count
+
+    def _append(self, table: pa.Table) -> None:
+        if self._file is None:
+            self._open_log()
+        assert self._file is not None
+        for batch in table.to_batches():
+            self._stream.write_batch(batch)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._rows += table.num_rows
+
+    def _open_log(self) -> None:
+        self._token = f"{time.time_ns() // 1000:016x}-{secrets.token_hex(4)}"
+        path = self.store.root / f"part-{self._token}.arrows"
+        handle = path.open("xb")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._stream = pa.ipc.new_stream(handle, IMPRESSION_SCHEMA)
+            handle.flush()
+            os.fsync(handle.fileno())
+            fsync_path(self.store.root, directory=True)
+        except BaseException:
+            handle.close()
+            path.unlink(missing_ok=True)
+            raise
+        self._file = handle
+        self._rows = 0
+        self._opened = time.monotonic()
+
+    def _close_log(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self._stream.close()
+            self._file.close()  # releases the lock: the log is a dead writer's from now on
+            self._file = None
+            self._stream = None
+
+    def _seal(self) -> None:
+        if self._file is None:
+            return
+        token = self._token
+        try:
+            self.store.seal(token)  # under our lock: nobody else seals it meanwhile
+        except OSError as error:
+            log.error("could not seal impression log %s (recovered later): %s", token, error)
+        finally:
+            self._close_log()
