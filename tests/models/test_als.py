@@ -311,6 +311,7 @@ def test_fold_in_after_load_from_memory_mapped_arrays(tmp_path):
         {"alpha": 4.0, "regularization": 0.5, "regularization_scaling": "count"},
         {"implicit": False, "regularization": 0.1},
         {"nonnegative": True},
+        {"regularization_scaling": "frequency", "regularization_exponent": 0.5, "unobserved_weight": 0.3},
     ],
 )
 def test_explanations_are_exact_for_every_item(params):

@@ -288,7 +288,7 @@ class ALS(FactorRecommender):
         r"""The fold-in's scores split over the history (as ``implicit``'s ``explain``).
 
         The folded-in user solves (1) of :mod:`recforge.kernels.als`, ``A x = b`` with
-        ``A = G + lam I + sum_j w_j y_j y_j^T`` and ``b = sum_j v_j y_j``, so the score of a
+        ``A = a0 G + lam I + sum_j w_j y_j y_j^T`` and ``b = sum_j v_j y_j``, so the score of a
         target ``t`` is, exactly::
 
             y_t . x = y_t^T A^{-1} b = sum_j v_j (y_t^T A^{-1} y_j)
@@ -308,15 +308,14 @@ class ALS(FactorRecommender):
         Yt = np.asarray(Y[targets], dtype=np.float64)
         r = np.asarray(values, dtype=np.float64)
         if step.implicit:
-            positive = r > 0
-            w = step.alpha * np.abs(r)
-            v = np.where(positive, 1.0 + step.alpha * r, 0.0)
-            count = int(positive.sum())
+            confidence = 1.0 + step.alpha * np.abs(r)
+            w = confidence - step.unobserved
+            v = np.where(r > 0, confidence, 0.0)
         else:
             w = np.ones_like(r)
             v = r
-            count = len(r)
-        lam = step.regularization * (count if step.scale_by_count else 1)
+        indptr = np.array([0, len(r)], dtype=np.int32)
+        lam = float(step.row_regularization(indptr, r.astype(np.float32))[0])
         f = self.factors
         if step.rotation is not None:  # the Gram is kept diagonal: work in its eigenbasis
             Q = np.asarray(step.rotation, dtype=np.float64)
