@@ -59,6 +59,17 @@ class DataConfig:
     #: ``recforge events compact`` merges adjacent event-store segments smaller than this
     #: many rows into segments of up to this many rows.
     compact_rows: int = 4_000_000
+    #: Events stamped more than this many seconds after the moment they are validated are
+    #: rejected (clock skew is allowed for; one event from the future is not).
+    max_future_seconds: float = 300.0
+    #: Events stamped before this time (ISO 8601, UTC when no zone; not before 1970) are rejected.
+    min_timestamp: str = "1970-01-01T00:00:00Z"
+    #: Largest accepted magnitude of an event's ``value`` (sums stay finite in float32).
+    max_value: float = 1e6
+    #: Events whose ``event_id`` starts with this prefix are load-test traffic (``recforge
+    #: loadtest`` marks its events so): stored like any other, but left out of every build.
+    #: Empty: no event is.
+    loadtest_prefix: str = "loadtest-"
 
 
 @dataclass

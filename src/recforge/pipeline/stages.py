@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from recforge._files import commit_dir, temporary_dir, write_json_atomic
 from recforge._time import parse_time
@@ -84,7 +85,7 @@ from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
 from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
-from recforge.errors import RecforgeError, UnreadableSourceError
+from recforge.errors import RecforgeError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
@@ -160,7 +161,7 @@ def ingest(ctx: Context, run: Run) -> dict[str, Any]:
     for path in pending:
         try:
             report = ingest_file(path, store, ctx.config, show_progress=False)
-        except UnreadableSourceError as error:
+        except (RecforgeError, ValueError, pa.ArrowException) as error:  # the file's fault: set aside
             target = _move(path, inbox / "failed")
             target.with_name(target.name + ".error").write_text(f"{error}\n")
             failed.append({"file": path.name, "error": str(error), "moved_to": str(target)})
