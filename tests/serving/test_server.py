@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from recforge.artifacts import ModelRegistry
+from recforge.data.build import build_interactions
+from recforge.data.store import EventStore
 from recforge.models import Popular
 from tests.conftest import REPO
-from tests.serving.conftest import API_KEY, make_config, publish_version
+from tests.serving.conftest import API_KEY, AS_OF, N_EVENTS, make_config, publish_version
 from tests.serving.factors import ToyFactors
 from tests.serving.redis_server import free_port, redis_server
 
@@ -115,6 +117,11 @@ def test_loadtest_with_publishes_has_no_failures(home, tmp_path):
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar", "/v1/events"} <= set(rows)
     assert served == candidates[-1]
     assert (tmp_path / "run_stats.csv").exists()
+    # issue 14: the load test's events are marked, and builds leave them out
+    stored = EventStore(home).scan(["event_id"]).column("event_id").to_pylist()
+    posted = [e for e in stored if not e.startswith("e")]  # the generated events are e<tag>-<n>
+    assert posted and all(e.startswith("loadtest-") for e in posted)
+    assert build_interactions(EventStore(home), config, as_of=AS_OF).info["events"] == N_EVENTS
 
 
 @pytest.mark.slow

@@ -98,7 +98,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the Locust load test headless and print requests/s, p50/p95/p99 and failures per
         endpoint. Ids come from the published model under --home; events are posted when
-        RECFORGE_API_KEYS (first key) or RECFORGE_LOADTEST_API_KEY is set. Exits 1 on failures."""
+        RECFORGE_API_KEYS (first key) or RECFORGE_LOADTEST_API_KEY is set, with event ids marked
+        by [data] loadtest_prefix, so that builds leave them out. Exits 1 on failures."""
         from recforge.errors import RecforgeError
 
         state: State = ctx.obj
@@ -114,6 +115,7 @@ def register(app: typer.Typer) -> None:
                 "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--host", host,
                 "--csv", prefix, "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
                 "--target-rps", str(rate), "--id-file", str(ids_file), "--event-batch", str(event_batch),
+                "--event-id-prefix", state.config.data.loadtest_prefix or "loadtest-",
             ]  # fmt: skip
             env = dict(os.environ)
             keys = state.config.serving.api_keys

@@ -28,6 +28,7 @@ from recforge.precompute import precompute
 
 __all__ = ["ComputedLists", "Engine", "Fit", "LocalEngine"]
 
+
 @dataclass
 class Fit:
     """What :meth:`Engine.fit` returns: the fitted model, the interactions it was fitted on (for

@@ -88,7 +88,7 @@ def holdout_from_config(config: Config) -> Holdout:
 
 def split_events(events: pa.Table, holdout: Holdout, config: Config) -> Split:
     """The temporal split of ``events`` at the holdout's cut, weighted with ``[weighting]``'s
-    weights and half-life (ages measured from the newest training event, as the splits do).
+    weights and half-life as of the cut (as the splits do: the train part ends there).
 
     A cut that leaves no training events or no test events is an error naming the cut.
     """

@@ -25,9 +25,10 @@ The stages:
     never blocks the loop. A file ingested but not yet moved when a run dies is ingested again
     by the next run: every event is then a duplicate, dropped by its event id.
 ``build``
-    The temporal holdout split (:mod:`~recforge.pipeline.holdout`) of all stored events, reused
-    when the events' content (the set of event keys, so compaction changes nothing), the
-    weighting and the holdout are unchanged.
+    The temporal holdout split (:mod:`~recforge.pipeline.holdout`) of the stored events up to
+    now (never load-test or erased ones), weighted as of the cut; reused when the events'
+    content (the set of event keys, so compaction changes nothing), the deletions, the weighting
+    and the holdout are unchanged.
 ``train``
     Fits the model (``[model] name``, parameters from ``[model.<name>]``) on the build's train
     part. When a model version with the same train key exists, nothing is fitted: the run
@@ -71,6 +72,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +217,16 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
     if content["events"] == 0:
         raise RecforgeError(f"no events in {store.root}; drop event files into {ctx.inbox} first")
     weighting = dataclasses.asdict(ctx.config.weighting)
+    prefix = ctx.config.data.loadtest_prefix
     blob = json.dumps(
-        {"format": BUILD_FORMAT, "events": content, "weighting": weighting, "holdout": holdout.describe()},
+        {
+            "format": BUILD_FORMAT,
+            "events": content,
+            "erased": store.tombstones.fingerprint(),
+            "loadtest_prefix": prefix,
+            "weighting": weighting,
+            "holdout": holdout.describe(),
+        },
         sort_keys=True,
     )
     fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -226,7 +236,10 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    events = store.scan(CONTENT_COLUMNS)
+    as_of = datetime.now(UTC)  # events stamped later (clock skew) wait for the next build
+    events = store.scan(CONTENT_COLUMNS, end=as_of + timedelta(microseconds=1), skip_prefix=prefix)
+    if events.num_rows == 0:
+        raise RecforgeError(f"no events to build from in {store.root} (load-test and erased ones are not)")
     split = split_events(events, holdout, ctx.config)
     del events
     summary = {
@@ -347,6 +360,8 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         evaluations.append(published.evaluation)
     report = Report(tuple(evaluations), baseline="popular", split=built["split"])
     report.write_json(run.path / "evaluation.json")
+    for warning in report.warnings:
+        log.warning("evaluate: %s", warning)
     metrics = {e.name: _clean(e.metrics) for e in evaluations}
     published_result = None
     if published is not None:
@@ -367,6 +382,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         "metrics": metrics,
         "published": published_result,
         "report": str(run.path / "evaluation.json"),
+        "warnings": report.warnings,
     }
 
 
