@@ -15,7 +15,7 @@ FLOORS = [
     ("topk", {"topk", "lists"}),
     ("models", {"models"}),
     ("evaluation", {"evaluation", "precompute"}),
-    ("artifacts", {"artifacts"}),
+    ("artifacts", {"artifacts", "version_checks"}),
     ("pipeline", {"pipeline", "demo"}),
     ("spark", {"spark"}),
     ("serving", {"serving"}),

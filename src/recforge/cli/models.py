@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         for info in versions:
             m = info.manifest
             mark = "*" if info.version == current else " "
+            if info.broken:
+                typer.echo(f"{mark} {info.version:<33} {'broken':<10} {info.reason}")
+                continue
             metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(info.metrics.items()))
             typer.echo(
                 f"{mark} {info.version:<33} {info.status:<10} {m.get('model', ''):<10} "
@@ -82,13 +85,15 @@ def register(app: typer.Typer) -> None:
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
     ) -> None:
-        """Make a version the served one (running servers switch to it within a second)."""
+        """Make a version the served one (running servers switch to it within a second). It is
+        verified first (checksums, list ranges, a smoke query); one that fails is not published."""
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
         registry = ModelRegistry(state.home)
+        registry.verify(version)
         _load_lists(state, registry, version, store)
-        info = registry.publish(version)
+        info = registry.publish(version, verify=False)  # verified just above
         typer.echo(f"published {info.version}")
 
     @models.command("rollback")
@@ -98,13 +103,19 @@ def register(app: typer.Typer) -> None:
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
     ) -> None:
-        """Publish again the version that was published before the current one."""
+        """Publish again the version that was published before the current one (in publish
+        history), verified first."""
         from recforge.artifacts import ModelRegistry
+        from recforge.errors import RecforgeError
 
         state = _state(ctx)
         registry = ModelRegistry(state.home)
-        info = registry.rollback()
-        _load_lists(state, registry, info.version, store)
+        target = registry.rollback_target()
+        if target is None:
+            raise RecforgeError(f"no earlier published version to roll back to from {registry.current()}")
+        registry.verify(target)
+        _load_lists(state, registry, target, store)
+        info = registry.rollback(verify=False)  # verified just above
         typer.echo(f"rolled back to {info.version}")
 
     @models.command("load")

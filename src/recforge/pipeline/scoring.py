@@ -193,7 +193,8 @@ def evaluate_holdout(
     window = (info.manifest.get("data_window") or {}) if info else {}
     if holdout is None:
         holdout = Holdout(at=parse_time(window["cut"])) if window.get("cut") else holdout_from_config(config)
-    split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
+    events = EventStore(home).scan(CONTENT_COLUMNS, skip_prefix=config.data.loadtest_prefix)
+    split = split_events(events, holdout, config)
     k = config.pipeline.k if k is None else k
     evaluator = Evaluator(split.train, split.test, k)
     popular = evaluator.evaluate(Popular().fit(split.train), "popular")

@@ -108,7 +108,7 @@ def tune_store(
     if restart and path.exists():
         path.unlink()
 
-    events = EventStore(home).scan(CONTENT_COLUMNS)
+    events = EventStore(home).scan(CONTENT_COLUMNS, skip_prefix=config.data.loadtest_prefix)
     if events.num_rows == 0:
         raise RecforgeError("no events to tune on; ingest some first")
     # as the splits do, ages are measured from the end of the training part (the cut), not
