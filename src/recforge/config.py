@@ -3,9 +3,9 @@
 Settings come from, in increasing priority: the defaults below, a TOML file
 (``recforge.example.toml`` in the package lists every key with its default, and a test keeps
 the two in step), and environment variables ``RECFORGE_<SECTION>__<KEY>`` (for example
-``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Two short aliases exist because they are set most:
-``RECFORGE_HOME`` for ``home`` and ``RECFORGE_API_KEYS`` (comma-separated) for
-``serving.api_keys``.
+``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Short aliases exist because they are set most:
+``RECFORGE_HOME`` for ``home``, ``RECFORGE_API_KEYS`` (comma-separated) for
+``serving.api_keys`` and ``RECFORGE_ADMIN_KEYS`` for ``serving.admin_keys``.
 
 Model hyperparameters live under ``[model.<name>]`` and are passed verbatim to that model's
 constructor, so a tuned configuration is just another config file.
@@ -128,6 +128,10 @@ class ServingConfig:
     api_keys: list[str] = field(default_factory=list)
     #: Require an API key for the read endpoints (recommendations, similar items, model) too.
     auth_reads: bool = False
+    #: Admin keys, separate from the write keys above: needed to erase a user's events
+    #: (``DELETE /v1/users/{user_id}/events``). Env ``RECFORGE_ADMIN_KEYS`` (comma-separated)
+    #: sets them without a file. Never logged.
+    admin_keys: list[str] = field(default_factory=list)
     #: Where precomputed lists and fresh events live: ``"mmap"`` (the artifact's memory-mapped
     #: arrays, fresh events in process memory) or a ``redis://host:port/db`` URL (shared by
     #: several API processes).
@@ -271,8 +275,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key == "home":
             nested["home"] = raw
-        elif key == "api_keys":
-            nested.setdefault("serving", {})["api_keys"] = raw
+        elif key in ("api_keys", "admin_keys"):
+            nested.setdefault("serving", {})[key] = raw
         elif "__" in key:
             section, _, leaf = key.partition("__")
             nested.setdefault(section, {})[leaf] = raw

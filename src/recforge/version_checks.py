@@ -41,16 +41,20 @@ class VersionCheckError(RecforgeError):
 
 
 def checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file of a version but its manifest and status, by relative path."""
+    """sha256 of every file of a version but its manifest and status (and the temporary files
+    an atomic rewrite of the status leaves for an instant), by relative path."""
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel in UNSUMMED:
+        if rel in UNSUMMED or any(rel.startswith(f".{name}.") for name in UNSUMMED):
             continue
         digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        try:
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:  # gone since listed: reported as missing if it was expected
+            continue
         out[rel] = digest.hexdigest()
     return out
 

@@ -35,7 +35,7 @@ def publish_version(home: Path, config: Config, model: Recommender, *, publish: 
     version = registry.create(
         model,
         lists,
-        data_window={"first": info["first"], "last": info["last"], "events": info["events"]},
+        data_window={key: info[key] for key in ("first", "last", "events", "as_of", "read_at")},
         metrics={"ndcg@10": 0.1},
     )
     if publish:

@@ -162,7 +162,13 @@ def test_model_health_and_readiness(client, artifact):
     assert body["version"] == artifact.version and body["model"] == "toyfactors"
     assert body["data_window"]["last"] and body["metrics"] == {"ndcg@10": 0.1} and "checksums" not in body
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "model_version": artifact.version}
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "model_version": artifact.version,
+        "served_version": artifact.version,
+        "published_version": artifact.version,
+    }
+    assert (body["served_version"], body["published_version"]) == (artifact.version,) * 2
 
 
 def test_not_ready_without_a_published_model(tmp_path):
@@ -238,7 +244,9 @@ def test_ndjson_bodies_with_a_broken_line(client):
     body = response.json()
     assert response.status_code == 202 and body["accepted"] == 2
     assert body["rejected"][0]["index"] == 1 and body["rejected"][0]["reason"].startswith("invalid JSON")
-    assert client.post("/v1/events", content=b"", headers=AUTH).json()["accepted"] == 0
+    for empty in (b"", b"  \n ", b"[]"):  # issue 14: an empty body answered 202
+        response = client.post("/v1/events", content=empty, headers=AUTH)
+        assert response.status_code == 422 and "holds no events" in response.json()["detail"]
 
 
 def test_broken_json_array_is_400(client):

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from recforge.errors import RecforgeError
-        from recforge.serving.app import CONFIG_ENV, create_app
+        from recforge.serving.app import CONFIG_ENV, SECRET_VARIABLES, create_app
 
         state: State = ctx.obj
         serving = state.config.serving
@@ -67,7 +67,16 @@ def register(app: typer.Typer) -> None:
                 "received them; use --store redis://... to share them",
                 err=True,
             )
-        os.environ[CONFIG_ENV] = json.dumps(state.config.to_dict())
+        # The workers get the effective configuration (keys included) from a file only this user
+        # can read, never from the environment; the key variables are not passed on either.
+        private = Path(tempfile.mkdtemp(prefix="recforge-serve-"))  # mode 0700
+        config_file = private / "config.json"
+        descriptor = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(state.config.to_dict(), handle)
+        os.environ[CONFIG_ENV] = str(config_file)
+        for secret in SECRET_VARIABLES:
+            os.environ.pop(secret, None)
         metrics_dir = None
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             metrics_dir = tempfile.mkdtemp(prefix="recforge-metrics-")
@@ -77,6 +86,7 @@ def register(app: typer.Typer) -> None:
                 "recforge.serving.app:app_from_environment", factory=True, workers=serving.workers, **options
             )
         finally:
+            shutil.rmtree(private, ignore_errors=True)
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
 

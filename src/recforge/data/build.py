@@ -47,10 +47,12 @@ def build_interactions(
     ``as_of`` (default: now), weighted as of ``as_of`` (see the module doc). Load-test events
     (``[data] loadtest_prefix``) and erased ones are never read.
 
-    ``info`` records the window (``window_start``/``window_end``, ISO 8601 or ``None``) and
-    ``as_of``.
+    ``info`` records the window (``window_start``/``window_end``, ISO 8601 or ``None``),
+    ``as_of``, and ``read_at``: when the events were read (a deletion after it is not reflected;
+    servers honour it for this build's models: :mod:`recforge.serving.erasure`).
     """
-    as_of = _utc(as_of) if as_of is not None else datetime.now(UTC)
+    read_at = datetime.now(UTC)
+    as_of = _utc(as_of) if as_of is not None else read_at
     upto = as_of + timedelta(microseconds=1)  # scan's end is exclusive; an event at as_of is in
     events = store.scan(
         CONTENT_COLUMNS,
@@ -74,6 +76,7 @@ def build_interactions(
         )
     interactions.info["window_start"] = iso(start)
     interactions.info["window_end"] = iso(end)
+    interactions.info["read_at"] = iso(read_at)
     return interactions
 
 

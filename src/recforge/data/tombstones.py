@@ -97,6 +97,7 @@ class Tombstones:
         self._lock = Path(root) / "_tombstones.lock"
         self._seen: tuple[int, int, int] | None = None
         self._cache: list[Tombstone] = []
+        self._by_user: dict[str, tuple[Tombstone, ...]] = {}
 
     def add(
         self,
@@ -132,19 +133,33 @@ class Tombstones:
     def read(self) -> list[Tombstone]:
         """Every tombstone, oldest first (re-read only when the file changed). A last line left
         half-written by a crash is not a deletion that was acknowledged, and is skipped."""
+        self._refresh()
+        return list(self._cache)
+
+    def by_user(self) -> dict[str, tuple[Tombstone, ...]]:
+        """The tombstones by user id (not to be modified): one ``stat`` of the file when it has
+        not changed, so a server can ask on every request."""
+        self._refresh()
+        return self._by_user
+
+    def _refresh(self) -> None:
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
-            self._seen, self._cache = None, []
-            return []
+            self._seen, self._cache, self._by_user = None, [], {}
+            return
         seen = (info.st_ino, info.st_size, info.st_mtime_ns)
-        if seen != self._seen:
-            stones = []
-            for line in self.path.read_bytes().splitlines():
-                with contextlib.suppress(ValueError, KeyError, TypeError, RecforgeError):
-                    stones.append(Tombstone.from_dict(json.loads(line)))
-            self._seen, self._cache = seen, stones
-        return list(self._cache)
+        if seen == self._seen:
+            return
+        stones = []
+        for line in self.path.read_bytes().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError, RecforgeError):
+                stones.append(Tombstone.from_dict(json.loads(line)))
+        by_user: dict[str, list[Tombstone]] = {}
+        for stone in stones:
+            by_user.setdefault(stone.user_id, []).append(stone)
+        self._cache, self._by_user = stones, {user: tuple(found) for user, found in by_user.items()}
+        self._seen = seen
 
     def __len__(self) -> int:
         return len(self.read())

@@ -80,7 +80,7 @@ import numpy as np
 import pyarrow as pa
 
 from recforge._files import commit_dir, temporary_dir, write_json_atomic
-from recforge._time import parse_time
+from recforge._time import iso, parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
 from recforge.data.ingest import ingest_file
@@ -236,8 +236,8 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    as_of = datetime.now(UTC)  # events stamped later (clock skew) wait for the next build
-    events = store.scan(CONTENT_COLUMNS, end=as_of + timedelta(microseconds=1), skip_prefix=prefix)
+    read_at = datetime.now(UTC)  # events stamped later (clock skew) wait for the next build
+    events = store.scan(CONTENT_COLUMNS, end=read_at + timedelta(microseconds=1), skip_prefix=prefix)
     if events.num_rows == 0:
         raise RecforgeError(f"no events to build from in {store.root} (load-test and erased ones are not)")
     split = split_events(events, holdout, ctx.config)
@@ -246,6 +246,7 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         "split": _jsonable(split.summary()),
         "holdout": holdout.describe(),
         "cut": split.params["cut"],
+        "read_at": iso(read_at),
         "events": content["events"],
         "train": _part(split.train),
         "test": _part(split.test),
@@ -431,7 +432,12 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
         data,
         ctx.config,
         metrics=metrics,
-        data_window={**built["train"], "cut": built["cut"], "holdout": built["holdout"]},
+        data_window={
+            **built["train"],
+            "cut": built["cut"],
+            "holdout": built["holdout"],
+            "read_at": built.get("read_at"),
+        },
         extra={
             "run_id": run.id,
             "train_key": trained["train_key"],

@@ -31,18 +31,27 @@ from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
+from recforge.serving.erasure import Erasures
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
-from recforge.serving.routers import events, health, items, model, prometheus, users
+from recforge.serving.routers import erasures, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
+__all__ = ["CONFIG_ENV", "SECRET_VARIABLES", "app_from_environment", "create_app"]
 
 log = logging.getLogger("recforge.serving")
 
-#: Where ``recforge serve --workers N`` passes the effective configuration (JSON) to workers.
+#: The path of the file (mode 0600, in a private directory) in which ``recforge serve --workers
+#: N`` passes the effective configuration (JSON, keys included) to its workers.
 CONFIG_ENV = "RECFORGE_SERVE_CONFIG"
+#: Environment variables holding keys, not passed on to worker processes.
+SECRET_VARIABLES = (
+    "RECFORGE_API_KEYS",
+    "RECFORGE_ADMIN_KEYS",
+    "RECFORGE_SERVING__API_KEYS",
+    "RECFORGE_SERVING__ADMIN_KEYS",
+)
 
 
 def create_app(config: Config, *, backend: Backend | None = None, watch: bool = True) -> FastAPI:
@@ -84,6 +93,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             intake=intake,
             api_keys=ApiKeys(config.serving.api_keys),
             blocking_reads=opened.blocking,
+            admin_keys=ApiKeys(config.serving.admin_keys),
+            erasures=Erasures(intake.store.tombstones),
         )
         # The ~100k objects alive after start-up (modules, the model) move to the permanent
         # generation: a full collection would otherwise walk all of them, a ~100 ms pause of
@@ -106,7 +117,15 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
+    for router in (
+        users.router,
+        items.router,
+        events.router,
+        erasures.router,
+        model.router,
+        health.router,
+        prometheus.router,
+    ):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
@@ -138,13 +157,15 @@ async def _store_unavailable(request: Request, error: Exception) -> JSONResponse
 
 
 def app_from_environment() -> FastAPI:
-    """The app of a uvicorn worker process: the configuration comes from :data:`CONFIG_ENV`."""
-    from recforge.config import load_config
-
-    raw = os.environ.get(CONFIG_ENV)
-    if not raw:
-        raise RuntimeError(f"{CONFIG_ENV} is not set; start the server with recforge serve")
+    """The app of a uvicorn worker process: the configuration comes from the file that
+    :data:`CONFIG_ENV` names."""
     import json
 
-    overrides: dict[str, Any] = json.loads(raw)
+    from recforge.config import load_config
+
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise RuntimeError(f"{CONFIG_ENV} is not set; start the server with recforge serve")
+    with open(path) as handle:
+        overrides: dict[str, Any] = json.load(handle)
     return create_app(load_config(environ={}, overrides=overrides))

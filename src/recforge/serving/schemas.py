@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "Erased",
     "Error",
     "Event",
     "EventsAccepted",
@@ -69,6 +70,15 @@ class Event(BaseModel):
     timestamp: str | float = Field(description="ISO 8601 (UTC when no zone) or Unix seconds.")
 
 
+class Erased(BaseModel):
+    deletion: str = Field(description="The deletion's id.")
+    user_id: str
+    item_id: str | None = Field(description="Only the events on this item were erased (null: all).")
+    before: str = Field(description="Events stamped before this time were erased (ISO 8601).")
+    deleted_at: str = Field(description="When the deletion was recorded (ISO 8601).")
+    fresh_events_removed: int = Field(description="Fresh events this process held for the user, removed.")
+
+
 class ErrorItem(BaseModel):
     loc: list[str | int]
     msg: str
@@ -86,7 +96,11 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready", "not ready"]
     model_version: str | None = None
-    reason: str | None = None
+    served_version: str | None = Field(None, description="The version this process answers from.")
+    published_version: str | None = Field(None, description="The version the registry publishes.")
+    reason: str | None = Field(
+        None, description="Why not ready, or why the served version is not the published one."
+    )
 
 
 class ModelManifest(BaseModel):
@@ -103,6 +117,9 @@ class ModelManifest(BaseModel):
     n_users: int
     n_items: int
     loaded_at: float = Field(description="When this process loaded the version (Unix time).")
+    served_version: str = Field(description="The version this process answers from.")
+    published_version: str | None = Field(description="The version the registry publishes.")
+    mismatch: str | None = Field(None, description="Why the served version is not the published one.")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

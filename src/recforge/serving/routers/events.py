@@ -22,7 +22,7 @@ _BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "array", "items": Event.model_json_schema(), "maxItems": 10_000}
+            "schema": {"type": "array", "items": Event.model_json_schema(), "minItems": 1, "maxItems": 10_000}
         },
         "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON event per line."}},
     },

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/items", tags=["similar items"])
 
 
 @router.get(
-    "/{item_id}/similar",
+    "/{item_id:path}/similar",
     response_model=None,
     responses={200: {"model": SimilarItems}, **errors(401, 403, 422, 503)},
     summary="Items similar to an item",

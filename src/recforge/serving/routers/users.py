@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
 
 @router.get(
-    "/{user_id}/recommendations",
+    "/{user_id:path}/recommendations",
     response_model=None,
     responses={200: {"model": Recommendations}, **errors(401, 403, 422, 503)},
     summary="Top-k items for a user",
@@ -65,10 +65,11 @@ def _recommend(serving: Serving, served: ServedModel, user_id: str, count: int, 
 
 def _fresh(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
     try:
-        return serving.fresh.get(user_id, served.cutoff_us)
+        events = serving.fresh.get(user_id, served.cutoff_us)
     except StoreUnavailable as error:  # answer without fresh events rather than not at all
         warn_store(error)
         return []
+    return serving.erasures.keep(events, serving.erasures.of(user_id))
 
 
 def _answer(
@@ -81,7 +82,9 @@ def _answer(
 ) -> Response:
     metrics = serving.metrics
     started = time.perf_counter()
-    answer = user_answer(served, user_id, count, drop, events)
+    erased = serving.erasures.of(user_id)
+    forget = bool(erased) and serving.erasures.forgets(served, erased)
+    answer = user_answer(served, user_id, count, drop, events, forget=forget)
     if answer.source == "foldin":
         metrics.foldins.inc()
         metrics.foldin_latency.observe(time.perf_counter() - started)
