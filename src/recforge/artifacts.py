@@ -21,9 +21,11 @@ first run :func:`recforge.version_checks.check_version` (checksums, list ranges,
 and refuse a version that fails, leaving ``CURRENT`` as it was.
 
 **History.** Each publish appends ``{"action": "publish", "version", "previous", "at"}`` to the
-journal (fsync'd), each rollback ``{"action": "rollback", ...}``. Replayed, the journal is a stack
-of published versions: a publish pushes, a rollback pops, so rollback returns to the version
-published before the current one, whatever their names: publish V2, publish V1, rollback is V2.
+journal (fsync'd) before it replaces ``CURRENT``, each rollback ``{"action": "rollback", ...}``.
+Replayed, the journal is a stack of published versions: a publish pushes, a rollback pops, so
+rollback returns to the version published before the current one, whatever their names:
+publish V2, publish V1, rollback is V2. A record whose ``CURRENT`` switch then failed (a full
+disk) is recognised and passed over (:meth:`ModelRegistry.published_history`).
 
 **Broken versions.** A version whose ``manifest.json`` or ``status.json`` cannot be read is listed
 with status ``broken`` and the reason (naming the file), and skipped by rollback, the pipeline
@@ -186,8 +188,8 @@ class ModelRegistry:
         if verify:
             self.verify(info.version)
         previous = self.current()
-        self._make_current(info.version)
         self._journal({"action": "publish", "version": info.version, "previous": previous})
+        self._make_current(info.version)
         if previous and previous != info.version and (self.versions_dir / previous).exists():
             with contextlib.suppress(RecforgeError, OSError):  # a broken previous version stays broken
                 self.set_status(previous, "retired", reason=f"replaced by {info.version}")
@@ -207,8 +209,8 @@ class ModelRegistry:
             raise RecforgeError(f"no earlier published version to roll back to from {current}")
         if verify:
             self.verify(target)
-        self._make_current(target)
         self._journal({"action": "rollback", "version": target, "previous": current})
+        self._make_current(target)
         with contextlib.suppress(RecforgeError, OSError):
             self.set_status(current, "retired", reason=f"rolled back to {target}")
         return self.get(target)
@@ -232,9 +234,16 @@ class ModelRegistry:
 
     def published_history(self) -> list[str]:
         """The journal replayed: the stack of published versions, the current one last (a
-        publish pushes, a rollback pops)."""
+        publish pushes, a rollback pops). A record is written before ``CURRENT`` changes, and
+        counts only if it did: the next record names it as ``previous`` (the last one: it is
+        ``CURRENT``); one whose switch failed (a full disk) is passed over."""
+        records = self.journal()
+        current = self.current()
         stack: list[str] = []
-        for record in self.journal():
+        for index, record in enumerate(records):
+            after = records[index + 1].get("previous") if index + 1 < len(records) else current
+            if after != record.get("version"):
+                continue  # never became current
             version = str(record.get("version", ""))
             if record.get("action") == "publish":
                 if not stack or stack[-1] != version:

@@ -173,6 +173,9 @@ class KafkaConfig:
     #: Consumer-group session timeout: how soon the partitions of a consumer that died go to
     #: another member (Kafka's default is 45 000; a lower value means a quicker take-over).
     session_timeout_ms: int = 10_000
+    #: Seconds to wait for a broker to answer at start; then ``recforge ingest kafka`` gives up
+    #: with one error (exit 2).
+    connect_timeout_s: float = 30.0
     #: Serve Prometheus metrics (consumer lag, counts) over HTTP on this port; 0 turns it off.
     metrics_port: int = 0
     #: Address the metrics server listens on.

@@ -24,7 +24,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from recforge._files import fsync_path
+from recforge._files import commit_dir, fsync_path, temporary_dir
 from recforge._time import iso, parse_time
 from recforge.config import Config
 from recforge.data.interactions import Interactions
@@ -98,15 +98,21 @@ def save_interactions(interactions: Interactions, home: str | Path) -> Path:
     builds = home / "interactions.builds"
     builds.mkdir(parents=True, exist_ok=True)
     name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
-    interactions.save(builds / name)
+    tmp = temporary_dir(builds / name)
+    try:  # written whole under a hidden name (a full disk leaves nothing behind), then renamed
+        interactions.save(tmp)
+        commit_dir(tmp, builds / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     link = home / "interactions"
     if link.exists() and not link.is_symlink():
         raise RecforgeError(f"{link} exists and is not a recforge build link; move it away")
-    tmp = home / f".interactions.{uuid.uuid4().hex}"
-    os.symlink(Path("interactions.builds") / name, tmp)
-    os.replace(tmp, link)
+    pointer = home / f".interactions.{uuid.uuid4().hex}"
+    os.symlink(Path("interactions.builds") / name, pointer)
+    os.replace(pointer, link)
     fsync_path(home, directory=True)
-    older = sorted(p for p in builds.iterdir() if p.name != name)
+    older = sorted(p for p in builds.iterdir() if p.name != name and not p.name.startswith("."))
     for old in older[:-1]:  # keep the previous build: a reader may still be loading it
         with contextlib.suppress(OSError):
             shutil.rmtree(old)

@@ -143,6 +143,7 @@ class ModelHolder:
         self.published: str | None = None
         self.last_error: str | None = None
         self._failed: tuple[str, float] | None = None
+        self._heal_warned = -RETRY_SECONDS
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -229,6 +230,25 @@ class ModelHolder:
             self._thread.join(timeout=30)
             self._thread = None
 
+    def heal(self) -> bool:
+        """Let the served version's list store restore what it lost (a restarted Redis);
+        failures are logged at most every :data:`RETRY_SECONDS`."""
+        served = self.current
+        if served is None:
+            return False
+        try:
+            healed = served.lists.heal()
+        except Exception as error:  # the store is still down: try again at the next poll
+            now = time.monotonic()
+            if now - self._heal_warned > RETRY_SECONDS:
+                self._heal_warned = now
+                log.error("the list store of %s is not back yet: %s", served.version, error)
+            return False
+        if healed:
+            log.warning("loaded the lists of %s into the list store again (it had lost them)", served.version)
+        return healed
+
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             self.check()
+            self.heal()
