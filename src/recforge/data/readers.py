@@ -259,9 +259,10 @@ def _without_invalid_text(table: pa.Table) -> tuple[pa.Table, dict[int, str]]:
 
 
 def _is_utf8(value: bytes) -> bool:
+    """Whether ``value`` is UTF-8 text, checked by Arrow in C (no Python string is made)."""
     try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
+        pa.array([value], pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
         return False
     return True
 
@@ -392,7 +393,9 @@ def _text_block(block: bytes, first_line: int, fmt: Format, names: list[str]) ->
     blank = lines.blank(b"")
     parse = block.replace(b"::", b"\x1f") if fmt.delimiter == "::" else block
     delimiter = "\x1f" if fmt.delimiter == "::" else fmt.delimiter
-    parsed = _arrow_csv(parse, names, delimiter, fmt.quoted, lines, blank)
+    # Invalid UTF-8 goes line by line: Arrow's handler of bad rows cannot even be told about a row
+    # that is not text (it raises inside pyarrow, which prints a traceback and loses the row).
+    parsed = _arrow_csv(parse, names, delimiter, fmt.quoted, lines, blank) if _is_utf8(block) else None
     if parsed is None:
         return _text_lines_one_by_one(lines, first_line, names, fmt.delimiter, fmt.quoted)
     table, good, bad, counts = parsed
@@ -526,7 +529,8 @@ def _jsonl_block(block: bytes, first_line: int) -> Chunk:
     blank = lines.blank(b" \t\r")
     nonblank = np.flatnonzero(~blank)
     try:
-        block.decode("utf-8")  # Arrow's JSON reader does not check: invalid text goes line by line
+        if not _is_utf8(block):  # Arrow's JSON reader does not check: invalid text goes line by line
+            raise pa.ArrowInvalid("not UTF-8")
         table = pjson.read_json(
             io.BytesIO(block),
             read_options=pjson.ReadOptions(
@@ -539,7 +543,7 @@ def _jsonl_block(block: bytes, first_line: int) -> Chunk:
                 {"line": nonblank + first_line},
                 lambda rows: [lines.text(int(nonblank[r])) for r in rows],
             )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+    except pa.ArrowInvalid:
         pass
     records: list[Any] = []
     malformed: dict[int, str] = {}

@@ -128,6 +128,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request (e.g. a body that is not JSON).",
         401: "Missing or wrong API key.",
         403: "No API keys are configured.",
+        404: "No such path (an empty id, which clients may fold away, leaves none).",
         413: "Body or event count over the limit.",
         422: "Bad parameters.",
         503: "No model loaded yet, or a store is unavailable.",

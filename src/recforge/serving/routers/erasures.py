@@ -23,11 +23,11 @@ log = logging.getLogger("recforge.serving")
 
 
 @router.delete(
-    "/{user_id:path}/events",
+    "/{user_id:id}/events",
     status_code=202,
     response_model=None,
     dependencies=[Depends(require_admin_key)],
-    responses={202: {"model": Erased}, **errors(401, 403, 422)},
+    responses={202: {"model": Erased}, **errors(401, 403, 404, 422)},
     summary="Erase a user's events (right to erasure; admin key)",
 )
 async def erase_events(

@@ -29,12 +29,25 @@ _BODY = {
 }
 
 
+#: What a client (or a stateful fuzzer) can do next with a user it posted events for.
+_LINKS = {
+    "RecommendationsOfTheFirstUser": {
+        "operationRef": "#/paths/~1v1~1users~1{user_id}~1recommendations/get",
+        "parameters": {"user_id": "$request.body#/0/user_id"},
+    },
+    "EraseTheFirstUser": {
+        "operationRef": "#/paths/~1v1~1users~1{user_id}~1events/delete",
+        "parameters": {"user_id": "$request.body#/0/user_id"},
+    },
+}
+
+
 @router.post(
     "/events",
     status_code=202,
     response_model=None,
     dependencies=[Depends(require_api_key)],
-    responses={202: {"model": EventsAccepted}, **errors(400, 401, 403, 413, 422, 503)},
+    responses={202: {"model": EventsAccepted, "links": _LINKS}, **errors(400, 401, 403, 413, 422, 503)},
     openapi_extra={"requestBody": _BODY},
     summary="Post events (JSON array or NDJSON)",
 )

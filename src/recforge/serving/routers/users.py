@@ -27,9 +27,9 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
 
 @router.get(
-    "/{user_id:path}/recommendations",
+    "/{user_id:id}/recommendations",
     response_model=None,
-    responses={200: {"model": Recommendations}, **errors(401, 403, 422, 503)},
+    responses={200: {"model": Recommendations}, **errors(401, 403, 404, 422, 503)},
     summary="Top-k items for a user",
 )
 async def recommendations(
