@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -95,3 +96,28 @@ def test_posted_batches_keep_exactly_the_valid_events(client, batch):
                 sent["item_id"],
                 sent["value"],
             )
+
+
+#: Any id the event store accepts: 1..256 characters, no control character (surrogates cannot
+#: travel as UTF-8 at all).
+stored_id = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+
+
+def in_path(external_id: str) -> str:
+    """An id as a path segment: percent-encoded, dots too (a client removes ``.`` and ``..``
+    segments before sending, RFC 3986 5.2.4)."""
+    return quote(external_id, safe="").replace(".", "%2E")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(user=stored_id | st.sampled_from([".", "..", "a/../b", "x/", "/"]), item=stored_id)
+def test_every_id_the_store_accepts_is_servable(client, user, item):
+    # issue 14: ids with / were stored but answered 404
+    event = {"event_id": f"id{next(_ids)}", "user_id": user, "item_id": item, "event_type": "view",
+             "timestamp": "2025-06-01T00:00:00Z"}  # fmt: skip
+    answer = client.post("/v1/events", json=[event], headers=AUTH).json()
+    assert answer["accepted"] == 1, answer
+    response = client.get(f"/v1/users/{in_path(user)}/recommendations")
+    assert response.status_code == 200 and response.json()["user_id"] == user
+    response = client.get(f"/v1/items/{in_path(item)}/similar")
+    assert response.status_code == 200 and response.json()["item_id"] == item

@@ -12,8 +12,9 @@ With ``keep_names`` (the item catalogue, which answers name), the ids are also h
 list (about 70 bytes per id) so that naming the items of an answer costs a list index each.
 
 In a route's path an external id is ``{user_id:id}``: any text, ``/`` and line breaks included
-(a client percent-encodes them: ``a%2Fb``), so that every id the event store accepts is one the
-API can answer for.
+(a client percent-encodes them: ``a%2Fb``; and an id ``.`` or ``..`` as ``%2E``/``%2E%2E``, since
+clients drop dot segments from paths), so that every id the event store accepts is one the API
+can answer for.
 """
 
 from __future__ import annotations
