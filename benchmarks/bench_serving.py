@@ -63,6 +63,7 @@ API_KEY = "bench-key"
 def build_home(work: Path, model_name: str) -> Path:
     from tests.serving.factors import ToyFactors
 
+    from recforge._time import parse_time
     from recforge.artifacts import ModelRegistry
     from recforge.config import Config
     from recforge.data.build import build_interactions
@@ -81,7 +82,8 @@ def build_home(work: Path, model_name: str) -> Path:
     store = EventStore(home)
     if not store.segments():
         store.append(generate_events(users=N_USERS, items=N_ITEMS, events=N_EVENTS, seed=0))
-    interactions = build_interactions(store, Config())
+    # as of the data's end (2024), as builds before issue 14 were: the same weights in both trees
+    interactions = build_interactions(store, Config(), as_of=parse_time(str(store.stats()["last"])))
     cls = ToyFactors if model_name == "toyfactors" else model_class(model_name)
     model = cls(factors=FACTORS)  # a factor model: its versions differ by scaled user factors
     model.fit(interactions)

@@ -2,7 +2,9 @@
 
 Traffic mix (task weights): 70% ``GET /v1/users/{id}/recommendations`` (with an ``exclude``
 now and then), 20% ``GET /v1/items/{id}/similar``, 10% ``POST /v1/events`` (a batch of
-``--event-batch`` events, only when an API key is given in ``RECFORGE_LOADTEST_API_KEY``).
+``--event-batch`` events, only when an API key is given in ``RECFORGE_LOADTEST_API_KEY``). Posted
+events carry ``event_id``s starting with ``--event-id-prefix`` (``loadtest-``, recforge's
+``[data] loadtest_prefix``): they are stored as real events are, but builds leave them out.
 
 Ids follow a Zipf law (``p(rank) ∝ rank ** -1.1`` over a random ranking), as real traffic
 does: a few users and items get most requests. They come from ``--id-file`` (JSON ``{"users":
@@ -39,6 +41,9 @@ def _arguments(parser) -> None:  # type: ignore[no-untyped-def]
     parser.add_argument("--event-batch", type=int, default=100, help="Events per POST /v1/events.")
     parser.add_argument("--unknown-share", type=float, default=0.05, help="Share of requests for new users.")
     parser.add_argument("--seed", type=int, default=0, help="Random seed of the id rankings.")
+    parser.add_argument(
+        "--event-id-prefix", default="loadtest-", help="Prefix of posted event ids (builds skip them)."
+    )
 
 
 class _Zipf:
@@ -106,9 +111,10 @@ class ApiUser(FastHttpUser):
         if not key:
             return
         now = time.time()
+        prefix = self.environment.parsed_options.event_id_prefix
         batch = [
             {
-                "event_id": uuid.uuid4().hex,
+                "event_id": prefix + uuid.uuid4().hex,
                 "user_id": self._user(),
                 "item_id": _state["items"].draw(),  # type: ignore[attr-defined]
                 "event_type": random.choices(("view", "like", "cart", "purchase"), (86, 7, 4.5, 2.5))[0],

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["BrokerUnavailable", "tansu_binary", "tansu_broker"]
+__all__ = ["BrokerUnavailable", "start_tansu", "stop_tansu", "tansu_binary", "tansu_broker"]
 
 
 class BrokerUnavailable(RuntimeError):
@@ -66,44 +66,55 @@ def _answers(bootstrap: str) -> bool:
         return False
 
 
+def start_tansu(port: int, log_path: Path, startup_s: float = 20.0) -> subprocess.Popen[bytes] | None:
+    """Start a broker on ``127.0.0.1:port`` (in-memory storage) and wait until it answers a
+    metadata request; ``None`` (and nothing left running) when it exits or never answers."""
+    url = f"tcp://127.0.0.1:{port}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + startup_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if _answers(f"127.0.0.1:{port}"):
+            return process
+    stop_tansu(process)
+    return None
+
+
+def stop_tansu(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def tansu_broker(startup_s: float = 20.0, log_dir: Path | None = None) -> Iterator[str]:
     """A running broker's ``127.0.0.1:PORT``; stopped on exit. Raises :class:`BrokerUnavailable`
     when there is no binary or it does not answer within ``startup_s`` seconds."""
-    binary = tansu_binary()
+    tansu_binary()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="tansu-log-"))
     for _attempt in range(3):  # the free port can be taken between probing and binding
         port = _free_port()
-        url = f"tcp://127.0.0.1:{port}"
         log_path = log_dir / f"tansu-{port}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        bootstrap = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + startup_s
+        process = start_tansu(port, log_path, startup_s)
+        if process is None:
+            continue  # exited (port taken?) or never answered: try another port
         try:
-            while process.poll() is None and time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                except OSError:
-                    time.sleep(0.05)
-                    continue
-                if _answers(bootstrap):
-                    break
-            else:
-                continue  # exited (port taken?) or never answered: try another port
-            yield bootstrap
+            yield f"127.0.0.1:{port}"
             return
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_tansu(process)
     tail = log_path.read_text(errors="replace")[-2000:]
     raise BrokerUnavailable(f"tansu did not start; last log lines:\n{tail}")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recforge.artifacts import ModelRegistry
+from recforge.artifacts import ModelRegistry, VersionCheckError
 from recforge.errors import RecforgeError
 from recforge.lists import Lists
 from recforge.models.popular import Popular
+from recforge.version_checks import checksums
 
 
 def lists_for(model, k=3):
@@ -130,3 +131,81 @@ def test_current_pointer_is_plain_text(tmp_path, model):
         json.loads((tmp_path / "models" / "versions" / info.version / "status.json").read_text())["status"]
         == "published"
     )
+
+
+# issue 14: nothing unverified is published; one bad file breaks nothing else -----------------
+def rewrite(registry, version, name, array):
+    """Replace a list file *and* its checksum: a version corrupt in content, not in transit."""
+    path = registry.versions_dir / version
+    np.save(path / "lists" / f"{name}.npy", array, allow_pickle=False)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["checksums"] = checksums(path)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_publish_verifies_and_refuses_a_bad_version(tmp_path, model):
+    registry = ModelRegistry(tmp_path)
+    good = create(registry, model)
+    registry.publish(good.version)
+    out_of_range = create(registry, model)
+    ids = np.array(registry.open(out_of_range.version).user_ids)
+    ids[1, 0] = 4  # 4 items: 4 is no item
+    rewrite(registry, out_of_range.version, "users.ids", ids)
+    with pytest.raises(VersionCheckError, match=r"users.ids holds item ids from -?\d+ to 4, outside -1..3"):
+        registry.publish(out_of_range.version)
+    truncated = create(registry, model)
+    path = registry.versions_dir / truncated.version / "lists" / "items.scores.npy"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(VersionCheckError, match=r"checksum mismatch in lists/items.scores.npy"):
+        registry.publish(truncated.version)
+    missing = create(registry, model)
+    (registry.versions_dir / missing.version / "model" / "model.json").unlink()
+    with pytest.raises(VersionCheckError, match=r"missing model/model.json"):
+        registry.publish(missing.version)
+    assert registry.current() == good.version  # nothing changed
+    assert [r["version"] for r in registry.journal()] == [good.version]
+
+
+def test_rollback_follows_the_publish_history_not_the_names(tmp_path, model):
+    registry = ModelRegistry(tmp_path)
+    v1, v2, v3 = create(registry, model), create(registry, model), create(registry, model)
+    registry.publish(v2.version)
+    registry.publish(v1.version)
+    assert registry.rollback().version == v2.version  # publish V2, publish V1, rollback: V2
+    registry.publish(v3.version)
+    registry.publish(v1.version)
+    assert registry.rollback().version == v3.version
+    assert registry.rollback().version == v2.version
+    with pytest.raises(RecforgeError, match="no earlier published version"):
+        registry.rollback()
+    assert [r["action"] for r in registry.journal()] == ["publish"] * 2 + ["rollback"] + ["publish"] * 2 + [
+        "rollback"
+    ] * 2
+
+
+def test_rollback_verifies_its_target(tmp_path, model):
+    registry = ModelRegistry(tmp_path)
+    a, b = create(registry, model), create(registry, model)
+    registry.publish(a.version)
+    registry.publish(b.version)
+    path = registry.versions_dir / a.version / "lists" / "popular.ids.npy"
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(VersionCheckError, match="checksum mismatch in lists/popular.ids.npy"):
+        registry.rollback()
+    assert registry.current() == b.version
+
+
+def test_a_broken_manifest_is_listed_as_broken_and_passed_over(tmp_path, model):
+    registry = ModelRegistry(tmp_path)
+    a, b, c = create(registry, model), create(registry, model), create(registry, model)
+    registry.publish(a.version)
+    registry.publish(b.version)
+    registry.publish(c.version)
+    (registry.versions_dir / b.version / "manifest.json").write_text("{not json")
+    listed = {v.version: v for v in registry.list()}
+    assert listed[b.version].status == "broken" and listed[b.version].broken
+    assert str(registry.versions_dir / b.version / "manifest.json") in listed[b.version].reason
+    with pytest.raises(RecforgeError, match=r"manifest.json: not valid JSON"):
+        registry.get(b.version)
+    assert registry.rollback().version == a.version  # b is skipped
+    assert registry.last_good(exclude={a.version}) == c.version

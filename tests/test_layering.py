@@ -15,7 +15,7 @@ FLOORS = [
     ("topk", {"topk", "lists"}),
     ("models", {"models"}),
     ("evaluation", {"evaluation", "precompute"}),
-    ("artifacts", {"artifacts"}),
+    ("artifacts", {"artifacts", "version_checks"}),
     ("online", {"online"}),
     ("pipeline", {"pipeline", "demo"}),
     ("spark", {"spark"}),

@@ -60,14 +60,14 @@ def test_decay_needs_a_reference_time():
     assert Weighting().strength(codes[:0], names, values[:0], times[:0]).shape == (0,)
 
 
-def test_resolved_takes_the_newest_event_unless_given():
-    newest = us(T0) + 123_457  # microseconds survive exactly
-    resolved = Weighting().resolved(newest)
-    assert resolved.reference_us == newest
-    assert resolved.reference_time == T0 + timedelta(microseconds=123_457)
+def test_as_of_is_the_reference_unless_one_is_configured():
+    when = T0 + timedelta(microseconds=123_457)  # microseconds survive exactly
+    applied = Weighting().as_of(when)
+    assert applied.reference_us == us(T0) + 123_457
+    assert applied.reference_time == when
     given = Weighting(reference_time=T0)
-    assert given.resolved(newest) is given
-    assert Weighting().resolved(None).reference_time is None  # no events: left unset
+    assert given.as_of(when) is given
+    assert Weighting().as_of(None).reference_time is None  # nothing to measure from: left unset
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, -1.0, np.inf, np.nan, True, "30"])

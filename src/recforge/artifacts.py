@@ -9,16 +9,33 @@ Layout under ``<home>/models/``::
                                          (the format is :mod:`recforge.lists`'s)
     versions/<version>/status.json       candidate | published | rejected | retired, with reason
     CURRENT                              the published version's name
+    journal.jsonl                        every publish and rollback, oldest first
 
 A version is written under a temporary name, every file fsync'd, then renamed into place, so a
 reader never sees a half-written version. ``CURRENT`` is replaced by write-to-temporary + fsync
 + rename, so readers see the old or the new version, never neither. Versions are immutable
 once written; only ``status.json`` changes.
+
+**Nothing unverified is published.** :meth:`ModelRegistry.publish` and :meth:`~ModelRegistry.rollback`
+first run :func:`recforge.version_checks.check_version` (checksums, list ranges, a smoke query)
+and refuse a version that fails, leaving ``CURRENT`` as it was.
+
+**History.** Each publish appends ``{"action": "publish", "version", "previous", "at"}`` to the
+journal (fsync'd) before it replaces ``CURRENT``, each rollback ``{"action": "rollback", ...}``.
+Replayed, the journal is a stack of published versions: a publish pushes, a rollback pops, so
+rollback returns to the version published before the current one, whatever their names:
+publish V2, publish V1, rollback is V2. A record whose ``CURRENT`` switch then failed (a full
+disk) is recognised and passed over (:meth:`ModelRegistry.published_history`).
+
+**Broken versions.** A version whose ``manifest.json`` or ``status.json`` cannot be read is listed
+with status ``broken`` and the reason (naming the file), and skipped by rollback, the pipeline
+and a server looking for a good version; it never makes the registry unusable.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -36,17 +53,19 @@ from recforge._files import fsync_path, fsync_tree, write_json_atomic, write_tex
 from recforge.errors import RecforgeError
 from recforge.lists import Lists, load_lists, save_lists
 from recforge.models.base import Recommender
+from recforge.version_checks import ARTIFACT_FORMAT_VERSION, VersionCheckError, check_version, checksums
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
     "Artifact",
     "ModelRegistry",
+    "VersionCheckError",
     "VersionInfo",
 ]
 
-ARTIFACT_FORMAT_VERSION = 1
 Status = Literal["candidate", "published", "rejected", "retired"]
 _VERSION_RE = re.compile(r"^v\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
+JOURNAL = "journal.jsonl"
 
 
 @dataclass
@@ -65,6 +84,11 @@ class VersionInfo:
     @property
     def metrics(self) -> dict[str, Any]:
         return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def broken(self) -> bool:
+        """Whether its manifest or status could not be read (``reason`` says why)."""
+        return self.status == "broken"
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "status": self.status, "reason": self.reason, **self.manifest}
@@ -139,7 +163,7 @@ class ModelRegistry:
                 "metrics": metrics or {},
                 "config_hash": config_hash,
                 "extra": extra or {},
-                "checksums": _checksums(tmp),
+                "checksums": checksums(tmp),
             }
             _write_json(tmp / "manifest.json", manifest)
             _write_json(tmp / "status.json", {"status": "candidate", "reason": "", "at": _now()})
@@ -156,42 +180,144 @@ class ModelRegistry:
         path = self._path(version)
         write_json_atomic(path / "status.json", {"status": status, "reason": reason, "at": _now()})
 
-    def publish(self, version: str) -> VersionInfo:
-        """Make ``version`` the served one: ``CURRENT`` is replaced atomically."""
+    def publish(self, version: str, *, verify: bool = True) -> VersionInfo:
+        """Make ``version`` the served one: verified first (:meth:`verify`; a failure raises
+        :class:`VersionCheckError` and changes nothing), then ``CURRENT`` is replaced atomically
+        and the publish journaled."""
         info = self.get(version)
+        if verify:
+            self.verify(info.version)
         previous = self.current()
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.root / "CURRENT", info.version + "\n")
-        self.set_status(info.version, "published")
+        self._journal({"action": "publish", "version": info.version, "previous": previous})
+        self._make_current(info.version)
         if previous and previous != info.version and (self.versions_dir / previous).exists():
-            self.set_status(previous, "retired", reason=f"replaced by {info.version}")
+            with contextlib.suppress(RecforgeError, OSError):  # a broken previous version stays broken
+                self.set_status(previous, "retired", reason=f"replaced by {info.version}")
         return self.get(info.version)
 
     def reject(self, version: str, reason: str) -> None:
         self.set_status(version, "rejected", reason)
 
-    def rollback(self) -> VersionInfo:
-        """Publish the most recent earlier version that was published before the current one."""
-        target = self._rollback_target()
-        current = self.current()
-        assert current is not None  # there is a target, so something is published
-        self.publish(target.version)
-        self.set_status(current, "retired", reason=f"rolled back to {target.version}")
-        return self.get(target.version)
-
-    def _rollback_target(self) -> VersionInfo:
-        """The most recent earlier version that was published before the current one."""
+    def rollback(self, *, verify: bool = True) -> VersionInfo:
+        """Publish again the version published before the current one (see the module doc),
+        verified first; versions since deleted or broken are passed over."""
         current = self.current()
         if current is None:
             raise RecforgeError("nothing is published, nothing to roll back")
-        earlier = [
-            v
-            for v in self.list()
-            if v.version < current and v.status in ("retired", "published") and v.version != current
-        ]
-        if not earlier:
+        target = self.rollback_target()
+        if target is None:
             raise RecforgeError(f"no earlier published version to roll back to from {current}")
-        return earlier[-1]
+        if verify:
+            self.verify(target)
+        self._journal({"action": "rollback", "version": target, "previous": current})
+        self._make_current(target)
+        with contextlib.suppress(RecforgeError, OSError):
+            self.set_status(current, "retired", reason=f"rolled back to {target}")
+        return self.get(target)
+
+    def rollback_target(self) -> str | None:
+        """The version :meth:`rollback` would publish, or ``None``."""
+        current = self.current()
+        stack = self.published_history()
+        if stack and stack[-1] == current:
+            stack.pop()
+        elif not stack:  # no journal (a registry from before it): the older statuses decide
+            stack = [
+                v.version
+                for v in self.list()
+                if current is not None and v.version < current and v.status in ("retired", "published")
+            ]
+        for version in reversed(stack):
+            if version != current and self._usable(version):
+                return version
+        return None
+
+    def published_history(self) -> list[str]:
+        """The journal replayed: the stack of published versions, the current one last (a
+        publish pushes, a rollback pops). A record is written before ``CURRENT`` changes, and
+        counts only if it did: the next record names it as ``previous`` (the last one: it is
+        ``CURRENT``); one whose switch failed (a full disk) is passed over."""
+        records = self.journal()
+        current = self.current()
+        stack: list[str] = []
+        for index, record in enumerate(records):
+            after = records[index + 1].get("previous") if index + 1 < len(records) else current
+            if after != record.get("version"):
+                continue  # never became current
+            version = str(record.get("version", ""))
+            if record.get("action") == "publish":
+                if not stack or stack[-1] != version:
+                    stack.append(version)
+            elif record.get("action") == "rollback":
+                while stack and stack[-1] != version:
+                    stack.pop()
+                if not stack:
+                    stack.append(version)
+        return stack
+
+    def journal(self) -> list[dict[str, Any]]:
+        """Every publish and rollback, oldest first (a line left half-written by a crash is
+        not one that happened, and is skipped)."""
+        try:
+            lines = (self.root / JOURNAL).read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    def verify(self, version: str) -> None:
+        """Raise :class:`VersionCheckError` unless ``version`` passes every check of
+        :func:`recforge.version_checks.check_version`."""
+        info = self.get(version)
+        check_version(self.versions_dir / info.version, info.manifest)
+
+    def last_good(self, exclude: set[str] | frozenset[str] = frozenset()) -> str | None:
+        """The most recently published version that passes :meth:`verify` (the publish history
+        newest first, then versions that were ever published, newest first), ``exclude`` aside:
+        what a server serves when the published version is corrupt."""
+        seen = set(exclude)
+        candidates = list(reversed(self.published_history()))
+        candidates += [v.version for v in reversed(self.list()) if v.status in ("published", "retired")]
+        for version in candidates:
+            if version in seen:
+                continue
+            seen.add(version)
+            try:
+                self.verify(version)
+            except (RecforgeError, OSError):
+                continue
+            return version
+        return None
+
+    def _usable(self, version: str) -> bool:
+        try:
+            return not self.get(version).broken
+        except RecforgeError:  # deleted (pruned) since it was published
+            return False
+
+    def _make_current(self, version: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / "CURRENT", version + "\n")
+        self.set_status(version, "published")
+
+    def _journal(self, record: dict[str, Any]) -> None:
+        """Append one record to the journal, fsync'd, under a lock."""
+        line = json.dumps({**record, "at": _now()}, sort_keys=True) + "\n"
+        path = self.root / JOURNAL
+        with open(self.root / ".journal.lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            created = not path.exists()
+            with path.open("ab") as handle:
+                handle.write(line.encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            if created:
+                fsync_path(self.root, directory=True)
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` versions; never the published one. Returns the deleted."""
@@ -218,34 +344,45 @@ class ModelRegistry:
         return name or None
 
     def list(self) -> list[VersionInfo]:
-        """All complete versions, oldest first."""
-        return [self.get(path.name) for path in self._version_dirs()]
+        """All complete versions, oldest first; unreadable ones with status ``broken``."""
+        out = []
+        for path in self._version_dirs():
+            try:
+                out.append(self.get(path.name))
+            except RecforgeError as error:
+                out.append(VersionInfo(path.name, "broken", {}, str(error)))
+        return out
 
     def get(self, version: str) -> VersionInfo:
+        """One version; :class:`RecforgeError` naming the file when it cannot be read."""
         path = self._path(version)
-        manifest = json.loads((path / "manifest.json").read_text())
-        status = json.loads((path / "status.json").read_text())
-        return VersionInfo(path.name, status["status"], manifest, status.get("reason", ""))
+        manifest = _read_json(path / "manifest.json")
+        status = _read_json(path / "status.json")
+        if not isinstance(status.get("status"), str):
+            raise RecforgeError(f"{path / 'status.json'}: no status")
+        return VersionInfo(path.name, status["status"], manifest, str(status.get("reason", "")))
 
     def open(self, version: str | None = None, verify: bool = False) -> Artifact:
         """Load a version (default: the published one), arrays memory-mapped.
 
-        ``verify`` checks every file's sha256 against the manifest first.
+        ``verify`` runs every check of :func:`recforge.version_checks.check_version` first.
         """
         name = version or self.current()
         if name is None:
             raise RecforgeError(f"no published model under {self.root}")
         path = self._path(name)
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = _read_json(path / "manifest.json")
         if manifest.get("format_version") != ARTIFACT_FORMAT_VERSION:
-            raise RecforgeError(f"model {name} has unsupported format {manifest.get('format_version')!r}")
+            raise VersionCheckError(f"model {name} has unsupported format {manifest.get('format_version')!r}")
         if verify:
-            actual, expected = _checksums(path), manifest["checksums"]
-            if actual != expected:
-                bad = sorted(k for k in actual.keys() | expected.keys() if actual.get(k) != expected.get(k))
-                raise RecforgeError(f"model {name} is corrupt: checksum mismatch in {', '.join(bad)}")
-        model = Recommender.load(path / "model", mmap=True)
-        lists = load_lists(path / "lists", str(manifest.get("item_source") or "factors"))
+            check_version(path, manifest)
+        try:
+            model = Recommender.load(path / "model", mmap=True)
+            lists = load_lists(path / "lists", str(manifest.get("item_source") or "factors"))
+        except (ValueError, OSError, KeyError) as error:
+            raise VersionCheckError(
+                f"model {name} cannot be loaded: {' '.join(str(error).split())}"
+            ) from None
         return Artifact(name, path, manifest, model, *lists.users, *lists.items, *lists.popular)
 
     def resolve(self, name: str) -> str:
@@ -263,7 +400,10 @@ class ModelRegistry:
                 raise RecforgeError(f"nothing is published under {self.root}")
             return current
         if name == "previous":
-            return self._rollback_target().version
+            target = self.rollback_target()
+            if target is None:
+                raise RecforgeError(f"no earlier published version to roll back to from {self.current()}")
+            return target
         matches = [v for v in versions if v.startswith(name)]
         if len(matches) == 1:
             return matches[0]
@@ -279,7 +419,7 @@ class ModelRegistry:
         if not _VERSION_RE.match(version):
             raise RecforgeError(f"not a model version name: {version!r}")
         path = self.versions_dir / version
-        if not (path / "manifest.json").exists():
+        if not path.is_dir():
             raise RecforgeError(f"no model version {version} under {self.versions_dir}")
         return path
 
@@ -302,19 +442,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file of a version but its manifest and status."""
-    out = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel in ("manifest.json", "status.json"):
-            continue
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        out[rel] = digest.hexdigest()
-    return out
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`RecforgeError` naming the file otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecforgeError(f"{path}: missing") from None
+    except (ValueError, OSError) as error:
+        raise RecforgeError(f"{path}: not valid JSON ({' '.join(str(error).split())})") from None
+    if not isinstance(value, dict):
+        raise RecforgeError(f"{path}: not a JSON object")
+    return value
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -3,9 +3,9 @@
 Settings come from, in increasing priority: the defaults below, a TOML file
 (``recforge.example.toml`` in the package lists every key with its default, and a test keeps
 the two in step), and environment variables ``RECFORGE_<SECTION>__<KEY>`` (for example
-``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Three short aliases exist because they are set most:
-``RECFORGE_HOME`` for ``home``, ``RECFORGE_API_KEYS`` and ``RECFORGE_ADMIN_KEYS``
-(comma-separated) for ``serving.api_keys`` and ``serving.admin_keys``.
+``RECFORGE_WEIGHTING__HALF_LIFE_DAYS=7``). Short aliases exist because they are set most:
+``RECFORGE_HOME`` for ``home``, ``RECFORGE_API_KEYS`` (comma-separated) for
+``serving.api_keys`` and ``RECFORGE_ADMIN_KEYS`` for ``serving.admin_keys``.
 
 Model hyperparameters live under ``[model.<name>]`` and are passed verbatim to that model's
 constructor, so a tuned configuration is just another config file.
@@ -60,6 +60,17 @@ class DataConfig:
     #: ``recforge events compact`` merges adjacent event-store segments smaller than this
     #: many rows into segments of up to this many rows.
     compact_rows: int = 4_000_000
+    #: Events stamped more than this many seconds after the moment they are validated are
+    #: rejected (clock skew is allowed for; one event from the future is not).
+    max_future_seconds: float = 300.0
+    #: Events stamped before this time (ISO 8601, UTC when no zone; not before 1970) are rejected.
+    min_timestamp: str = "1970-01-01T00:00:00Z"
+    #: Largest accepted magnitude of an event's ``value`` (sums stay finite in float32).
+    max_value: float = 1e6
+    #: Events whose ``event_id`` starts with this prefix are load-test traffic (``recforge
+    #: loadtest`` marks its events so): stored like any other, but left out of every build.
+    #: Empty: no event is.
+    loadtest_prefix: str = "loadtest-"
 
 
 @dataclass
@@ -116,9 +127,10 @@ class ServingConfig:
     #: API keys accepted as ``Authorization: Bearer <key>`` (required to post events). Env
     #: ``RECFORGE_API_KEYS`` (comma-separated) sets them without a file. Never logged.
     api_keys: list[str] = field(default_factory=list)
-    #: Admin keys, separate from ``api_keys``: the dashboard's publish and rollback actions need
-    #: one (``Authorization: Bearer <key>``). Env ``RECFORGE_ADMIN_KEYS`` (comma-separated).
-    #: Never logged.
+    #: Admin keys, separate from the write keys above: needed to erase a user's events
+    #: (``DELETE /v1/users/{user_id}/events``) and for the dashboard's publish and rollback
+    #: (``Authorization: Bearer <key>``). Env ``RECFORGE_ADMIN_KEYS`` (comma-separated) sets
+    #: them without a file. Never logged.
     admin_keys: list[str] = field(default_factory=list)
     #: Require an API key for the read endpoints (recommendations, similar items, model) too.
     auth_reads: bool = False
@@ -167,6 +179,9 @@ class KafkaConfig:
     #: Consumer-group session timeout: how soon the partitions of a consumer that died go to
     #: another member (Kafka's default is 45 000; a lower value means a quicker take-over).
     session_timeout_ms: int = 10_000
+    #: Seconds to wait for a broker to answer at start; then ``recforge ingest kafka`` gives up
+    #: with one error (exit 2).
+    connect_timeout_s: float = 30.0
     #: Serve Prometheus metrics (consumer lag, counts) over HTTP on this port; 0 turns it off.
     metrics_port: int = 0
     #: Address the metrics server listens on.

@@ -103,6 +103,13 @@ class Lists:
             want = np.int32 if part == "ids" else np.float32
             if array.dtype != want:
                 raise ValueError(f"{name} must be {np.dtype(want).name}, got {array.dtype}")
+            if part == "ids" and array.size:
+                low, high = int(array.min()), int(array.max())
+                if low < -1 or high >= n_items:
+                    raise ValueError(
+                        f"{name} holds item ids from {low} to {high}, outside -1..{n_items - 1} (padding or "
+                        f"an index of the {n_items} items)"
+                    )
 
 
 def save_lists(directory: Path, lists: Lists) -> None:

@@ -5,8 +5,10 @@ For user ``u`` and item ``i`` with events ``e`` (type ``t_e``, value ``v_e``, ti
     r_ui = sum_e  w(t_e) * v_e * 0.5 ** (age_e / half_life),     age_e = max(0, T_ref - s_e)
 
 ``w`` is the per-event-type weight, ``half_life`` the time for an event's contribution to halve
-(``None``: no decay), ``T_ref`` the reference time (by default the newest event, so the freshest
-event counts fully). Events newer than ``T_ref`` count as age 0, never more than their weight.
+(``None``: no decay), ``T_ref`` the reference time: the *as-of time* of the build (now, or
+``recforge build --as-of``; a split's is the end of its training part), never the newest event, so
+one event stamped in the future cannot decay every other weight away. Events newer than
+``T_ref`` count as age 0, never more than their weight.
 The preference is ``p_ui = 1 if r_ui > 0`` and the confidence used by implicit ALS is
 ``c_ui = 1 + alpha * r_ui`` (Hu, Koren, Volinsky 2008; Spark's convention).
 
@@ -81,9 +83,9 @@ class Weighting:
 
     ``weights`` maps event type to weight (default :data:`DEFAULT_WEIGHTS`); a type not listed
     weighs 1.0. ``half_life_days`` must be positive and finite, or ``None``; 0 and infinity are
-    refused (``None`` is the one spelling of "no decay"). ``reference_time`` is ``T_ref``;
-    ``None`` means the newest event (:meth:`resolved` fixes it for given events). A naive
-    datetime is taken as UTC.
+    refused (``None`` is the one spelling of "no decay"). ``reference_time`` is ``T_ref`` when
+    set in the configuration; ``None`` means the as-of time of whatever applies the weighting
+    (:meth:`as_of` fixes it). A naive datetime is taken as UTC.
     """
 
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -123,13 +125,14 @@ class Weighting:
         return (type(self), (dict(self.weights), self.half_life_days, self.reference_time))
 
     # the reference time -----------------------------------------------------------------------
-    def resolved(self, newest_us: int | None) -> Weighting:
+    def as_of(self, when: datetime | None) -> Weighting:
         """This weighting with its reference time fixed: ``reference_time`` when set, else the
-        newest event's time ``newest_us`` (microseconds since the epoch; ``None`` when there are
-        no events, which leaves it unset)."""
-        if self.reference_time is not None or newest_us is None:
+        as-of time ``when`` (``None`` leaves it unset). The one place a build's as-of time becomes
+        the decay reference: the local build, the splits, the tuner's rebuilds and Spark's
+        expression all come through here."""
+        if self.reference_time is not None or when is None:
             return self
-        return replace(self, reference_time=_EPOCH + int(newest_us) * _MICROSECOND)
+        return replace(self, reference_time=when)
 
     @property
     def reference_us(self) -> int | None:
@@ -158,7 +161,7 @@ class Weighting:
 
         Types are dictionary-encoded (see :meth:`type_weights`); ``timestamps_us`` are
         microseconds since the epoch. With decay, ages are measured from ``reference_time``,
-        which must then be set (see :meth:`resolved`).
+        which must then be set (see :meth:`as_of`).
         """
         strength = self.type_weights(type_codes, type_names) * np.asarray(values, dtype=np.float64)
         if self.half_life_days is None:
@@ -167,7 +170,7 @@ class Weighting:
         if reference_us is None:
             if len(strength) == 0:
                 return strength
-            raise ValueError("a decaying Weighting needs a reference time; use .resolved(newest_us)")
+            raise ValueError("a decaying Weighting needs a reference time: the as-of time, see .as_of(when)")
         age = reference_us / 1e6 - np.asarray(timestamps_us, dtype=np.int64) / 1e6
         return strength * decay(age, self.half_life_days * SECONDS_PER_DAY)
 

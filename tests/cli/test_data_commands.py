@@ -128,3 +128,26 @@ def test_the_readme_map_example_works_as_written(tmp_path, capsys):
         main(["--home", str(home), "ingest", str(purchases), "--event-type", "purchase", "--value", "3"]) == 0
     )
     assert EventStore(home).scan(["value"]).column("value").to_pylist()[-1] == 3.0
+
+
+def test_one_unreadable_file_does_not_stop_the_others(tmp_path, capsys):
+    # issue 14: `recforge ingest a b c` with an unreadable b still ingests c, then exits 2
+    home = str(tmp_path / "home")
+    header = "user_id,item_id,event_type,timestamp\n"
+    a = tmp_path / "a.csv"
+    a.write_text(header + "u1,i1,view,2024-01-01\n")
+    b = tmp_path / "b.parquet"
+    b.write_bytes(b"PAR1 not really")
+    c = tmp_path / "c.csv"
+    c.write_text(header + "u2,i1,view,2024-01-01\nu3,i1,view,2024-01-01\n")
+    code, out, err = run(capsys, "--home", home, "ingest", str(a), str(b), str(c))
+    assert code == 2
+    assert f"{a}: 1 accepted" in out and f"{c}: 2 accepted" in out
+    assert err.splitlines() == [
+        f"recforge: error: {b}: not a Parquet file (Parquet magic bytes not found in footer. Either the "
+        "file is corrupted or this is not a parquet file.)",
+        f"recforge: 1 of 3 files not ingested: {b}",
+    ]
+    assert "Traceback" not in err
+    code, out, _ = run(capsys, "--home", home, "events", "stats", "--json")
+    assert json.loads(out)["events"] == 3

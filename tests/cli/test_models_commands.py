@@ -62,3 +62,34 @@ def test_build_list_show_publish_rollback(tmp_path, capsys):
     assert code == 2 and "unknown model 'nonsense'" in err and "popular" in err
     code, _, err = run(capsys, *h, "models", "publish", "v-not-a-version")
     assert code == 2 and "no model version 'v-not-a-version'" in err
+
+
+def test_publish_and_rollback_refuse_what_fails_verification(tmp_path, capsys):
+    # issue 14: a truncated version published with exit 0; a bad manifest broke `models list`
+    home = tmp_path / "home"
+    EventStore(home).append(generate_events(users=60, items=30, events=1_000, seed=3))
+    h = ["--home", str(home)]
+    assert run(capsys, *h, "build", "--as-of", "2024-04-01")[0] == 0
+    versions = []
+    for _ in range(3):
+        assert run(capsys, *h, "train", "--model", "popular")[0] == 0
+        versions.append(ModelRegistry(home).list()[-1].version)
+    first, second, third = versions
+    assert run(capsys, *h, "models", "publish", second)[0] == 0
+    assert run(capsys, *h, "models", "publish", first)[0] == 0
+
+    lists = home / "models" / "versions" / third / "lists" / "users.ids.npy"
+    lists.write_bytes(lists.read_bytes()[:100])  # truncated
+    code, out, err = run(capsys, *h, "models", "publish", third)
+    assert code == 2 and out == ""
+    assert (
+        err.strip() == f"recforge: error: model {third} is corrupt: checksum mismatch in lists/users.ids.npy"
+    )
+    assert ModelRegistry(home).current() == first
+
+    (home / "models" / "versions" / third / "manifest.json").write_text("{")
+    code, out, _ = run(capsys, *h, "models", "list")
+    line = next(line for line in out.splitlines() if third in line)
+    assert code == 0 and line.split()[:2] == [third, "broken"] and "manifest.json: not valid JSON" in line
+    code, out, err = run(capsys, *h, "models", "rollback")  # back in history: to second
+    assert code == 0 and f"rolled back to {second}" in out

@@ -81,3 +81,43 @@ def test_window_and_save(tmp_path):
         build_interactions(store, config, start=parse_time("2030-01-01"))
     with pytest.raises(RecforgeError, match="not an ISO 8601"):
         parse_time("tomorrow")
+
+
+def test_a_build_is_as_of_a_time_not_of_its_newest_event(tmp_path):
+    # issue 14: one stored event dated 9999 was the decay reference of every build
+    store = stored(tmp_path)
+    config = Config()
+    config.weighting.half_life_days = 1.0
+    future = pa.table(
+        {
+            "event_id": ["from-the-future", "loadtest-1"],
+            "user_id": ["c", "d"],
+            "item_id": ["x", "x"],
+            "event_type": ["view", "view"],
+            "value": [1.0, 1.0],
+            "timestamp": [datetime(9999, 1, 1, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC)],
+        },
+        schema=EVENT_SCHEMA,
+    )
+    store.append(future)  # written past validation, as an older recforge let it in
+    as_of = datetime(2024, 1, 11, tzinfo=UTC)
+    built = build_interactions(store, config, as_of=as_of)
+    assert built.info["as_of"] == built.info["reference_time"] == "2024-01-11T00:00:00Z"
+    assert built.users.ids().tolist() == ["a", "b"]  # neither the future nor the load test
+    assert built.nnz == 4 and built.info["last"] == "2024-01-10T00:00:00Z"
+    assert built.matrix[0, 0] == pytest.approx(1 * 0.5**1 + 16 * 0.5**3)
+    # built now, the events are ~1,000 half-lives old: nothing is left, and the error says why
+    with pytest.raises(RecforgeError, match=r"decayed to nothing .*\(--as-of 2024-01-10T00:00:00Z\)"):
+        build_interactions(store, config)
+
+
+def test_build_command_as_of_and_its_notes(tmp_path, capsys):
+    from recforge.cli.main import main
+
+    stored(tmp_path)
+    code = main(["--home", str(tmp_path), "build", "--as-of", "2024-01-11"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "from 6 events as of 2024-01-11T00:00:00Z" in out and err == ""
+    assert main(["--home", str(tmp_path), "build"]) == 0  # now: ~1,000 days after the data
+    out, err = capsys.readouterr()
+    assert "half-lives): every weight is below" in err and "give --as-of 2024-01-10T00:00:00Z" in err

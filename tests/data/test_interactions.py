@@ -38,13 +38,13 @@ def test_hand_computed_r_ui():
             ("u2", "a", "cart", 1, 30),  # 8 * 0.125 = 1
         ]
     )
-    x = Interactions.from_events(table, Weighting(half_life_days=10))
+    x = Interactions.from_events(table, Weighting(half_life_days=10), as_of=T0)
     assert list(x.users.ids()) == ["u1", "u2"]
     assert list(x.items.ids()) == ["a", "b"]
     np.testing.assert_allclose(x.matrix.toarray(), [[9.0, 2.0], [1.0, 0.0]])
     assert x.matrix.dtype == np.float32
     assert x.info["events"] == 4
-    assert x.info["reference_time"] == "2024-01-31T00:00:00Z"
+    assert x.info["reference_time"] == x.info["as_of"] == "2024-01-31T00:00:00Z"
     assert x.info["first"] == "2024-01-01T00:00:00Z"
     assert x.ratings is None
 
@@ -75,10 +75,34 @@ def test_latest_rating_view_and_nonpositive_dropped():
 
 def test_fixed_vocabularies_drop_unknown():
     table = events([("u1", "a", "view", 1, 0), ("zz", "a", "view", 1, 0), ("u1", "q", "view", 1, 0)])
-    x = Interactions.from_events(table, users=Vocabulary(["u0", "u1"]), items=Vocabulary(["a"]))
+    x = Interactions.from_events(table, users=Vocabulary(["u0", "u1"]), items=Vocabulary(["a"]), as_of=T0)
     assert x.shape == (2, 1)
     assert x.info["dropped"] == 2
     np.testing.assert_allclose(x.matrix.toarray(), [[0], [1]])
+
+
+def test_ages_are_measured_from_the_as_of_time_never_the_newest_event():
+    # issue 14: one event dated 9999 made every other weight ~0 ("1 pairs from 4,013 events")
+    rows = [("u1", "a", "view", 1, 0), ("u2", "b", "view", 1, 10)]
+    future = events([*rows, ("u3", "c", "view", 1, 0)])
+    future = future.set_column(
+        5,
+        "timestamp",
+        pa.array(
+            [T0, T0 - timedelta(days=10), datetime(9999, 1, 1, tzinfo=UTC)],
+            EVENT_SCHEMA.field("timestamp").type,
+        ),
+    )
+    x = Interactions.from_events(future, Weighting(half_life_days=10), as_of=T0)
+    np.testing.assert_allclose(x.matrix.toarray(), np.diag([1.0, 0.5, 1.0]))  # the future counts as age 0
+    assert x.info["vanished"] == 0
+    with pytest.raises(ValueError, match="needs an as-of time"):
+        Interactions.from_events(events(rows), Weighting(half_life_days=10))
+    # built as of 2,000 days later, 200 half-lives: below float32's range, counted as vanished
+    late = Interactions.from_events(
+        events(rows), Weighting(half_life_days=10), as_of=T0 + timedelta(days=2000)
+    )
+    assert late.nnz == 0 and late.info["vanished"] == 2
 
 
 def test_empty_events():
@@ -89,7 +113,7 @@ def test_empty_events():
 @pytest.mark.parametrize("mmap", [False, True])
 def test_save_load_round_trip(tmp_path, mmap):
     table = events([("u1", "a", "rating", 4, 0), ("u2", "b", "view", 1, 3)])
-    x = Interactions.from_events(table)
+    x = Interactions.from_events(table, as_of=T0)
     y = Interactions.load(x.save(tmp_path / "ix"), mmap=mmap)
     assert (y.matrix != x.matrix).nnz == 0
     assert (y.ratings != x.ratings).nnz == 0

@@ -511,3 +511,91 @@ def test_kill_stop_and_restart_store_each_valid_event_once(kafka_broker, tmp_pat
     rejected = quarantined(home)
     assert {(r["partition"], r["offset"]) for r in rejected} == {where[i] for i in bad_at}
     assert all(r["reason"] and r["source"] == f"kafka:{TOPIC}" for r in rejected)
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_2(tmp_path):
+    # issue 14: librdkafka logged its errors endlessly and --max-idle was ignored
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bootstrap = f"127.0.0.1:{port}"
+    command = [sys.executable, "-m", "recforge", "--home", str(tmp_path), "ingest", "kafka",
+               "--bootstrap", bootstrap, "--topic", TOPIC, "--group", "g", "--max-idle", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"recforge: error: kafka: no broker at 127.0.0.1:{port} answered within 2 s "
+        "(Failed to get metadata: Local: Broker transport failure)"
+    ]
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_a_broker_restarted_mid_stream_leaves_exact_counts(tmp_path):
+    """Issue 14: the broker goes away under a running consumer and comes back on the same port.
+    Tansu keeps topics in memory (its other engines need Postgres or S3), so it comes back empty:
+    the test waits until the first part is stored, restarts the broker, creates the topic again
+    and sends the rest (with repeats of the first part). The consumer rides through the outage and
+    every valid event is stored exactly once, every bad message quarantined once."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from tests.tansu import BrokerUnavailable, start_tansu, stop_tansu, tansu_binary
+
+    try:
+        tansu_binary()
+    except BrokerUnavailable as error:
+        pytest.skip(str(error))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bootstrap, log = f"127.0.0.1:{port}", tmp_path / "tansu.log"
+
+    def broker_up() -> subprocess.Popen:
+        process = start_tansu(port, log)
+        assert process is not None, log.read_text()[-2000:]
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.create_topics([NewTopic(TOPIC, num_partitions=2)]).values():
+            future.result(30)
+        return process
+
+    def messages(first: int, count: int) -> list[bytes]:
+        return [event(i) if i % 50 else b"{broken" for i in range(first, first + count)]
+
+    def stored() -> list[str]:
+        return EventStore(home).scan(["event_id"]).column("event_id").to_pylist()
+
+    def wait_until(predicate, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if consumer.poll() is not None:
+                pytest.fail(f"the consumer exited while waiting for {what}: {consumer.communicate()}")
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+            time.sleep(0.2)
+
+    home = tmp_path / "home"
+    broker = broker_up()
+    first = messages(0, 4_000)
+    produce(bootstrap, first, range(len(first)), {})
+    consumer = start_consumer(home, bootstrap, "--max-idle", "90")
+    try:
+        wait_until(lambda: len(stored()) == 4_000 - 80, "the first part stored")
+        stop_tansu(broker)  # mid-stream: the consumer is polling, its group goes with the broker
+        time.sleep(3)
+        broker = broker_up()
+        second = messages(4_000, 3_000) + messages(0, 1_000)  # new events, then repeats
+        produce(bootstrap, second, range(len(second)), {})
+        wait_until(lambda: len(stored()) == 7_000 - 140, "the second part stored")
+        consumer.send_signal(signal.SIGTERM)
+        report = finish(consumer)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+        stop_tansu(broker)
+    ids = stored()
+    assert len(ids) == len(set(ids)) == 7_000 - 140
+    assert set(ids) == {f"e{i}" for i in range(7_000) if i % 50}
+    assert (report["accepted"], report["duplicates"]) == (len(ids), 1_000 - 20)  # the repeats, once
+    assert report["rejected"] == len(quarantined(home)) == 80 + 60 + 20  # once per time it was sent

@@ -178,8 +178,8 @@ def test_unreadable_files(tmp_path):
         Source(tmp_path)
     binary = tmp_path / "blob.csv"
     binary.write_bytes(bytes(range(256)) * 10)
-    with pytest.raises(UnreadableSourceError, match="binary data"):
-        read(binary)
+    with pytest.raises(UnreadableSourceError, match=r"no column 'user_id'.*'\\x00"):
+        read(binary)  # NUL bytes alone do not make a file unreadable (issue 14): no header does
     fake = write(tmp_path / "fake.parquet", "not parquet at all")
     with pytest.raises(UnreadableSourceError, match="not a Parquet file"):
         Source(fake)
@@ -231,3 +231,61 @@ def test_jsonl_with_nested_fields(tmp_path):
     _, table, rejections = read(path)
     assert table.num_rows == 0
     assert [r.reason for r in rejections] == ["user_id must be a string or a number"] * 2
+
+
+# issue 14: one poisoned line is one quarantined line ------------------------------------------
+GOOD_JSON = '{{"user_id": "{user}", "item_id": "i1", "event_type": "view", "timestamp": 1704067200}}'
+
+
+def test_a_jsonl_line_nested_5000_deep_is_one_bad_line(tmp_path):
+    deep = '{"user_id": ' + "[" * 5000 + "]" * 5000 + ', "item_id": "i1", "event_type": "view"}'
+    lines = [GOOD_JSON.format(user="u1"), deep, GOOD_JSON.format(user="u2")]
+    path = write(tmp_path / "e.jsonl", "\n".join(lines) + "\n")
+    _, table, rejections = read(path)
+    assert table.column("user_id").to_pylist() == ["u1", "u2"]
+    assert [(r.location["line"], r.reason) for r in rejections] == [(2, "invalid JSON: nested too deeply")]
+
+
+def test_nul_bytes_reject_their_row_not_the_file(tmp_path):
+    rows = [ROWS[0], "e5,u\x005,i1,view,1,1704067200", ROWS[1], "e6,u6,i\x00,view,1,1704067200", ROWS[2]]
+    path = write(tmp_path / "e.csv", HEADER + "\n".join(rows) + "\n")
+    assert detect_format(path) == "csv"
+    _, table, rejections = read(path)
+    assert table.column("event_id").to_pylist() == ["e1", "e2", "e3"]
+    assert [(r.location["line"], r.reason) for r in rejections] == [
+        (3, "user_id holds a control character"),
+        (5, "item_id holds a control character"),
+    ]
+
+
+def test_invalid_utf8_is_a_bad_row_in_every_format(tmp_path):
+    bad_json = GOOD_JSON.format(user="u\udcff").encode("utf-8", "surrogateescape")
+    jsonl = tmp_path / "e.jsonl"
+    jsonl.write_bytes(b"\n".join([GOOD_JSON.format(user="u1").encode(), bad_json]) + b"\n")
+    _, table, rejections = read(jsonl)
+    assert table.column("user_id").to_pylist() == ["u1"]
+    assert [(r.location["line"], r.reason) for r in rejections] == [(2, "not valid UTF-8")]
+
+    dat = tmp_path / "ratings.dat"
+    dat.write_bytes(b"1::10::4::881250949\n\xff2::10::4::881250949\n3::10::4::881250949\n")
+    _, table, rejections = read(dat)  # the line-by-line path splits '::' as the fast path does
+    assert table.column("user_id").to_pylist() == ["1", "3"]
+    assert [(r.location["line"], r.reason) for r in rejections] == [(2, "not valid UTF-8")]
+
+    binary = pa.array([b"u1", b"u\xff", b"u3"], pa.binary())
+    events = pa.table(
+        {
+            "user_id": binary.view(pa.string()),
+            "item_id": ["i1", "i1", "i1"],
+            "event_type": ["view"] * 3,
+            "timestamp": [1704067200] * 3,
+        }
+    )
+    parquet = tmp_path / "e.parquet"
+    pq.write_table(events, parquet)
+    _, table, rejections = read(parquet)
+    assert table.column("user_id").to_pylist() == ["u1", "u3"]
+    assert [(r.location["row"], r.reason, r.raw["user_id"]) for r in rejections] == [
+        (2, "not valid UTF-8", "u\ufffd")
+    ]
+    assert rejections[0].to_json()  # the quarantine can write it

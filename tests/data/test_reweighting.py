@@ -38,9 +38,16 @@ def same(a: Interactions, b: Interactions) -> None:
     ],
 )
 def test_a_rebuild_equals_a_build_from_the_events(events, weighting):
-    reweighter = Reweighter(events)
-    expected = Interactions.from_events(events, weighting)
+    reweighter = Reweighter(events)  # as of the newest event, by default
+    newest = events.column("timestamp").to_pylist()[-1]
+    assert reweighter.as_of == newest
+    expected = Interactions.from_events(events, weighting, as_of=newest)
     same(reweighter.build(weighting), expected)
+    later = datetime(2024, 6, 1, tzinfo=UTC)
+    same(
+        Reweighter(events, as_of=later).build(weighting),
+        Interactions.from_events(events, weighting, as_of=later),
+    )
 
 
 def test_given_vocabularies_and_reference_time_are_kept(events):
@@ -75,7 +82,10 @@ def test_the_weighting_space(events):
     assert space.current() == {"half_life_days": 30.0, "weight.like": 4.0, "weight.cart": 8.0}
     drawn = {"half_life_days": 2.0, "weight.cart": 20.0}
     assert space.settings(drawn) == Weighting({**weights, "cart": 20.0}, 2.0)
-    same(space.build(drawn), Interactions.from_events(events, Weighting({**weights, "cart": 20.0}, 2.0)))
+    rebuilt = Interactions.from_events(
+        events, Weighting({**weights, "cart": 20.0}, 2.0), as_of=reweighter.as_of
+    )
+    same(space.build(drawn), rebuilt)
     # no decay in use: the longest half-life is the nearest point
     assert WeightingSpace(reweighter, Weighting(weights, None), tune_weights=False).current() == {
         "half_life_days": space.search_space["half_life_days"].high

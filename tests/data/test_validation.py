@@ -50,7 +50,16 @@ def check(rows, config=None):
         ({"timestamp": " "}, "missing timestamp"),
         ({"timestamp": "yesterday"}, "unparsable timestamp 'yesterday'"),
         ({"timestamp": "2024-02-30T00:00:00"}, "unparsable timestamp '2024-02-30T00:00:00'"),
-        ({"timestamp": "1e20"}, "timestamp '1e20' outside years 1970..9999"),
+        ({"timestamp": "1e20"}, "timestamp '1e20' is more than data.max_future_seconds (300 s)"),
+        # issue 14: one event from the future, ids with control characters, huge values
+        ({"timestamp": "9999-12-31T00:00:00Z"}, "timestamp '9999-12-31T00:00:00Z' is more than"),
+        ({"timestamp": "-1"}, "timestamp '-1' is before data.min_timestamp 1970-01-01T00:00:00Z"),
+        ({"user_id": "u\x001"}, "user_id holds a control character"),
+        ({"item_id": "i\x1b[31m"}, "item_id holds a control character"),
+        ({"event_id": "e\u0085"}, "event_id holds a control character"),
+        ({"event_type": "view\x00"}, "event_type holds a control character"),
+        ({"value": "1e39"}, "value 1e+39 is larger than data.max_value 1e+06"),
+        ({"value": "-2e6"}, "value -2e+06 is larger than data.max_value 1e+06"),
     ],
 )
 def test_each_rule_rejects_with_its_reason(change, reason):
@@ -153,3 +162,24 @@ def test_recommendation_id_is_optional_and_kept():
     good, rejected = validate_records(records, DataConfig(), source="http")
     assert good.column("recommendation_id").to_pylist() == ["r1"]
     assert [r.reason for r in rejected] == ["recommendation_id must be a string or a number"]
+
+
+def test_the_accepted_time_window_moves_with_the_clock_and_the_settings():
+    now = round(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
+    config = DataConfig(max_future_seconds=60.0, min_timestamp="2020-01-01")
+    rows = [
+        {**GOOD, "timestamp": "2026-01-01T00:00:59Z"},  # inside the skew allowed
+        {**GOOD, "timestamp": "2026-01-01T00:01:01Z"},  # 61 s ahead
+        {**GOOD, "timestamp": "2019-12-31T23:59:59Z"},  # before min_timestamp
+        {**GOOD, "timestamp": "2020-01-01T00:00:00Z"},  # the first accepted instant
+    ]
+    table = pa.table({k: pa.array([r.get(k) for r in rows], pa.large_string()) for k in GOOD})
+    good, rejected = validate_table(table, config, source="t", locations={"line": np.arange(4)}, now_us=now)
+    assert good.num_rows == 2
+    assert {r.location["line"]: r.reason.split(" is ")[1][:10] for r in rejected} == {
+        1: "more than ",
+        2: "before dat",
+    }
+    # a space or a non-ASCII letter is no control character
+    good, rejected = check([{**GOOD, "user_id": "a b", "item_id": "é\u00a0ü"}])
+    assert good.num_rows == 1 and not rejected

@@ -91,3 +91,17 @@ def test_report_checks():
         Report((evaluation("a", 1), evaluation("b", 1, k=5)))
     with pytest.raises(KeyError, match="no model named"):
         Report((evaluation("a", 1),))["b"]
+
+
+def test_a_holdout_too_small_to_mean_anything_is_said_so(report):
+    # issue 14: a 7-day holdout after one event from the future scored NDCG 1.0 on one user
+    assert report.warnings == [] and report.to_dict()["warnings"] == []
+    tiny = Report((Evaluation("als", 10, {"ndcg": 1.0}, 1, 1, 0, 0.0, 0.0),))
+    assert tiny.warnings == [
+        "the holdout is too small to mean anything: 1 users with 1 relevant pairs (wanted: at least 20 "
+        "users and 50 pairs); hold out more events"
+    ]
+    assert tiny.to_dict()["warnings"] == tiny.warnings
+    console = Console(record=True, width=200)
+    print_report(tiny, console)
+    assert "warning: the holdout is too small" in console.export_text()

@@ -180,3 +180,19 @@ def test_a_published_version_that_cannot_be_read_does_not_block_the_pipeline(hom
     assert published["method"] == "none" and published["metrics"] is None
     assert "unknown model type 'retired-model-type'" in published["note"]
     assert result.outcome == "published"  # judged against popularity alone, and the run says why
+
+
+def test_a_broken_version_and_a_deletion_do_not_stop_the_next_run(home, events):
+    # issue 14: one invalid manifest.json made `pipeline run` fail with a JSON error naming no file
+    drop(home, events)
+    config = make_config(home)
+    first = run_pipeline(home, config)
+    (ModelRegistry(home).versions_dir / first.version / "manifest.json").write_text("{oops")
+    EventStore(home).tombstones.add("u1")  # a deletion: the next run builds again, without u1
+    second = run_pipeline(home, config)
+    assert second.status == "succeeded" and second.version != first.version
+    run = Run.load(second.path)
+    assert not run.result("build")["reused"]
+    assert "could not be scored" in (run.result("evaluate")["published"] or {}).get("note", "")
+    train = ModelRegistry(home).open(second.version).model.users_.ids().tolist()
+    assert "u1" not in train and "u2" in train

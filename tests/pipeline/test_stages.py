@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,24 @@ def test_ingest_moves_files_skips_partial_ones_and_parks_unreadable_ones(home, e
     assert (result["accepted"], result["duplicates"]) == (500, 500)
     _, result = run_stage(home, make_config(home), "ingest")
     assert result["files"] == [] and result["accepted"] == 0
+
+
+def test_one_poisoned_line_does_not_wedge_the_inbox(home, events):
+    # issue 14: a JSONL line nested 5,000 deep failed the whole file, and every later run
+    rows = [
+        '{"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": 1704067200}',
+        '{"user_id": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"user_id": "u2", "item_id": "i1", "event_type": "view", "timestamp": 1704067200}',
+    ]
+    (home / "inbox").mkdir(parents=True)
+    (home / "inbox" / "poison.jsonl").write_text("\n".join(rows) + "\n")
+    _, result = run_stage(home, make_config(home), "ingest")
+    assert (result["accepted"], result["rejected"], result["failed"]) == (2, 1, [])
+    quarantined = json.loads(Path(result["files"][0]["quarantine"]).read_text())
+    assert (quarantined["line"], quarantined["reason"]) == (2, "invalid JSON: nested too deeply")
+    drop(home, events.slice(0, 100), "next.csv")
+    _, result = run_stage(home, make_config(home), "ingest")
+    assert result["accepted"] == 100
 
 
 def test_build_is_keyed_by_event_content_and_settings(home, events):

@@ -4,6 +4,7 @@ per session and copied for each test that changes it."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,15 @@ from recforge.precompute import precompute
 from tests.serving.factors import ToyFactors
 
 API_KEY = "test-key-0123456789"
+ADMIN_KEY = "admin-key-9876543210"
 N_USERS, N_ITEMS, N_EVENTS = 300, 120, 15_000
+#: The builds' as-of time: the day after the generated events end (90 days from 2024-01-01).
+AS_OF = datetime(2024, 3, 31, tzinfo=UTC)
 
 
 def publish_version(home: Path, config: Config, model: Recommender, *, publish: bool = True) -> str:
     """Fit ``model`` on the events under ``home`` and store (and publish) it as a version."""
-    interactions = build_interactions(EventStore(home), config)
+    interactions = build_interactions(EventStore(home), config, as_of=AS_OF)
     model.fit(interactions)
     lists = precompute(model, interactions, k_users=50, k_items=30, k_popular=60)
     info = interactions.info
@@ -31,7 +35,7 @@ def publish_version(home: Path, config: Config, model: Recommender, *, publish: 
     version = registry.create(
         model,
         lists,
-        data_window={"first": info["first"], "last": info["last"], "events": info["events"]},
+        data_window={key: info[key] for key in ("first", "last", "events", "as_of", "read_at")},
         metrics={"ndcg@10": 0.1},
     )
     if publish:

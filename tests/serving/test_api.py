@@ -173,7 +173,13 @@ def test_model_health_and_readiness(client, artifact):
     assert body["version"] == artifact.version and body["model"] == "toyfactors"
     assert body["data_window"]["last"] and body["metrics"] == {"ndcg@10": 0.1} and "checksums" not in body
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "model_version": artifact.version}
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "model_version": artifact.version,
+        "served_version": artifact.version,
+        "published_version": artifact.version,
+    }
+    assert (body["served_version"], body["published_version"]) == (artifact.version,) * 2
 
 
 def test_not_ready_without_a_published_model(tmp_path):
@@ -213,14 +219,23 @@ def test_events_are_durable_when_answered_and_bad_ones_are_listed(client, home):
     batch.insert(1, {"user_id": "writer", "item_id": "i9", "event_type": "teleport", "timestamp": FRESH_TIME})
     batch.append({"user_id": "writer", "item_id": "i9", "event_type": "view", "timestamp": "yesterday"})
     batch.append("not an object")
+    # issue 14: one event from the future, a value that would overflow float32 sums, a NUL in an id
+    batch.append({"user_id": "writer", "item_id": "i9", "event_type": "view", "timestamp": "9999-12-31"})
+    batch.append({"user_id": "writer", "item_id": "i9", "event_type": "view", "timestamp": 1, "value": 1e39})
+    batch.append({"user_id": "wri\u0000ter", "item_id": "i9", "event_type": "view", "timestamp": FRESH_TIME})
     response = client.post("/v1/events", json=batch, headers=AUTH)
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 3 and body["duplicates"] == 0
-    assert [r["index"] for r in body["rejected"]] == [1, 4, 5]
+    assert [r["index"] for r in body["rejected"]] == [1, 4, 5, 6, 7, 8]
     assert "unknown event_type 'teleport'" in body["rejected"][0]["reason"]
     assert "unparsable timestamp" in body["rejected"][1]["reason"]
     assert body["rejected"][2]["reason"] == "not a JSON object"
+    assert body["rejected"][3]["reason"] == (
+        "timestamp '9999-12-31' is more than data.max_future_seconds (300 s) in the future"
+    )
+    assert body["rejected"][4]["reason"] == "value 1e+39 is larger than data.max_value 1e+06"
+    assert body["rejected"][5]["reason"] == "user_id holds a control character"
     stored = set(EventStore(home).scan(["event_id"]).column("event_id").to_pylist())  # another reader
     assert {"writer-0", "writer-1", "writer-2"} <= stored
     assert list((home / "quarantine").glob("http.*.jsonl"))
@@ -249,7 +264,9 @@ def test_ndjson_bodies_with_a_broken_line(client):
     body = response.json()
     assert response.status_code == 202 and body["accepted"] == 2
     assert body["rejected"][0]["index"] == 1 and body["rejected"][0]["reason"].startswith("invalid JSON")
-    assert client.post("/v1/events", content=b"", headers=AUTH).json()["accepted"] == 0
+    for empty in (b"", b"  \n ", b"[]"):  # issue 14: an empty body answered 202
+        response = client.post("/v1/events", content=empty, headers=AUTH)
+        assert response.status_code == 422 and "holds no events" in response.json()["detail"]
 
 
 def test_broken_json_array_is_400(client):

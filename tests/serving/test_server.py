@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from recforge.artifacts import ModelRegistry
+from recforge.data.build import build_interactions
+from recforge.data.store import EventStore
 from recforge.models import Popular
 from tests.conftest import REPO
-from tests.serving.conftest import API_KEY, make_config, publish_version
+from tests.serving.conftest import API_KEY, AS_OF, N_EVENTS, make_config, publish_version
 from tests.serving.factors import ToyFactors
 from tests.serving.redis_server import free_port, redis_server
 
@@ -115,6 +117,11 @@ def test_loadtest_with_publishes_has_no_failures(home, tmp_path):
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar", "/v1/events"} <= set(rows)
     assert served == candidates[-1]
     assert (tmp_path / "run_stats.csv").exists()
+    # issue 14: the load test's events are marked, and builds leave them out
+    stored = EventStore(home).scan(["event_id"]).column("event_id").to_pylist()
+    posted = [e for e in stored if not e.startswith("e")]  # the generated events are e<tag>-<n>
+    assert posted and all(e.startswith("loadtest-") for e in posted)
+    assert build_interactions(EventStore(home), config, as_of=AS_OF).info["events"] == N_EVENTS
 
 
 @pytest.mark.slow
@@ -134,3 +141,30 @@ def test_two_workers_share_fresh_events_through_redis(home):
         text = httpx.get(f"{url}/metrics").text
         assert "recforge_events_accepted_total 3.0" in text  # summed over the worker processes
         assert text.count("recforge_model_info{") == 2  # one per worker process (a pid label each)
+
+
+@pytest.mark.slow
+def test_workers_get_the_keys_from_a_private_file_not_the_environment(home):
+    # issue 14: `serve --workers N` passed the raw keys to its workers in an environment variable
+    import psutil
+
+    publish_version(home, make_config(home), Popular())  # worker processes know only real models
+    with server(home, "--workers", "2", RECFORGE_ADMIN_KEYS="admin-secret-42") as url:
+        assert httpx.post(f"{url}/v1/events", json=[], headers=AUTH).status_code == 422  # the key works
+        port = int(url.rsplit(":", 1)[1])
+        main = next(
+            p for p in psutil.process_iter(["cmdline"]) if str(port) in " ".join(p.info["cmdline"] or [])
+        )
+        workers = main.children(recursive=True)
+        assert len([w for w in workers if "multiprocessing" in " ".join(w.cmdline())]) >= 2
+        config_files = set()
+        for process in [main, *workers]:
+            environ = process.environ()
+            assert API_KEY not in "".join(environ.values()) or process.pid == main.pid
+            assert "admin-secret-42" not in "".join(environ.values()) or process.pid == main.pid
+            if "RECFORGE_SERVE_CONFIG" in environ:
+                config_files.add(environ["RECFORGE_SERVE_CONFIG"])
+        (path,) = config_files
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    assert not os.path.exists(path)  # removed with the server

@@ -12,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
+from recforge._time import to_us
 from recforge.config import Config
+from recforge.data.build import build_interactions
 from recforge.data.generate import generate_events
 from recforge.data.interactions import Interactions
 from recforge.data.store import EventStore
@@ -22,6 +24,10 @@ from recforge.weighting import Weighting
 pytestmark = pytest.mark.spark
 
 COLUMNS = ["user_id", "item_id", "event_type", "value", "timestamp"]
+
+
+#: The builds' as-of time: two days after the generated events end (they start 2024-01-01).
+AS_OF = datetime(2024, 2, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,15 @@ def home(tmp_path_factory):
     assert "recommendation_id" not in old.column_names
     pq.write_table(old, store.root / "seg-0000000003-0000000003.parquet")
     assert EventStore(home).scan().column("recommendation_id").null_count == 1_700
+    # issue 14: what a build never reads: load-test events, events after its as-of time, erased ones
+    extra = generate_events(users=60, items=25, events=200, days=30, seed=13)
+    ids = pa.array(["loadtest-" + e for e in extra.column("event_id").to_pylist()], pa.large_string())
+    store.append(extra.set_column(0, "event_id", ids))
+    late = generate_events(users=60, items=25, events=100, days=1, seed=14)
+    late_times = pc.add(late.column("timestamp"), pa.scalar(40 * 86_400_000_000, pa.duration("us")))
+    store.append(late.set_column(5, "timestamp", late_times))
+    store.tombstones.add("u3", now_us=to_us(datetime(2024, 3, 1, tzinfo=UTC)))
+    store.tombstones.add("u4", item_id="i1", now_us=to_us(datetime(2024, 3, 1, tzinfo=UTC)))
     return home
 
 
@@ -63,10 +78,18 @@ def settings(weights=None, half_life_days=30.0, reference_time=""):
     ids=["defaults", "no-decay", "custom-weights", "reference-time"],
 )
 def test_spark_pairs_equal_the_local_build(spark, home, config):
-    weighting = config.weighting.value()
-    local = Interactions.from_events(EventStore(home).scan(COLUMNS), weighting)
+    local = build_interactions(EventStore(home), config, as_of=AS_OF)
     assert "share" in EventStore(home).scan(["event_type"]).column("event_type").to_pylist()
-    pairs = events_frame(spark, home, config).toPandas()
+    base = pa.concat_tables(
+        [
+            generate_events(users=60, items=25, events=n, days=30, seed=seed)
+            for n, seed in ((1_200, 11), (300, 12))
+        ]
+    )
+    user, item = base.column("user_id"), base.column("item_id")
+    erased = pc.or_(pc.equal(user, "u3"), pc.and_(pc.equal(user, "u4"), pc.equal(item, "i1")))
+    assert local.info["events"] == 1_500 - pc.sum(erased).as_py() and "u3" not in local.users.ids().tolist()
+    pairs = events_frame(spark, home, config, as_of=AS_OF).toPandas()
     rows = local.users.lookup(pairs["user"].tolist())
     cols = local.items.lookup(pairs["item"].tolist())
     assert (rows >= 0).all() and (cols >= 0).all()
@@ -96,12 +119,14 @@ def test_the_column_is_the_weightings_strength(spark):
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-def test_decay_needs_a_reference_and_pairs_resolve_it(spark):
+def test_decay_needs_a_reference_time(spark):
     with pytest.raises(ValueError, match="reference time"):
         strength_column(Weighting())
     events = generate_events(users=5, items=5, events=40, days=40, seed=3)
-    local = Interactions.from_events(events, Weighting(half_life_days=2.0))
+    local = Interactions.from_events(events, Weighting(half_life_days=2.0), as_of=AS_OF)
     frame = spark.createDataFrame(events.select(COLUMNS).to_pandas())
-    pairs = weighted_pairs(frame, Weighting(half_life_days=2.0)).toPandas()
+    with pytest.raises(ValueError, match="reference time"):
+        weighted_pairs(frame, Weighting(half_life_days=2.0))
+    pairs = weighted_pairs(frame, Weighting(half_life_days=2.0).as_of(AS_OF)).toPandas()
     assert len(pairs) == local.nnz
     np.testing.assert_allclose(sorted(pairs["value"]), sorted(local.matrix.data), rtol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -51,10 +52,10 @@ def home(tmp_path_factory):
 
 def test_pairs_from_the_segments_equal_the_local_build(spark, home):
     config = load_config(home / "recforge.toml")
-    pairs = events_frame(spark, home, config).toPandas()
+    as_of = datetime(2024, 4, 1, tzinfo=UTC)
+    pairs = events_frame(spark, home, config, as_of=as_of).toPandas()
     local = Interactions.from_events(
-        EventStore(home).scan(CONTENT_COLUMNS),
-        config.weighting.value(),
+        EventStore(home).scan(CONTENT_COLUMNS), config.weighting.value(), as_of=as_of
     )
     matrix = sp.csr_matrix(
         (

@@ -1,10 +1,11 @@
-"""``recforge generate | build | events stats | events compact``: the data commands (``ingest``
-is in :mod:`recforge.cli.ingest`)."""
+"""``recforge generate | build | events stats | events compact | events delete``: the data
+commands (``ingest`` is in :mod:`recforge.cli.ingest`)."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -46,22 +47,30 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         start: str | None = typer.Option(None, "--start", help="Only events at or after (ISO 8601)."),
         end: str | None = typer.Option(None, "--end", help="Only events before (ISO 8601)."),
+        as_of: str | None = typer.Option(
+            None,
+            "--as-of",
+            help="Build as of this time (ISO 8601; default now): ages are measured from it, later "
+            "events are left out.",
+        ),
     ) -> None:
         """Build the user x item interaction matrix from the stored events (weights and time
-        decay from [weighting] in the config) into <home>/interactions."""
+        decay from [weighting] in the config, as of now or --as-of) into <home>/interactions."""
         from recforge._progress import stage
         from recforge._time import parse_time
-        from recforge.data.build import build_interactions, save_interactions
+        from recforge.data.build import age_days, build_interactions, save_interactions
         from recforge.data.store import EventStore
 
         state: State = ctx.obj
         started = time.perf_counter()
+        when = parse_time(as_of) if as_of else datetime.now(UTC)
         with stage("building interactions from the event store"):
             interactions = build_interactions(
                 EventStore(state.existing_home()),
                 state.config,
                 start=parse_time(start) if start else None,
                 end=parse_time(end) if end else None,
+                as_of=when,
             )
         with stage("saving the build"):
             path = save_interactions(interactions, state.home)
@@ -69,8 +78,21 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"built {interactions.n_users:,} users x {interactions.n_items:,} items, "
             f"{interactions.nnz:,} pairs from {interactions.info['events']:,} events "
-            f"into {path} ({took:.1f} s)"
+            f"as of {interactions.info['as_of']} into {path} ({took:.1f} s)"
         )
+        half_life = state.config.weighting.value().half_life_days
+        stale = age_days(interactions, when)
+        if half_life is not None and stale > 10 * half_life:
+            typer.echo(
+                f"note: the newest event is {stale:,.0f} days before the as-of time "
+                f"({stale / half_life:,.0f} half-lives): every weight is below "
+                f"{0.5 ** (stale / half_life):.1e} of its full value; to build as of the data's end, "
+                f"give --as-of {interactions.info['last']}",
+                err=True,
+            )
+        vanished = interactions.info.get("vanished")
+        if vanished:
+            typer.echo(f"note: {vanished:,} pairs decayed below float32's range and were left out", err=True)
 
     events = typer.Typer(help="Inspect and maintain the event store.", no_args_is_help=True)
     app.add_typer(events, name="events")
@@ -112,4 +134,36 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"merged {result.merged} segments into {result.written}; "
             f"{result.before} segments before, {result.after} after"
+            + (f"; {result.erased:,} erased events removed from disk" if result.erased else "")
+        )
+
+    @events.command("delete")
+    def delete(
+        ctx: typer.Context,
+        user: str = typer.Option(..., "--user", help="The user whose events are erased."),
+        item: str | None = typer.Option(None, "--item", help="Only the events on this item."),
+        before: str | None = typer.Option(
+            None, "--before", help="Only the events stamped before this time (ISO 8601)."
+        ),
+    ) -> None:
+        """Erase a user's events (right to erasure): hidden from every read and build at once,
+        removed from disk by `recforge events compact`; servers stop serving the user's fresh
+        events and precomputed list."""
+        from recforge._time import parse_time
+        from recforge.data.store import EventStore
+
+        state: State = ctx.obj
+        store = EventStore(state.home)
+        before_events = store.stats()["events"]
+        stone = store.tombstones.add(
+            user,
+            item,
+            parse_time(before) if before else None,
+            max_future_seconds=state.config.data.max_future_seconds,
+        )
+        erased = before_events - store.stats()["events"]
+        scope = f" on item {item!r}" if item is not None else ""
+        typer.echo(
+            f"erased {erased:,} events of user {user!r}{scope} stamped before {stone.to_dict()['before']} "
+            f"(deletion {stone.id}); `recforge events compact` removes them from disk"
         )

@@ -20,8 +20,7 @@ def register(app: typer.Typer) -> None:
         """Print the effective configuration (defaults, file, environment) as JSON."""
         config = ctx.obj.config.to_dict()
         serving = config.get("serving")
-        if isinstance(serving, dict):
-            for name in ("api_keys", "admin_keys"):
-                if serving.get(name):
-                    serving[name] = ["***"] * len(serving[name])
+        for key in ("api_keys", "admin_keys"):
+            if isinstance(serving, dict) and serving.get(key):
+                serving[key] = ["***"] * len(serving[key])
         typer.echo(json.dumps(config, indent=2, sort_keys=True))

@@ -68,10 +68,12 @@ def register(app: typer.Typer) -> None:
         """Ingest event files (the default: `recforge ingest FILE...`).
 
         Validates the files and adds the good rows to the event store; bad rows go to
-        <home>/quarantine/ with their line number and reason."""
+        <home>/quarantine/ with their line number and reason. A file that cannot be read is
+        reported and skipped: the others are still ingested, and the command exits 2 at the end."""
         from recforge.data.ingest import ingest_file
         from recforge.data.readers import parse_mapping
         from recforge.data.store import EventStore
+        from recforge.errors import RecforgeError
 
         state: State = ctx.obj
         mapping = parse_mapping(map_)
@@ -81,11 +83,26 @@ def register(app: typer.Typer) -> None:
         if value is not None:
             constants["value"] = value
         store = EventStore(state.writable_home())
+        failed: list[str] = []
         for path in paths:
             started = time.perf_counter()
-            report = ingest_file(
-                path, store, state.config, format=format, mapping=mapping, constants=constants, strict=strict
-            )
+            try:
+                report = ingest_file(
+                    path,
+                    store,
+                    state.config,
+                    format=format,
+                    mapping=mapping,
+                    constants=constants,
+                    strict=strict,
+                )
+            except RecforgeError as error:  # this file only: the next ones are still ingested
+                failed.append(str(path))
+                message = " ".join(str(error).split())
+                if as_json:
+                    typer.echo(json.dumps({"source": str(path), "error": message}))
+                typer.echo(f"recforge: error: {message}", err=True)
+                continue
             took = time.perf_counter() - started
             if as_json:
                 typer.echo(json.dumps({**report.to_dict(), "seconds": round(took, 3)}))
@@ -96,6 +113,13 @@ def register(app: typer.Typer) -> None:
             )
             if report.quarantine:
                 typer.echo(f"  rejected rows: {report.quarantine}")
+        if failed:
+            if len(paths) > 1:
+                typer.echo(
+                    f"recforge: {len(failed)} of {len(paths)} files not ingested: {', '.join(failed)}",
+                    err=True,
+                )
+            raise typer.Exit(2)
 
     @ingest.command("kafka")
     def kafka(

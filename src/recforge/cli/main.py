@@ -10,6 +10,7 @@ the traceback.
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -34,6 +35,8 @@ app = typer.Typer(
 )
 
 _debug = False
+#: How NumPy reports a write the disk could not take (it gives no errno).
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 #: Typer bundles its own click; its usage errors (bad option, missing argument) derive from the
 #: class that Typer exports ``BadParameter`` from.
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug or _debug:
             traceback.print_exc()
         message = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, OSError) and _SHORT_WRITE.match(message):  # numpy's words for a full disk
+            message = f"a write was cut short ({message}): No space left on device, or over a quota"
         print(f"recforge: error: {message}", file=sys.stderr)
         return 2
 

@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         for info in versions:
             m = info.manifest
             mark = "*" if info.version == current else " "
+            if info.broken:
+                typer.echo(f"{mark} {info.version:<33} {'broken':<10} {info.reason}")
+                continue
             metrics = ", ".join(f"{k}={_short(v)}" for k, v in sorted(info.metrics.items())) or "-"
             typer.echo(
                 f"{mark} {info.version:<33} {info.status:<10} {m.get('model', ''):<10} "
@@ -84,14 +87,16 @@ def register(app: typer.Typer) -> None:
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
     ) -> None:
-        """Make a version the served one (running servers switch to it within a second)."""
+        """Make a version the served one (running servers switch to it within a second). It is
+        verified first (checksums, list ranges, a smoke query); one that fails is not published."""
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
         registry = ModelRegistry(state.existing_home())
         name = registry.resolve(version)
+        registry.verify(name)
         _load_lists(state, registry, name, store)
-        info = registry.publish(name)
+        info = registry.publish(name, verify=False)  # verified just above
         typer.echo(f"published {info.version}")
 
     @models.command("rollback")
@@ -102,13 +107,17 @@ def register(app: typer.Typer) -> None:
             None, "--store", help="Load its lists into this Redis first (default: serving.store)."
         ),
     ) -> None:
-        """Publish again the version that was published before the current one (or the one named)."""
+        """Publish again the version that was published before the current one (in publish
+        history), or the one named; verified first."""
         from recforge.artifacts import ModelRegistry
 
         state = _state(ctx)
         registry = ModelRegistry(state.existing_home())
-        info = registry.rollback() if to == "previous" else registry.publish(registry.resolve(to))
-        _load_lists(state, registry, info.version, store)
+        target = registry.resolve(to)
+        registry.verify(target)
+        _load_lists(state, registry, target, store)
+        # verified just above
+        info = registry.rollback(verify=False) if to == "previous" else registry.publish(target, verify=False)
         typer.echo(f"rolled back to {info.version}")
 
     @models.command("load")

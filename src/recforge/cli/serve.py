@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from recforge.errors import RecforgeError
-        from recforge.serving.app import CONFIG_ENV, create_app
+        from recforge.serving.app import CONFIG_ENV, SECRET_VARIABLES, create_app
 
         state: State = ctx.obj
         home = state.existing_home()
@@ -69,7 +69,16 @@ def register(app: typer.Typer) -> None:
                 "received them; use --store redis://... to share them",
                 err=True,
             )
-        os.environ[CONFIG_ENV] = json.dumps(state.config.to_dict())
+        # The workers get the effective configuration (keys included) from a file only this user
+        # can read, never from the environment; the key variables are not passed on either.
+        private = Path(tempfile.mkdtemp(prefix="recforge-serve-"))  # mode 0700
+        config_file = private / "config.json"
+        descriptor = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(state.config.to_dict(), handle)
+        os.environ[CONFIG_ENV] = str(config_file)
+        for secret in SECRET_VARIABLES:
+            os.environ.pop(secret, None)
         metrics_dir = None
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             metrics_dir = tempfile.mkdtemp(prefix="recforge-metrics-")
@@ -79,6 +88,7 @@ def register(app: typer.Typer) -> None:
                 "recforge.serving.app:app_from_environment", factory=True, workers=serving.workers, **options
             )
         finally:
+            shutil.rmtree(private, ignore_errors=True)
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -100,7 +110,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the Locust load test headless and print requests/s, p50/p95/p99 and failures per
         endpoint. Ids come from the published model under --home; events are posted when
-        RECFORGE_API_KEYS (first key) or RECFORGE_LOADTEST_API_KEY is set. Exits 1 on failures."""
+        RECFORGE_API_KEYS (first key) or RECFORGE_LOADTEST_API_KEY is set, with event ids marked
+        by [data] loadtest_prefix, so that builds leave them out. Exits 1 on failures."""
         from recforge.errors import RecforgeError
 
         state: State = ctx.obj
@@ -116,6 +127,7 @@ def register(app: typer.Typer) -> None:
                 "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--host", host,
                 "--csv", prefix, "--only-summary", "--stop-timeout", "5", "--loglevel", "WARNING",
                 "--target-rps", str(rate), "--id-file", str(ids_file), "--event-batch", str(event_batch),
+                "--event-id-prefix", state.config.data.loadtest_prefix or "loadtest-",
             ]  # fmt: skip
             env = dict(os.environ)
             keys = state.config.serving.api_keys

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from recforge._time import iso_from_us
+from recforge._time import iso, iso_from_us
 from recforge.data.schema import timestamps_us
 from recforge.data.vocabulary import Vocabulary
 from recforge.weighting import Weighting
@@ -36,9 +37,10 @@ FORMAT_VERSION = 1
 class Interactions:
     """A users x items CSR matrix of ``r_ui`` plus the vocabularies that name its rows and columns.
 
-    ``info`` records how it was built: ``events`` (rows read), ``first``/``last`` event time and
-    ``reference_time`` (ISO 8601), ``half_life_days``, ``weights``, and ``dropped`` (events whose
-    user or item was not in given vocabularies).
+    ``info`` records how it was built: ``events`` (rows read), ``first``/``last`` event time,
+    ``as_of`` and ``reference_time`` (ISO 8601), ``half_life_days``, ``weights``, ``dropped``
+    (events whose user or item was not in given vocabularies) and ``vanished`` (pairs whose
+    decayed ``r_ui`` is too small for float32: older than about 126 half-lives).
     """
 
     matrix: sp.csr_matrix
@@ -104,9 +106,13 @@ class Interactions:
         *,
         users: Vocabulary | None = None,
         items: Vocabulary | None = None,
+        as_of: datetime | None = None,
     ) -> Interactions:
         """Aggregate an event table (the :mod:`recforge.data.schema` columns) into ``r_ui``
-        under ``weighting`` (default: ``Weighting()``, see :class:`~recforge.weighting.Weighting`).
+        under ``weighting`` (default: ``Weighting()``, see :class:`~recforge.weighting.Weighting`)
+        as of ``as_of``: the time ages are measured from (:meth:`Weighting.as_of`). A decaying
+        weighting needs one (or its own ``reference_time``): a build's is now or ``--as-of``
+        (:func:`recforge.data.build.build_interactions`), never the newest event.
 
         Given ``users``/``items`` vocabularies fix the rows/columns (events on ids outside them
         are dropped and counted in ``info["dropped"]``); otherwise the vocabularies are the
@@ -116,7 +122,12 @@ class Interactions:
         n_events = events.num_rows
         ts_us = timestamps_us(events.column("timestamp"))
         weighting = Weighting() if weighting is None else weighting
-        applied = weighting.resolved(int(ts_us.max()) if n_events else None)
+        applied = weighting.as_of(as_of)
+        if n_events and applied.half_life_days is not None and applied.reference_time is None:
+            raise ValueError(
+                "a decaying weighting needs an as-of time to measure ages from: pass as_of= "
+                "(a build's is now, or --as-of) or set the weighting's reference_time"
+            )
         if users is None:
             users = Vocabulary.from_values(events.column("user_id"))
         if items is None:
@@ -134,7 +145,9 @@ class Interactions:
         strength = applied.strength(type_codes, type_names, value, ts_us)
         shape = (len(users), len(items))
         summed = sp.csr_matrix((strength[known], (u[known], i[known])), shape=shape, dtype=np.float64)
+        summed.sum_duplicates()
         matrix = _canonical(summed.astype(np.float32))
+        vanished = int(np.count_nonzero(summed.data > 0)) - matrix.nnz
 
         ratings = None
         if "rating" in type_names:
@@ -145,8 +158,10 @@ class Interactions:
             "format_version": FORMAT_VERSION,
             "events": int(n_events),
             "dropped": dropped,
+            "vanished": vanished,
             "first": iso_from_us(int(ts_us.min())) if n_events else None,
             "last": iso_from_us(int(ts_us.max())) if n_events else None,
+            "as_of": iso(as_of),
             **applied.describe(),
         }
         return cls(matrix, users, items, ratings, info)

@@ -28,6 +28,11 @@ committed, the consumer leaves its group and the report is returned. ``max_idle`
 that many seconds without a message, counted from the partition assignment (joining a group can
 take tens of seconds) and from every message since.
 
+**An unreachable broker** is found before anything else: the consumer asks for the topic's
+metadata and gives up after ``[kafka] connect_timeout_s`` (or ``max_idle``, when shorter) with one
+error naming the address. librdkafka's own log lines (one per reconnection attempt) are held back
+meanwhile, and later each kind is passed on at most once a minute.
+
 **Lag**, per partition: the high watermark from the latest fetch minus the next offset to store,
 i.e. messages on the broker not yet durable here. In the report, and, with ``metrics_port``, as
 the Prometheus gauge ``recforge_kafka_consumer_lag{topic,partition}`` beside counters of
@@ -40,6 +45,8 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import re
 import signal
 import threading
 import time
@@ -69,6 +76,9 @@ log = logging.getLogger("recforge.kafka")
 _POLL_S = 0.5
 #: Most messages asked of one ``consume`` call.
 _CONSUME_MAX = 100_000
+#: The logger librdkafka's lines go to, and how often one kind of line is passed on.
+CLIENT_LOGGER = "recforge.kafka.client"
+_CLIENT_LOG_EVERY_S = 60.0
 
 
 # parsing -------------------------------------------------------------------------------------
@@ -349,7 +359,34 @@ class KafkaIngestor:
 
     def run(self) -> KafkaReport:
         kafka = _client()
-        consumer = self._consumer if self._consumer is not None else self._connect(kafka)
+        client_log = logging.getLogger(CLIENT_LOGGER)
+        quieter = _ClientLog()
+        client_log.addFilter(quieter)
+        try:
+            consumer = self._consumer if self._consumer is not None else self._connect(kafka)
+            if self._consumer is None:
+                self._reach(consumer, kafka)
+            quieter.quiet = False
+            return self._run(consumer, kafka)
+        finally:
+            client_log.removeFilter(quieter)
+
+    def _reach(self, consumer: Any, kafka: ModuleType) -> None:
+        """Ask a broker for the topic's metadata; one clear error when none answers in time."""
+        timeout = self.config.kafka.connect_timeout_s
+        if self.max_idle is not None:
+            timeout = min(timeout, self.max_idle)
+        try:
+            consumer.list_topics(topic=self.topic, timeout=timeout)
+        except kafka.KafkaException as failure:
+            consumer.close()
+            error = failure.args[0] if failure.args else failure
+            reason = error.str() if hasattr(error, "str") else str(error)
+            raise RecforgeError(
+                f"kafka: no broker at {self.bootstrap} answered within {timeout:g} s ({reason})"
+            ) from None
+
+    def _run(self, consumer: Any, kafka: ModuleType) -> KafkaReport:
         self._started = time.monotonic()
         try:
             if self.metrics_port:
@@ -389,7 +426,7 @@ class KafkaIngestor:
                 "session.timeout.ms": timeout,
                 "heartbeat.interval.ms": max(100, min(3000, timeout // 3)),
                 "log.connection.close": False,
-                "logger": logging.getLogger("recforge.kafka.client"),
+                "logger": logging.getLogger(CLIENT_LOGGER),
             }
         )
 
@@ -582,6 +619,28 @@ class KafkaIngestor:
             if high >= 0 and begin is not None and begin >= 0:
                 lag[p] = max(high - begin, 0)
         return lag
+
+
+class _ClientLog(logging.Filter):
+    """librdkafka's log lines: none while ``quiet`` (the first contact, whose failure is reported
+    as one error), then each kind (the text with its numbers masked) at most once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = True
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.quiet:
+            return False
+        kind = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(kind, -math.inf) < _CLIENT_LOG_EVERY_S:
+            return False
+        if len(self._last) > 1000:  # bounded memory
+            self._last.clear()
+        self._last[kind] = now
+        return True
 
 
 # metrics -------------------------------------------------------------------------------------

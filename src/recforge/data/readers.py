@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
@@ -175,8 +176,6 @@ class Source:
         with _open(self.path, self.gzip) as stream:
             blocks = _line_blocks(stream, chunk_rows)
             first = next(blocks, b"")
-            if b"\0" in first[:65536]:
-                raise UnreadableSourceError(f"{self.path}: binary data, not {fmt.name} text")
             line = 1
             names = list(fmt.columns)
             if fmt.kind == "text" and fmt.header:
@@ -201,8 +200,9 @@ class Source:
             column = self.mapping.get(name, name)
             if column not in names:
                 hint = f"; name one with --map {name}=COLUMN" if self.format.kind != "jsonl" else ""
+                shown = ", ".join(n if n.isprintable() else repr(n) for n in names)
                 raise UnreadableSourceError(
-                    f"{self.path}: no column {column!r} for {name} (columns: {', '.join(names)}){hint}"
+                    f"{self.path}: no column {column!r} for {name} (columns: {shown}){hint}"
                 )
 
     def _events(self, chunk: Chunk) -> Chunk:
@@ -231,14 +231,62 @@ class Source:
             wanted = [self.mapping.get(c, c) for c in COLUMNS if self.mapping.get(c, c) in names]
             first = 1
             for batch in parquet.iter_batches(batch_size=chunk_rows, columns=wanted):
-                table = pa.Table.from_batches([batch])
+                shown = pa.Table.from_batches([batch])
+                table, malformed = _without_invalid_text(shown)
                 rows = np.arange(first, first + table.num_rows, dtype=np.int64)
 
-                def raw(positions: np.ndarray, table: pa.Table = table) -> list[Any]:
-                    return table.take(pa.array(positions)).to_pylist()
+                def raw(positions: np.ndarray, shown: pa.Table = shown) -> list[Any]:
+                    return _rows_as_text(shown.take(pa.array(positions)))
 
-                yield self._events(Chunk(table, {"row": rows}, raw))
+                yield self._events(Chunk(table, {"row": rows}, raw, malformed=malformed))
                 first += table.num_rows
+
+
+def _without_invalid_text(table: pa.Table) -> tuple[pa.Table, dict[int, str]]:
+    """Parquet strings are not checked for UTF-8 when read: rows holding invalid text become
+    null rows rejected as ``not valid UTF-8`` (a full validation per string column, in C; rows
+    are looked at one by one only in a column that fails it)."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for column in table.columns:
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+            for row, value in enumerate(raw.to_pylist()):
+                if value is not None and not _is_utf8(value):
+                    bad[row] = True
+    if not bad.any():
+        return table, {}
+    mask = pa.array(bad)
+    columns = [pc.if_else(mask, pa.scalar(None, c.type), c) for c in table.columns]
+    return pa.table(columns, names=table.column_names), dict.fromkeys(
+        np.flatnonzero(bad).tolist(), "not valid UTF-8"
+    )
+
+
+def _is_utf8(value: bytes) -> bool:
+    """Whether ``value`` is UTF-8 text, checked by Arrow in C (no Python string is made)."""
+    try:
+        pa.array([value], pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _rows_as_text(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as dicts for the quarantine; invalid UTF-8 is shown with replacement characters."""
+    rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            values = column.cast(pa.large_binary()).to_pylist()
+            values = [None if v is None else v.decode("utf-8", errors="replace") for v in values]
+        else:
+            values = column.to_pylist()
+        for row, value in zip(rows, values, strict=True):
+            row[name] = value
+    return rows
 
 
 def detect_format(path: str | Path) -> str:
@@ -260,8 +308,6 @@ def detect_format(path: str | Path) -> str:
             except (pa.ArrowInvalid, OSError) as error:
                 raise UnreadableSourceError(f"{path}: not a Parquet file ({_one_line(error)})") from None
         return "ml-pairs" if {"userID", "movieID"} <= set(names) and "user_id" not in names else "parquet"
-    if b"\0" in head:
-        raise UnreadableSourceError(f"{path}: binary data, not an event file")
     if name == "u.data" or suffix in (".data", ".base", ".test"):
         return "ml-100k"
     if suffix == ".dat":
@@ -355,9 +401,11 @@ def _text_block(block: bytes, first_line: int, fmt: Format, names: list[str]) ->
     blank = lines.blank(b"")
     parse = block.replace(b"::", b"\x1f") if fmt.delimiter == "::" else block
     delimiter = "\x1f" if fmt.delimiter == "::" else fmt.delimiter
-    parsed = _arrow_csv(parse, names, delimiter, fmt.quoted, lines, blank)
+    # Invalid UTF-8 goes line by line: Arrow's handler of bad rows cannot even be told about a row
+    # that is not text (it raises inside pyarrow, which prints a traceback and loses the row).
+    parsed = _arrow_csv(parse, names, delimiter, fmt.quoted, lines, blank) if _is_utf8(block) else None
     if parsed is None:
-        return _text_lines_one_by_one(lines, first_line, names, delimiter, fmt.quoted)
+        return _text_lines_one_by_one(lines, first_line, names, fmt.delimiter, fmt.quoted)
     table, good, bad, counts = parsed
     return _with_malformed(
         table,
@@ -419,8 +467,12 @@ def _arrow_csv(
 def _text_lines_one_by_one(
     lines: _Lines, first_line: int, names: list[str], delimiter: str, quoted: bool
 ) -> Chunk:
-    """The slow path: each line parsed alone with the ``csv`` module."""
+    """The slow path: each line parsed alone with the ``csv`` module (a multi-character
+    ``delimiter`` such as ``::`` is replaced by a unit separator first, as the fast path does)."""
     import csv
+
+    multi = len(delimiter) > 1
+    split_on = "\x1f" if multi else delimiter
 
     rows: list[list[str]] = []
     good: list[int] = []
@@ -436,11 +488,13 @@ def _text_lines_one_by_one(
             bad.append(index)
             reasons.append("not valid UTF-8")
             continue
+        if multi:
+            text = text.replace(delimiter, split_on)
         try:
             if quoted:
-                fields = next(csv.reader([text], delimiter=delimiter, strict=True))
+                fields = next(csv.reader([text], delimiter=split_on, strict=True))
             else:
-                fields = next(csv.reader([text], delimiter=delimiter, quoting=csv.QUOTE_NONE, strict=True))
+                fields = next(csv.reader([text], delimiter=split_on, quoting=csv.QUOTE_NONE, strict=True))
         except (csv.Error, StopIteration) as error:
             bad.append(index)
             reasons.append(f"malformed line: {error}")
@@ -483,6 +537,8 @@ def _jsonl_block(block: bytes, first_line: int) -> Chunk:
     blank = lines.blank(b" \t\r")
     nonblank = np.flatnonzero(~blank)
     try:
+        if not _is_utf8(block):  # Arrow's JSON reader does not check: invalid text goes line by line
+            raise pa.ArrowInvalid("not UTF-8")
         table = pjson.read_json(
             io.BytesIO(block),
             read_options=pjson.ReadOptions(
@@ -500,11 +556,10 @@ def _jsonl_block(block: bytes, first_line: int) -> Chunk:
     records: list[Any] = []
     malformed: dict[int, str] = {}
     for j, index in enumerate(nonblank):
-        try:
-            records.append(json.loads(lines.block[lines.starts[index] : lines.ends[index]]))
-        except (ValueError, UnicodeDecodeError) as error:
-            records.append(None)
-            malformed[j] = f"invalid JSON: {error}"
+        record, reason = _json_line(lines.block[lines.starts[index] : lines.ends[index]])
+        records.append(record)
+        if reason is not None:
+            malformed[j] = reason
     table, extra, not_objects = records_to_table(records)
     for j in not_objects:
         malformed.setdefault(j, "not a JSON object")
@@ -515,6 +570,27 @@ def _jsonl_block(block: bytes, first_line: int) -> Chunk:
         malformed=malformed,
         extra=extra,
     )
+
+
+def _json_line(line: bytes) -> tuple[Any, str | None]:
+    """One JSONL line parsed alone: ``(record, None)``, or ``(None, reason)`` when it is not valid
+    UTF-8 or not valid JSON (nesting too deep for the parser included)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+    try:
+        record = json.loads(text)
+    except ValueError as error:
+        return None, f"invalid JSON: {error}"
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    if isinstance(record, dict) and any(isinstance(v, dict | list) for v in record.values()):
+        try:  # a value too deep to write back as text (validation shows it as JSON)
+            json.dumps(record)
+        except RecursionError:
+            return None, "invalid JSON: nested too deeply"
+    return record, None
 
 
 # files -----------------------------------------------------------------------------------------

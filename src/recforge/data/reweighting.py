@@ -16,11 +16,14 @@ same events with the same vocabularies and weighting (up to the rounding of the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from recforge._time import iso
 from recforge.data.interactions import Interactions, _float_column
 from recforge.data.schema import timestamps_us
 from recforge.data.vocabulary import Vocabulary
@@ -33,7 +36,10 @@ class Reweighter:
     """Rebuild :class:`Interactions` from ``events`` for any :class:`Weighting`.
 
     ``users`` / ``items`` fix the vocabularies (events on other ids are dropped, as
-    :meth:`Interactions.from_events` does); by default they are the events' own.
+    :meth:`Interactions.from_events` does); by default they are the events' own. ``as_of`` is
+    the time ages are measured from when a weighting sets none (:meth:`Weighting.as_of`); by
+    default the newest of ``events`` (the training events), as the per-user splits do (give a
+    temporal split's cut).
     """
 
     def __init__(
@@ -42,6 +48,7 @@ class Reweighter:
         *,
         users: Vocabulary | None = None,
         items: Vocabulary | None = None,
+        as_of: datetime | None = None,
     ) -> None:
         # the weight-independent parts (vocabularies, ratings view, info) from one plain build
         self._base = Interactions.from_events(
@@ -67,8 +74,9 @@ class Reweighter:
         self._values = _float_column(events.column("value"))[known][order]
         ts_us = timestamps_us(events.column("timestamp"))
         self._timestamps_us = ts_us[known][order]
-        #: the newest event, dropped ones included (as from_events measures ages from it)
-        self._newest_us = int(ts_us.max()) if len(ts_us) else None
+        if as_of is None and len(ts_us):  # the newest event, dropped ones included
+            as_of = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(ts_us.max()))
+        self.as_of = as_of
         self._span_days = float(np.ptp(ts_us)) / 1e6 / SECONDS_PER_DAY if len(ts_us) else 0.0
         counts = np.bincount(self._type_codes, minlength=len(self._type_names))
         #: event types in the events, the most frequent first
@@ -89,7 +97,7 @@ class Reweighter:
 
     def build(self, weighting: Weighting | None = None) -> Interactions:
         """The interactions under ``weighting`` (default: ``Weighting()``)."""
-        applied = (Weighting() if weighting is None else weighting).resolved(self._newest_us)
+        applied = (Weighting() if weighting is None else weighting).as_of(self.as_of)
         strength = applied.strength(self._type_codes, self._type_names, self._values, self._timestamps_us)
         sums = np.add.reduceat(strength, self._starts) if len(strength) else np.zeros(0)
         data = sums.astype(np.float32)
@@ -99,5 +107,5 @@ class Reweighter:
         np.cumsum(np.bincount(self._rows[keep], minlength=shape[0]), out=indptr[1:])
         matrix = sp.csr_matrix((data[keep], self._cols[keep], indptr), shape=shape)
         matrix.has_sorted_indices = True
-        info = dict(self._base.info, **applied.describe())
+        info = dict(self._base.info, as_of=iso(self.as_of), **applied.describe())
         return Interactions(matrix, self.users, self.items, self._base.ratings, info)

@@ -23,6 +23,10 @@ two processes ingesting at once lose nothing and never store an id twice.
 ``seg-<a>-<b>`` and then deletes them. A segment whose sequence range lies inside another's
 is superseded and ignored by readers, so a compaction killed after its rename shows each event
 once; the leftovers are deleted by the next compaction.
+
+**Erasure.** Deleted events are hidden by tombstones (:mod:`recforge.data.tombstones`) from
+every read at once; compaction rewrites each segment that holds erased events without them
+(under the same name, replaced atomically), so they are then gone from disk too.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import pyarrow.parquet as pq
 from recforge._files import fsync_path, save_npy_atomic
 from recforge.data.keys import KeyLog, Keys, contains_any, derive_event_ids, first_occurrences, hash128
 from recforge.data.schema import COLUMNS, EVENT_SCHEMA
+from recforge.data.tombstones import Tombstones
 
 __all__ = ["AppendResult", "CompactResult", "EventStore", "Segment", "SegmentWriter"]
 
@@ -86,12 +91,14 @@ class AppendResult:
 
 @dataclass(frozen=True)
 class CompactResult:
-    """Segments before and after, and how many were merged into how many."""
+    """Segments before and after, how many were merged into how many, and how many erased
+    events were removed from disk."""
 
     before: int
     after: int
     merged: int
     written: int
+    erased: int = 0
 
 
 class EventStore:
@@ -111,6 +118,7 @@ class EventStore:
         self._index = KeyLog()
         self._indexed_upto = 0
         self._index_lock = threading.Lock()
+        self.tombstones = Tombstones(self.root)
 
     def __repr__(self) -> str:
         return f"EventStore({str(self.home)!r})"
@@ -165,15 +173,26 @@ class EventStore:
         columns: Sequence[str] | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
+        skip_prefix: str = "",
     ) -> pa.Table:
-        """Events with ``start <= timestamp < end`` (either bound optional), in commit order."""
+        """Events with ``start <= timestamp < end`` (either bound optional), in commit order;
+        never erased ones, nor (given ``skip_prefix``) those whose ``event_id`` starts with it."""
         columns = list(COLUMNS if columns is None else columns)
         unknown = [c for c in columns if c not in COLUMNS]
         if unknown:
             raise ValueError(f"unknown event columns {unknown}; columns: {list(COLUMNS)}")
         schema = pa.schema([EVENT_SCHEMA.field(c) for c in columns])
-        where, params = _window(start, end)
-        select = ", ".join(f'"{c}"' for c in columns)
+        erasing = len(self.tombstones) > 0
+        read = list(columns)
+        if erasing:  # the tombstones are matched on these
+            read += [c for c in ("user_id", "item_id", "timestamp") if c not in read]
+        where, window = _window(start, end)
+        params: list[Any] = list(window)
+        if skip_prefix:
+            where += (" AND " if where else " WHERE ") + "NOT starts_with(coalesce(event_id, ''), ?)"
+            params.append(skip_prefix)
+        select = ", ".join(f'"{c}"' for c in read)
 
         def query(con: duckdb.DuckDBPyConnection, files: list[str]) -> pa.Table:
             # by name: segments written before a nullable column existed read it as null
@@ -183,20 +202,31 @@ class EventStore:
         result = self._query(query)
         if result is None:
             return schema.empty_table()
+        if erasing:
+            erased = self.tombstones.erased(result)
+            if erased.any():
+                result = result.filter(pa.array(~erased))
+            result = result.select(columns)
         return result.cast(schema)
 
     def stats(self) -> dict[str, Any]:
         """``events``, ``users``, ``items``, ``first``/``last`` (ISO 8601, UTC), ``event_types``
         (count per type), ``segments`` and ``bytes`` (on disk)."""
 
+        stones = self.tombstones.table()
+
         def query(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, Any]:
+            live = "read_parquet(?)"
+            if stones.num_rows:  # erased events are no events
+                con.register("tombstones", stones)
+                live = f"(SELECT * FROM read_parquet(?) e WHERE {self.tombstones.sql_filter('e')})"
             row = con.sql(
                 "SELECT count(*), count(DISTINCT user_id), count(DISTINCT item_id), "
-                "epoch_us(min(timestamp)), epoch_us(max(timestamp)) FROM read_parquet(?)",
+                f"epoch_us(min(timestamp)), epoch_us(max(timestamp)) FROM {live}",
                 params=[files],
             ).fetchall()[0]
             types = con.sql(
-                "SELECT event_type, count(*) FROM read_parquet(?) GROUP BY 1 ORDER BY 1", params=[files]
+                f"SELECT event_type, count(*) FROM {live} GROUP BY 1 ORDER BY 1", params=[files]
             ).fetchall()
             return {
                 "events": int(row[0]),
@@ -241,8 +271,9 @@ class EventStore:
     # compaction ---------------------------------------------------------------------------
     def compact(self, target_rows: int = 4_000_000) -> CompactResult:
         """Merge runs of adjacent segments smaller than ``target_rows`` into segments of at most
-        ``target_rows`` rows; also delete superseded segments and dead writers' temporary files.
-        Safe to kill at any point, and to run beside writers."""
+        ``target_rows`` rows, and rewrite every other segment holding erased events without them;
+        also delete superseded segments and dead writers' temporary files. Safe to kill at any
+        point, and to run beside writers."""
         if target_rows < 1:
             raise ValueError(f"target_rows must be positive, got {target_rows}")
         with _locked(self.root / "_compact.lock"):
@@ -250,30 +281,66 @@ class EventStore:
                 self._collect_garbage()
             live = self.segments()
             groups = _plan(live, [s.rows for s in live], target_rows)
+            erased = 0
             for group in groups:
-                self._merge(group)
+                erased += self._merge(group)
+            merged = {s.name for group in groups for s in group}
+            for segment in self._holding_erased([s for s in live if s.name not in merged]):
+                erased += self._merge([segment])
             after = len(self.segments())
-        return CompactResult(len(live), after, sum(len(g) for g in groups), len(groups))
+        return CompactResult(len(live), after, sum(len(g) for g in groups), len(groups), erased)
 
-    def _merge(self, group: list[Segment]) -> None:
+    def _holding_erased(self, segments: list[Segment]) -> list[Segment]:
+        """The segments with at least one erased event."""
+        stones = self.tombstones.table()
+        if not stones.num_rows or not segments:
+            return []
+        by_path = {str(s.path): s for s in segments}
+        con = duckdb.connect()
+        try:
+            con.register("tombstones", stones)
+            rows = con.sql(
+                "SELECT DISTINCT filename FROM read_parquet(?, filename = true) e "
+                f"WHERE NOT ({self.tombstones.sql_filter('e')})",
+                params=[list(by_path)],
+            ).fetchall()
+        finally:
+            con.close()
+        return [by_path[name] for (name,) in rows if name in by_path]
+
+    def _merge(self, group: list[Segment]) -> int:
+        """Write ``group`` as one segment (its name spans theirs) without its erased events;
+        returns how many were erased."""
         tmp = self._tmp_path()
+        erased = 0
         try:
             with pq.ParquetWriter(tmp, EVENT_SCHEMA, compression=_COMPRESSION) as out:
                 for segment in group:
                     for batch in pq.ParquetFile(segment.path).iter_batches(batch_size=1 << 20):
-                        out.write_table(_upgrade(pa.Table.from_batches([batch])))
+                        table = _upgrade(pa.Table.from_batches([batch]))
+                        gone = self.tombstones.erased(table)
+                        if gone.any():
+                            erased += int(gone.sum())
+                            table = table.filter(pa.array(~gone))
+                        out.write_table(table)
             fsync_path(tmp)
-            keys = Keys.merge([self.keys(s) for s in group])
+            if erased:  # some keys are gone with their events: read what was written
+                keys = Keys(*hash128(pq.read_table(tmp, columns=["event_id"]).column("event_id")))
+            else:
+                keys = Keys.merge([self.keys(s) for s in group])
             with _locked(self.root / "_commit.lock"):
                 final = self.root / f"seg-{group[0].first:010d}-{group[-1].last:010d}.parquet"
-                os.rename(tmp, final)
+                os.replace(tmp, final)
                 fsync_path(self.root, directory=True)
                 for segment in group:
-                    self._delete(segment.path)
+                    if segment.path != final:
+                        self._delete(segment.path)
+                self._keys.pop(final.name, None)
                 self._save_keys(final.name, keys)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+        return erased
 
     def _collect_garbage(self) -> None:
         """Delete superseded segments, keys of missing segments, dead writers' temporary files."""

@@ -3,13 +3,18 @@
 
 A row is rejected when (all reasons are reported, joined by ``"; "``):
 
-* ``user_id`` or ``item_id`` is missing (null or empty), or any id (``event_id`` and
-  ``recommendation_id`` too, both optional) is longer than ``data.max_id_length`` characters;
+* ``user_id`` or ``item_id`` is missing (null or empty), any id (``event_id`` and
+  ``recommendation_id`` too, both optional) is longer than ``data.max_id_length`` characters,
+  or an id or the event type holds a control character (Unicode category Cc: U+0000..U+001F,
+  U+007F..U+009F; a NUL byte is one);
 * ``event_type`` is missing, or unknown under ``data.unknown_event_type = "reject"``;
-* ``value`` is not a number, is NaN or infinite, or is negative for an event type not in
-  ``data.allow_negative`` (a missing value is the default, 1.0);
-* ``timestamp`` is missing, unparsable, or outside years 1970..9999. Accepted: Unix seconds
-  (integer or fractional, as numbers or strings) and ISO 8601 (``2024-05-01``,
+* ``value`` is not a number, is NaN or infinite, is larger in magnitude than ``data.max_value``
+  (float32, which models train in, would turn sums of such values into infinity), or is negative
+  for an event type not in ``data.allow_negative`` (a missing value is the default, 1.0);
+* ``timestamp`` is missing, unparsable, or outside the accepted window: before
+  ``data.min_timestamp``, or more than ``data.max_future_seconds`` after the time of validation
+  (one event from the future would otherwise be the newest of every build). Accepted: Unix
+  seconds (integer or fractional, as numbers or strings) and ISO 8601 (``2024-05-01``,
   ``2024-05-01T12:00:00``, ``...Z``, ``...+02:00``); a time without a zone is UTC.
 
 Rows that could not even be split into fields (wrong column count, invalid JSON) are rejected by
@@ -20,6 +25,7 @@ are touched one by one, to format their reasons.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,14 +35,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge._time import parse_time, to_us
 from recforge.config import DataConfig
 from recforge.data.schema import EVENT_SCHEMA
 
-__all__ = ["Rejection", "records_to_table", "validate_records", "validate_table"]
+__all__ = ["Rejection", "accepted_window", "records_to_table", "validate_records", "validate_table"]
 
-#: Timestamps outside [1970-01-01, 10000-01-01) are rejected (microseconds since the epoch).
-_MIN_US = 0
-_MAX_US = 253_402_300_800_000_000
+#: A control character (Unicode category Cc) anywhere in a string.
+_CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _ISO = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$"
 _ZONED = r"([Zz]|[+-]\d{2}(:?\d{2})?)$"
@@ -90,6 +96,7 @@ def validate_table(
     raw: Callable[[np.ndarray], Sequence[Any]] | None = None,
     extra: Mapping[int, list[str]] | None = None,
     malformed: Mapping[int, str] | None = None,
+    now_us: int | None = None,
 ) -> tuple[pa.Table, list[Rejection]]:
     """Split ``table`` (columns named as in :data:`EVENT_SCHEMA`, of any type: strings from
     CSV, numbers or timestamps from JSON or Parquet; missing ``event_id``/``value`` columns are
@@ -99,6 +106,8 @@ def validate_table(
     each rejection; ``raw(rows)`` returns what to show of the rejected rows (default: the row
     as a dict); ``extra`` adds reasons for given rows (from the caller's own checks) and
     ``malformed`` rows are rejected with that one reason only (they are not events at all).
+    ``now_us`` is the time the window of accepted timestamps is measured from (microseconds
+    since the epoch; default: the clock).
     """
     n = table.num_rows
     checks = _Checks(n)
@@ -112,9 +121,15 @@ def validate_table(
             checks.add(missing, _fixed(f"missing {name}"))
         checks.add(wrong_type, _fixed(f"{name} must be a string or a number"))
         checks.add(too_long, _fixed(f"{name} longer than {max_len} characters"))
+        checks.add(
+            _mask(pc.match_substring_regex(values, _CONTROL)), _fixed(f"{name} holds a control character")
+        )
 
     types, missing_type, _, wrong_type = _ids(table, "event_type", n, None)
     checks.add(missing_type | wrong_type, _fixed("missing event_type"))
+    checks.add(
+        _mask(pc.match_substring_regex(types, _CONTROL)), _fixed("event_type holds a control character")
+    )
     type_of = _texts(types)
     known = pc.is_in(types, value_set=pa.array(config.event_types, pa.large_string()))
     known_np = _mask(known)
@@ -126,6 +141,8 @@ def validate_table(
     checks.add(not_number, lambda r: f"value {value_text(r)!r} is not a number")
     non_finite = ~not_number & ~np.isfinite(value)
     checks.add(non_finite, lambda r: f"value {value_text(r)!r} is not finite")
+    too_large = ~not_number & np.isfinite(value) & (np.abs(value) > config.max_value)
+    checks.add(too_large, lambda r: f"value {value[r]:g} is larger than data.max_value {config.max_value:g}")
     negative = ~not_number & (value < 0)
     if config.allow_negative:
         allowed = pc.is_in(types, value_set=pa.array(config.allow_negative, pa.large_string()))
@@ -135,8 +152,19 @@ def validate_table(
     ts_us, ts_text, ts_missing, ts_bad = _timestamps(table, n)
     checks.add(ts_missing, _fixed("missing timestamp"))
     checks.add(ts_bad, lambda r: f"unparsable timestamp {ts_text(r)!r} (expected ISO 8601 or Unix seconds)")
-    out_of_range = ~ts_missing & ~ts_bad & ((ts_us < _MIN_US) | (ts_us >= _MAX_US))
-    checks.add(out_of_range, lambda r: f"timestamp {ts_text(r)!r} outside years 1970..9999")
+    parsed = ~ts_missing & ~ts_bad
+    earliest, latest = accepted_window(config, now_us)
+    checks.add(
+        parsed & (ts_us < earliest),
+        lambda r: f"timestamp {ts_text(r)!r} is before data.min_timestamp {config.min_timestamp}",
+    )
+    checks.add(
+        parsed & (ts_us > latest),
+        lambda r: (
+            f"timestamp {ts_text(r)!r} is more than data.max_future_seconds "
+            f"({config.max_future_seconds:g} s) in the future"
+        ),
+    )
 
     if extra:
         extra_mask = np.zeros(n, dtype=bool)
@@ -175,6 +203,14 @@ def validate_table(
     ]
     rejections.sort(key=lambda rejection: tuple(rejection.location.values()))
     return good_table, rejections
+
+
+def accepted_window(config: DataConfig, now_us: int | None = None) -> tuple[int, int]:
+    """``(earliest, latest)`` accepted timestamp, in microseconds since the epoch (both
+    included): ``data.min_timestamp`` (never before 1970) and ``now + data.max_future_seconds``."""
+    now = time.time_ns() // 1000 if now_us is None else int(now_us)
+    earliest = max(0, to_us(parse_time(config.min_timestamp)))
+    return earliest, now + round(config.max_future_seconds * 1e6)
 
 
 def validate_records(

@@ -77,6 +77,12 @@ class Evaluation:
         }
 
 
+#: A holdout with fewer evaluated users or relevant pairs than these is too small for its metrics
+#: to mean anything (one user with one relevant item scores NDCG 0 or 1): reports warn.
+MIN_HOLDOUT_USERS = 20
+MIN_HOLDOUT_RELEVANT = 50
+
+
 @dataclass(frozen=True, eq=False)
 class Report:
     """Several models evaluated on the same holdout, and the baseline they are compared with."""
@@ -116,6 +122,19 @@ class Report:
                 return evaluation
         raise KeyError(f"no model named {name!r} in the report (have {self.names})")
 
+    @property
+    def warnings(self) -> list[str]:
+        """What makes these numbers unreliable: a holdout with fewer than
+        :data:`MIN_HOLDOUT_USERS` evaluated users or :data:`MIN_HOLDOUT_RELEVANT` relevant pairs."""
+        first = self.evaluations[0]
+        if first.users >= MIN_HOLDOUT_USERS and first.relevant >= MIN_HOLDOUT_RELEVANT:
+            return []
+        return [
+            f"the holdout is too small to mean anything: {first.users} users with {first.relevant} "
+            f"relevant pairs (wanted: at least {MIN_HOLDOUT_USERS} users and {MIN_HOLDOUT_RELEVANT} "
+            "pairs); hold out more events"
+        ]
+
     def lift(self, name: str, metric: str) -> float:
         """``value / baseline_value - 1`` for a model and metric (``nan`` without a baseline or
         when the baseline scores 0)."""
@@ -135,6 +154,7 @@ class Report:
             "baseline": self.baseline,
             "split": dict(self.split) if self.split is not None else None,
             "models": {e.name: e.to_dict() for e in self.evaluations},
+            "warnings": self.warnings,
         }
         if self.baseline is not None:
             out["lift"] = {
@@ -227,6 +247,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         shown = {key: value for key, value in report.split.items() if not isinstance(value, dict | list)}
         described = ", ".join(f"{key}={value}" for key, value in shown.items() if value is not None)
         console.print(f"split: {described}", highlight=False)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
 
 
 def write_json(report: Report, path: str | Path) -> Path:

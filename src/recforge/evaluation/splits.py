@@ -9,10 +9,12 @@ Inputs are event tables (the :mod:`recforge.data.schema` columns; time lives the
 temporal splits need them) or, for the random holdout, an already built ``Interactions``
 (its stored ``(user, item)`` pairs are the rows; both parts keep its values and vocabularies,
 and a pair's ``matrix`` and ``ratings`` entries stay together). From events, ``train`` is built with
-:meth:`Interactions.from_events` with the given ``weighting`` (default ``Weighting()``; with
-no ``reference_time``, ages are measured from the newest train event), and ``test`` with the same
-weights, **no time decay** (a test event is relevant however old it is) and the train
-vocabularies.
+:meth:`Interactions.from_events` with the given ``weighting`` (default ``Weighting()``) as of
+the end of the training data: with no ``reference_time``, ages are measured from the cut of a
+temporal split (the moment its model is trained "as of"), and from the newest training event
+for the per-user splits, whose test events are interleaved in time with the train ones;
+``test`` is built with the same weights, **no time decay** (a test event is relevant however
+old it is) and the train vocabularies.
 
 Users and items that occur only in the test part cannot be scored by a model trained on the
 train part: their test events are left out of ``test`` (they have no row or column there), and
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -241,7 +243,8 @@ def temporal_split(
         "cut": iso_from_us(cut) if cut != np.iinfo(np.int64).max else None,
         "test_fraction": None if test_fraction is None else float(test_fraction),
     }
-    return _finish(events, test_mask, params, weighting)
+    as_of = _time(cut) if cut != np.iinfo(np.int64).max else None
+    return _finish(events, test_mask, params, weighting, as_of)
 
 
 # building the parts -------------------------------------------------------------------------------
@@ -250,10 +253,15 @@ def _finish(
     test_mask: np.ndarray,
     params: dict[str, Any],
     weighting: Weighting | None,
+    as_of: datetime | None = None,
 ) -> Split:
+    """The split's parts; ``as_of`` (default: the newest training event) is the time the train
+    part's ages are measured from when the weighting sets none."""
     if isinstance(data, Interactions):
         return _split_interactions(data, test_mask, params)
-    return _split_events(data, test_mask, params, Weighting() if weighting is None else weighting)
+    if as_of is None and not test_mask.all():
+        as_of = _time(int(timestamps_us(data.column("timestamp"))[~test_mask].max()))
+    return _split_events(data, test_mask, params, Weighting() if weighting is None else weighting, as_of)
 
 
 def _split_events(
@@ -261,10 +269,11 @@ def _split_events(
     test_mask: np.ndarray,
     params: dict[str, Any],
     weighting: Weighting,
+    as_of: datetime | None,
 ) -> Split:
     train_events = events.filter(pa.array(~test_mask))
     test_events = events.filter(pa.array(test_mask))
-    train = Interactions.from_events(train_events, weighting)
+    train = Interactions.from_events(train_events, weighting, as_of=as_of)
     test = Interactions.from_events(
         test_events, replace(weighting, half_life_days=None), users=train.users, items=train.items
     )
@@ -329,6 +338,10 @@ def _split_interactions(data: Interactions, test_mask: np.ndarray, params: dict[
 
 
 # helpers ------------------------------------------------------------------------------------------
+def _time(us: int) -> datetime:
+    return datetime.fromtimestamp(0, UTC) + timedelta(microseconds=int(us))
+
+
 def _check_events(events: object, columns: tuple[str, ...]) -> None:
     if not isinstance(events, pa.Table):
         raise TypeError(f"expected an event table (pyarrow.Table), got {type(events).__name__}")

@@ -99,8 +99,7 @@ def holdout_from_config(config: Config) -> Holdout:
 
 def split_events(events: pa.Table, holdout: Holdout, config: Config) -> Split:
     """The split of ``events`` by the holdout (at its cut, or per user), weighted with
-    ``[weighting]``'s weights and half-life (ages measured from the newest training event, as
-    the splits do).
+    ``[weighting]``'s weights and half-life as of the end of the train part (as the splits do).
 
     A holdout that leaves no training events or no test events is an error saying so.
     """

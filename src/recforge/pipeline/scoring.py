@@ -210,7 +210,8 @@ def evaluate_holdout(
             f"a per-user holdout cannot tell which held-out events version {info.version} saw; evaluate "
             f"its configuration with --model {info.manifest.get('model')}, or give a temporal --holdout"
         )
-    split = split_events(EventStore(home).scan(CONTENT_COLUMNS), holdout, config)
+    events = EventStore(home).scan(CONTENT_COLUMNS, skip_prefix=config.data.loadtest_prefix)
+    split = split_events(events, holdout, config)
     k = config.pipeline.k if k is None else k
     evaluator = Evaluator(split.train, split.test, k, metrics=ranking)
     evaluations = [

@@ -25,9 +25,10 @@ The stages:
     never blocks the loop. A file ingested but not yet moved when a run dies is ingested again
     by the next run: every event is then a duplicate, dropped by its event id.
 ``build``
-    The holdout split (:mod:`~recforge.pipeline.holdout`: temporal, or per user) of all stored
-    events, reused when the events' content (the set of event keys, so compaction changes
-    nothing), the weighting and the holdout are unchanged.
+    The holdout split (:mod:`~recforge.pipeline.holdout`: temporal, or per user) of the stored
+    events up to now (never load-test or erased ones), weighted as of the end of its train part;
+    reused when the events' content (the set of event keys, so compaction changes nothing), the
+    deletions, the weighting and the holdout are unchanged.
 ``tune``
     Every ``[pipeline] tune_every`` runs, tunes on the build's train part and records the
     choice (:mod:`~recforge.pipeline.tune_stage`); otherwise skips.
@@ -74,21 +75,23 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from recforge._files import commit_dir, temporary_dir, write_json_atomic
 from recforge._progress import Display, fit_report
-from recforge._time import parse_time
+from recforge._time import iso, parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
 from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
 from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
-from recforge.errors import RecforgeError, UnreadableSourceError
+from recforge.errors import RecforgeError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
@@ -171,7 +174,7 @@ def ingest(ctx: Context, run: Run) -> dict[str, Any]:
     for path in pending:
         try:
             report = ingest_file(path, store, ctx.config, show_progress=False)
-        except UnreadableSourceError as error:
+        except (RecforgeError, ValueError, pa.ArrowException) as error:  # the file's fault: set aside
             target = _move(path, inbox / "failed")
             target.with_name(target.name + ".error").write_text(f"{error}\n")
             failed.append({"file": path.name, "error": str(error), "moved_to": str(target)})
@@ -225,8 +228,16 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
     if content["events"] == 0:
         raise RecforgeError(f"no events in {store.root}; drop event files into {ctx.inbox} first")
     weighting = dataclasses.asdict(ctx.config.weighting)
+    prefix = ctx.config.data.loadtest_prefix
     blob = json.dumps(
-        {"format": BUILD_FORMAT, "events": content, "weighting": weighting, "holdout": holdout.describe()},
+        {
+            "format": BUILD_FORMAT,
+            "events": content,
+            "erased": store.tombstones.fingerprint(),
+            "loadtest_prefix": prefix,
+            "weighting": weighting,
+            "holdout": holdout.describe(),
+        },
         sort_keys=True,
     )
     fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -236,13 +247,17 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    events = store.scan(CONTENT_COLUMNS)
+    read_at = datetime.now(UTC)  # events stamped later (clock skew) wait for the next build
+    events = store.scan(CONTENT_COLUMNS, end=read_at + timedelta(microseconds=1), skip_prefix=prefix)
+    if events.num_rows == 0:
+        raise RecforgeError(f"no events to build from in {store.root} (load-test and erased ones are not)")
     split = split_events(events, holdout, ctx.config)
     del events
     summary = {
         "split": _jsonable(split.summary()),
         "holdout": holdout.describe(),
         "cut": split.params.get("cut"),  # none for a per-user holdout
+        "read_at": iso(read_at),
         "events": content["events"],
         "train": _part(split.train),
         "test": _part(split.test),
@@ -364,6 +379,8 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         evaluations.append(published.evaluation)
     report = Report(tuple(evaluations), baseline="popular", split=built["split"])
     report.write_json(run.path / "evaluation.json")
+    for warning in report.warnings:
+        log.warning("evaluate: %s", warning)
     metrics = {e.name: _clean(e.metrics) for e in evaluations}
     published_result = None
     if published is not None:
@@ -384,6 +401,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         "metrics": metrics,
         "published": published_result,
         "report": str(run.path / "evaluation.json"),
+        "warnings": report.warnings,
     }
 
 
@@ -432,7 +450,12 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
         data,
         ctx.config,
         metrics=metrics,
-        data_window={**built["train"], "cut": built["cut"], "holdout": built["holdout"]},
+        data_window={
+            **built["train"],
+            "cut": built["cut"],
+            "holdout": built["holdout"],
+            "read_at": built.get("read_at"),
+        },
         extra={
             "run_id": run.id,
             "train_key": trained["train_key"],

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from recforge._time import parse_time
 from recforge.config import Config, WeightingConfig
 from recforge.data.reweighting import Reweighter
 from recforge.data.schema import CONTENT_COLUMNS
@@ -115,11 +116,11 @@ def tune_store(
     if restart and path.exists():
         path.unlink()
 
-    events = EventStore(home).scan(CONTENT_COLUMNS)
+    events = EventStore(home).scan(CONTENT_COLUMNS, skip_prefix=config.data.loadtest_prefix)
     if events.num_rows == 0:
         raise RecforgeError("no events to tune on; ingest some first")
-    # as the splits do, ages are measured from the newest training event, not [weighting]'s
-    # reference_time
+    # as the splits do, ages are measured from the end of the training part (the cut), not
+    # [weighting]'s reference_time
     weighting = replace(config.weighting.value(), reference_time=None)
     split: Split
     if per_user is not None:
@@ -131,7 +132,12 @@ def tune_store(
     weights_space: WeightingSpace | None = None
     current_weights: dict[str, Any] = {}
     if tune_weights or tune_half_life:
-        reweighter = Reweighter(train_events, users=split.train.users, items=split.train.items)
+        reweighter = Reweighter(
+            train_events,
+            users=split.train.users,
+            items=split.train.items,
+            as_of=parse_time(split.train.info["as_of"]),
+        )
         weights_space = WeightingSpace(
             reweighter, weighting, tune_weights=tune_weights, tune_half_life=tune_half_life
         )

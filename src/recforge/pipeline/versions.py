@@ -45,9 +45,8 @@ def store_version(
     """A new candidate version of ``model`` (fitted on ``interactions``) with its lists, computed
     by ``engine`` with ``[pipeline]``'s sizes; ``data_window`` defaults to what the interactions
     record. With ``store`` (a ``redis://`` URL) the lists are loaded into that list store too."""
-    window = data_window or {
-        key: interactions.info.get(key) for key in ("first", "last", "events", "window_start", "window_end")
-    }
+    keys = ("first", "last", "events", "window_start", "window_end", "as_of", "read_at")
+    window = data_window or {key: interactions.info.get(key) for key in keys}
     with engine.lists(model, interactions, config) as computed:
         info = registry.create(
             model,

@@ -108,10 +108,18 @@ def first_k(ids: np.ndarray, scores: np.ndarray, k: int, drop: np.ndarray) -> tu
 
 
 def user_answer(
-    served: ServedModel, user_id: str, k: int, exclude: np.ndarray, fresh: list[FreshEvent]
+    served: ServedModel,
+    user_id: str,
+    k: int,
+    exclude: np.ndarray,
+    fresh: list[FreshEvent],
+    *,
+    forget: bool = False,
 ) -> Answer:
-    """Recommendations for one user (see the module docstring)."""
-    user = served.users.get(user_id)
+    """Recommendations for one user (see the module docstring). ``forget``: the user erased
+    events this version learned from; answer as for a user it does not know (fallback
+    ``erased``; :mod:`recforge.serving.erasure`)."""
+    user = -1 if forget else served.users.get(user_id)
     if fresh:
         answer = _fold_in(served, user, k, exclude, fresh)
         if answer is not None:
@@ -122,7 +130,7 @@ def user_answer(
             ids, scores = first_k(row[0], row[1], k, exclude)
             return Answer("precomputed", ids, scores)
     else:
-        reason = "unknown_user"
+        reason = "erased" if forget else "unknown_user"
     ids, scores = popular_list(served)
     ids, scores = first_k(ids, scores, k, exclude)
     return Answer("popular", ids, scores, fallback=reason)

@@ -36,21 +36,30 @@ from recforge.serving.backend import Backend, open_backend
 from recforge.serving.dashboard import Dashboard, mount_dashboard
 from recforge.serving.dashboard.live import registry_sample
 from recforge.serving.deps import Serving
+from recforge.serving.erasure import Erasures
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import ModelHolder, Routing, ServedModel
 from recforge.serving.online_export import OnlineExport
-from recforge.serving.routers import batch, events, health, items, model, prometheus, users
+from recforge.serving.routers import batch, erasures, events, health, items, model, prometheus, users
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware, ProcessProbe
 
-__all__ = ["CONFIG_ENV", "app_from_environment", "create_app"]
+__all__ = ["CONFIG_ENV", "SECRET_VARIABLES", "app_from_environment", "create_app"]
 
 log = logging.getLogger("recforge.serving")
 #: uvicorn's own logger: what it prints reaches the server's console in every worker process
 console = logging.getLogger("uvicorn.error")
 
-#: Where ``recforge serve --workers N`` passes the effective configuration (JSON) to workers.
+#: The path of the file (mode 0600, in a private directory) in which ``recforge serve --workers
+#: N`` passes the effective configuration (JSON, keys included) to its workers.
 CONFIG_ENV = "RECFORGE_SERVE_CONFIG"
+#: Environment variables holding keys, not passed on to worker processes.
+SECRET_VARIABLES = (
+    "RECFORGE_API_KEYS",
+    "RECFORGE_ADMIN_KEYS",
+    "RECFORGE_SERVING__API_KEYS",
+    "RECFORGE_SERVING__ADMIN_KEYS",
+)
 
 
 def create_app(config: Config, *, backend: Backend | None = None, watch: bool = True) -> FastAPI:
@@ -100,6 +109,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             intake=intake,
             api_keys=ApiKeys(config.serving.api_keys),
             blocking_reads=opened.blocking,
+            admin_keys=ApiKeys(config.serving.admin_keys),
+            erasures=Erasures(intake.store.tombstones),
         )
         dashboard = None
         if config.serving.dashboard:
@@ -145,6 +156,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         batch.router,
         items.router,
         events.router,
+        erasures.router,
         model.router,
         health.router,
         prometheus.router,
@@ -202,13 +214,15 @@ async def _store_unavailable(request: Request, error: Exception) -> JSONResponse
 
 
 def app_from_environment() -> FastAPI:
-    """The app of a uvicorn worker process: the configuration comes from :data:`CONFIG_ENV`."""
-    from recforge.config import load_config
-
-    raw = os.environ.get(CONFIG_ENV)
-    if not raw:
-        raise RuntimeError(f"{CONFIG_ENV} is not set; start the server with recforge serve")
+    """The app of a uvicorn worker process: the configuration comes from the file that
+    :data:`CONFIG_ENV` names."""
     import json
 
-    overrides: dict[str, Any] = json.loads(raw)
+    from recforge.config import load_config
+
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise RuntimeError(f"{CONFIG_ENV} is not set; start the server with recforge serve")
+    with open(path) as handle:
+        overrides: dict[str, Any] = json.load(handle)
     return create_app(load_config(environ={}, overrides=overrides))

@@ -17,6 +17,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from recforge.config import Config
+from recforge.serving.erasure import Erasures
 from recforge.serving.fresh import FreshEvents
 from recforge.serving.intake import EventIntake
 from recforge.serving.model import ModelHolder, ServedModel
@@ -41,6 +42,10 @@ class Serving:
     #: Whether list and fresh-event lookups do network I/O (Redis): then reads run in the
     #: thread pool; with memory-mapped lists they run on the event loop.
     blocking_reads: bool
+    #: The keys of admin routes (``serving.admin_keys``), apart from the write keys above.
+    admin_keys: ApiKeys
+    #: The deletions every answer honours.
+    erasures: Erasures
 
     def served(self, user_id: str | None = None) -> ServedModel:
         """The version this request is answered from (read once: a reload never changes it):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,6 +55,10 @@ class FreshEvents(ABC):
     @abstractmethod
     def get(self, user_id: str, cutoff_us: int) -> list[FreshEvent]:
         """The user's kept events newer than ``cutoff_us``, oldest first."""
+
+    @abstractmethod
+    def erase(self, user_id: str, covers: Callable[[FreshEvent], bool]) -> int:
+        """Remove the user's kept events that ``covers`` (a deletion) picks; returns how many."""
 
     def users(self) -> int | None:
         """Users with kept events, where the store can tell cheaply."""
@@ -140,6 +144,18 @@ class MemoryFreshEvents(FreshEvents):
             queue = list(queue)
         return _distinct_newer(queue, cutoff_us)
 
+    def erase(self, user_id: str, covers: Callable[[FreshEvent], bool]) -> int:
+        with self._lock:
+            queue = self._users.get(user_id)
+            if not queue:
+                return 0
+            kept = [event for event in queue if not covers(event)]
+            if kept:
+                self._users[user_id] = kept
+            else:
+                del self._users[user_id]
+            return len(queue) - len(kept)
+
     def users(self) -> int:
         return len(self._users)
 
@@ -192,6 +208,27 @@ class RedisFreshEvents(FreshEvents):
         if not raw:
             return []
         return _distinct_newer([FreshEvent(*orjson.loads(blob)) for blob in raw], cutoff_us)
+
+    def erase(self, user_id: str, covers: Callable[[FreshEvent], bool]) -> int:
+        """Rewrite the user's list without the covered events, in a transaction that is retried
+        when another process appended meanwhile (``WATCH``)."""
+        key = self._key(user_id)
+        removed = [0]
+
+        def rewrite(pipe: Any) -> None:
+            raw = pipe.lrange(key, 0, -1)
+            kept = [blob for blob in raw if not covers(FreshEvent(*orjson.loads(blob)))]
+            removed[0] = len(raw) - len(kept)
+            pipe.multi()
+            if removed[0]:
+                pipe.delete(key)
+                if kept:
+                    pipe.rpush(key, *kept)
+                    pipe.expire(key, self.ttl_seconds)
+
+        with translate_errors(self.url):
+            self.client.transaction(rewrite, key)
+        return removed[0]
 
     def close(self) -> None:
         self.client.close()

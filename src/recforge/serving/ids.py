@@ -10,6 +10,11 @@ never return a wrong index.
 
 With ``keep_names`` (the item catalogue, which answers name), the ids are also held as a Python
 list (about 70 bytes per id) so that naming the items of an answer costs a list index each.
+
+In a route's path an external id is ``{user_id:id}``: any text, ``/`` and line breaks included
+(a client percent-encodes them: ``a%2Fb``; and an id ``.`` or ``..`` as ``%2E``/``%2E%2E``, since
+clients drop dot segments from paths), so that every id the event store accepts is one the API
+can answer for.
 """
 
 from __future__ import annotations
@@ -19,10 +24,26 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from starlette.convertors import Convertor, register_url_convertor
 
 from recforge.data.vocabulary import Vocabulary
 
 __all__ = ["IdIndex"]
+
+
+class _IdConvertor(Convertor[str]):
+    """A path segment holding an external id: any text (``/`` and line breaks included)."""
+
+    regex = "(?s:.*)"  # an empty id is matched too, and refused (422) by the route
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", _IdConvertor())
 
 _CHUNK = 1 << 14
 #: ``keep_names`` is ignored above this many ids (memory).

@@ -158,7 +158,7 @@ class EventIntake:
         event's position in the request)."""
         records, broken = parse_events(body, self.config.serving.max_events_per_request)
         if not records:
-            return pa.table({}), []
+            raise BadEvents(422, "the body holds no events: send a JSON array of events, or NDJSON")
         fast = None if broken else columns_of(records)
         extra: dict[int, list[str]] = {}
         not_objects: list[int] = []

@@ -22,22 +22,29 @@ publish (for ``current`` arms), rebuild the routing; a publish while an arm is p
 and each impression records the version that answered, so nothing changes silently. An arm
 whose version cannot be loaded stops the routing (everyone is served the published version,
 recorded without an arm) until it loads.
+
+**Nothing unverified is served.** A version is verified before it is swapped in
+(:func:`recforge.version_checks.check_version`: checksums, list ranges, a smoke query; reading
+every file once also brings it into the page cache). A version that fails is logged, counted and
+skipped, and the server keeps answering from the version it has; at start-up, with nothing
+served yet, it falls back to the newest good version of the publish history
+(:meth:`~recforge.artifacts.ModelRegistry.last_good`). ``published`` (what ``CURRENT`` names)
+and ``current`` (what is served) then differ, and ``/readyz`` and ``/v1/model`` say so.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recforge._time import parse_time, to_us
 from recforge.artifacts import Artifact, ModelRegistry
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
@@ -46,7 +53,14 @@ from recforge.online.impressions import ImpressionLog
 from recforge.serving.ids import IdIndex
 from recforge.serving.stores import ListStore
 
-__all__ = ["ModelHolder", "Routing", "ServedModel", "data_cutoff_us", "load_served_model", "prefetch"]
+__all__ = [
+    "ModelHolder",
+    "Routing",
+    "ServedModel",
+    "data_cutoff_us",
+    "data_read_us",
+    "load_served_model",
+]
 
 log = logging.getLogger("recforge.serving")
 
@@ -55,8 +69,6 @@ log = logging.getLogger("recforge.serving")
 NO_CUTOFF = -(2**62)
 #: A version that failed to load is tried again after this many seconds.
 RETRY_SECONDS = 30.0
-#: Bytes of a new version read into the page cache before it is served.
-PREFETCH_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class ServedModel:
     items: IdIndex
     cutoff_us: int
     item_source: str
+    #: When the version's training data was read from the event store (microseconds since the
+    #: epoch); ``None`` when not recorded. Deletions after it are not reflected in the version.
+    read_us: int | None = None
     loaded_at: float = field(default_factory=time.time)
     #: Where answers are recorded as impressions (``None``: not recorded).
     impressions: ImpressionLog | None = None
@@ -102,13 +117,24 @@ def data_cutoff_us(manifest: dict[str, Any]) -> int:
     return NO_CUTOFF
 
 
+def data_read_us(manifest: dict[str, Any]) -> int | None:
+    """When a version's data were read (``data_window.read_at``), or ``None``."""
+    value = (manifest.get("data_window") or {}).get("read_at")
+    if not value:
+        return None
+    try:
+        return to_us(parse_time(str(value)))
+    except RecforgeError:
+        return None
+
+
 def load_served_model(
     artifact: Artifact,
     open_lists: Callable[[Artifact], ListStore],
     impressions: ImpressionLog | None = None,
 ) -> ServedModel:
-    """Everything about ``artifact`` a request needs, built and warmed before first use."""
-    prefetch(artifact.path)
+    """Everything about ``artifact`` (verified already) a request needs, built and warmed
+    before first use (verification read every file, so its pages are in the page cache)."""
     model = artifact.model
     served = ServedModel(
         version=artifact.version,
@@ -120,29 +146,11 @@ def load_served_model(
         cutoff_us=data_cutoff_us(artifact.manifest),
         item_source=str(artifact.manifest.get("item_source") or "factors"),
         impressions=impressions,
+        read_us=data_read_us(artifact.manifest),
     )
     if len(model.items_):  # compile and page in the fold-in path before the first request
         model.recommend_for_history(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.float32), k=1)
     return served
-
-
-def prefetch(path: Path, limit: int = PREFETCH_BYTES) -> None:
-    """Read a version's files once so their pages are in the page cache before requests map
-    them (a page fault on the event loop is a disk read in the middle of a request). Reads
-    happen in the loading thread, without the GIL; beyond ``limit`` bytes the kernel is only
-    advised to read ahead."""
-    budget = limit
-    buffer = bytearray(1 << 22)
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        with file.open("rb", buffering=0) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size > budget:
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
-                continue
-            budget -= size
-            while handle.readinto(buffer):
-                pass
 
 
 @dataclass(frozen=True)
@@ -189,9 +197,12 @@ class ModelHolder:
         self.impressions = impressions
         self.on_routing = on_routing
         self.current: ServedModel | None = None
+        #: What ``CURRENT`` named at the last check (``current`` may differ: see the module doc).
+        self.published: str | None = None
         self.routing: Routing | None = None
         self.last_error: str | None = None
         self._failed: tuple[str, float] | None = None
+        self._heal_warned = -RETRY_SECONDS
         self._pinned: dict[str, ServedModel] = {}
         self._book: tuple[int, int] | str | None = "unread"
         self._wanted = False
@@ -230,37 +241,54 @@ class ModelHolder:
         except OSError as error:
             self._fail("CURRENT", error)
             return False
+        self.published = name
         current = self.current
         if name is None or (current is not None and current.version == name):
             return False
-        started = time.perf_counter()
         served = self._load(name)
         if served is None:
-            return False
-        self.current = served
-        log.info(
-            "serving model %s (loaded in %.2f s%s)",
-            name,
-            time.perf_counter() - started,
-            f", replacing {current.version}" if current else "",
-        )
-        if self.on_load is not None:
-            self.on_load(current, served)
+            return self._fall_back(name) if current is None else False
+        self.last_error = None
+        self._swap(current, served)
         return True
 
     def _load(self, name: str) -> ServedModel | None:
-        """Load version ``name``; ``None`` (logged, counted) when it fails or failed recently."""
+        """Verify and load version ``name``; ``None`` (logged, counted) when it fails or failed
+        recently (retried after :data:`RETRY_SECONDS`)."""
         if self._failed is not None and self._failed[0] == name and time.monotonic() < self._failed[1]:
-            return None  # failed recently: retried after RETRY_SECONDS
+            return None
+        started = time.perf_counter()
         try:
-            served = load_served_model(self.registry.open(name), self.open_lists, self.impressions)
+            artifact = self.registry.open(name, verify=True)
+            served = load_served_model(artifact, self.open_lists, self.impressions)
         except Exception as error:  # a bad version must not take the server down
             self._failed = (name, time.monotonic() + RETRY_SECONDS)
             self._fail(name, error)
             return None
-        self._failed = None
-        self.last_error = None
+        if self._failed is not None and self._failed[0] == name:
+            self._failed = None
+        log.info("verified and loaded model %s in %.2f s", name, time.perf_counter() - started)
         return served
+
+    def _swap(self, old: ServedModel | None, new: ServedModel) -> None:
+        self.current = new
+        log.info("serving model %s%s", new.version, f", replacing {old.version}" if old else "")
+        if self.on_load is not None:
+            self.on_load(old, new)
+
+    def _fall_back(self, failed: str) -> bool:
+        """Nothing served yet and the published version is bad: serve the newest good one."""
+        try:
+            name = self.registry.last_good(exclude={failed})
+        except Exception as error:
+            log.error("no good model version to fall back to: %s", error)
+            return False
+        served = None if name is None else self._load(name)
+        if served is None:
+            return False
+        log.warning("the published model %s failed verification; serving %s instead", failed, name)
+        self._swap(None, served)
+        return True
 
     def _check_experiment(self, published: bool) -> None:
         """Rebuild the routing when the book changed, a publish happened, or an arm's version
@@ -332,6 +360,41 @@ class ModelHolder:
         if self.on_routing is not None:
             self.on_routing(routing)
 
+    def _load(self, name: str) -> ServedModel:
+        started = time.perf_counter()
+        served = load_served_model(self.registry.open(name, verify=True), self.open_lists)
+        log.info("verified and loaded model %s in %.2f s", name, time.perf_counter() - started)
+        return served
+
+    def _swap(self, old: ServedModel | None, new: ServedModel) -> None:
+        self.current = new
+        log.info("serving model %s%s", new.version, f", replacing {old.version}" if old else "")
+        if self.on_load is not None:
+            self.on_load(old, new)
+
+    def _fall_back(self, failed: str) -> bool:
+        """Nothing served yet and the published version is bad: serve the newest good one."""
+        try:
+            name = self.registry.last_good(exclude={failed})
+            if name is None:
+                return False
+            served = self._load(name)
+        except Exception as error:
+            log.error("no good model version to fall back to: %s", error)
+            return False
+        log.warning("the published model %s failed verification; serving %s instead", failed, name)
+        self._swap(None, served)
+        return True
+
+    @property
+    def mismatch(self) -> str | None:
+        """Why the served version is not the published one, or ``None`` when they agree."""
+        served = self.current
+        if served is None or self.published is None or served.version == self.published:
+            return None
+        why = f": {self.last_error}" if self.last_error else " (loading)"
+        return f"serving {served.version}, not the published {self.published}{why}"
+
     def _fail(self, name: str, error: BaseException) -> None:
         self.last_error = f"{name}: {error}"
         log.error("could not load model %s: %s", name, error)
@@ -352,6 +415,25 @@ class ModelHolder:
             self._thread.join(timeout=30)
             self._thread = None
 
+    def heal(self) -> bool:
+        """Let the served version's list store restore what it lost (a restarted Redis);
+        failures are logged at most every :data:`RETRY_SECONDS`."""
+        served = self.current
+        if served is None:
+            return False
+        try:
+            healed = served.lists.heal()
+        except Exception as error:  # the store is still down: try again at the next poll
+            now = time.monotonic()
+            if now - self._heal_warned > RETRY_SECONDS:
+                self._heal_warned = now
+                log.error("the list store of %s is not back yet: %s", served.version, error)
+            return False
+        if healed:
+            log.warning("loaded the lists of %s into the list store again (it had lost them)", served.version)
+        return healed
+
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             self.check()
+            self.heal()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "BatchRecommendations",
     "BatchRequest",
+    "Erased",
     "Error",
     "Event",
     "EventsAccepted",
@@ -114,6 +115,15 @@ class Event(BaseModel):
     )
 
 
+class Erased(BaseModel):
+    deletion: str = Field(description="The deletion's id.")
+    user_id: str
+    item_id: str | None = Field(description="Only the events on this item were erased (null: all).")
+    before: str = Field(description="Events stamped before this time were erased (ISO 8601).")
+    deleted_at: str = Field(description="When the deletion was recorded (ISO 8601).")
+    fresh_events_removed: int = Field(description="Fresh events this process held for the user, removed.")
+
+
 class ErrorItem(BaseModel):
     loc: list[str | int]
     msg: str
@@ -131,7 +141,11 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready", "not ready"]
     model_version: str | None = None
-    reason: str | None = None
+    served_version: str | None = Field(None, description="The version this process answers from.")
+    published_version: str | None = Field(None, description="The version the registry publishes.")
+    reason: str | None = Field(
+        None, description="Why not ready, or why the served version is not the published one."
+    )
 
 
 class ModelManifest(BaseModel):
@@ -148,6 +162,9 @@ class ModelManifest(BaseModel):
     n_users: int
     n_items: int
     loaded_at: float = Field(description="When this process loaded the version (Unix time).")
+    served_version: str = Field(description="The version this process answers from.")
+    published_version: str | None = Field(description="The version the registry publishes.")
+    mismatch: str | None = Field(None, description="Why the served version is not the published one.")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -156,6 +173,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request (e.g. a body that is not JSON).",
         401: "Missing or wrong API key.",
         403: "No API keys are configured.",
+        404: "No such path (an empty id, which clients may fold away, leaves none).",
         413: "Body or event count over the limit.",
         422: "Bad parameters.",
         503: "No model loaded yet, or a store is unavailable.",

@@ -45,6 +45,10 @@ class ListStore(ABC):
     def popular(self) -> Pair:
         """The popular fallback list."""
 
+    def heal(self) -> bool:
+        """Restore what the store lost (a restarted Redis); returns whether anything was."""
+        return False
+
 
 class MmapListStore(ListStore):
     """Row views of an artifact's memory-mapped arrays."""
@@ -68,10 +72,12 @@ class MmapListStore(ListStore):
 
 
 class RedisListStore(ListStore):
-    """One version's lists in Redis: one ``HGET`` per lookup; the popular list read once."""
+    """One version's lists in Redis: one ``HGET`` per lookup; the popular list read once.
+    Given the ``artifact``, :meth:`heal` loads the lists again into a Redis that lost them."""
 
-    def __init__(self, lists: RedisLists, version: str) -> None:
+    def __init__(self, lists: RedisLists, version: str, artifact: Artifact | None = None) -> None:
         self.version = version
+        self._artifact = artifact
         self._lists = lists
         self._client = lists.client
         self._users = lists.key(version, "users")
@@ -95,8 +101,17 @@ class RedisListStore(ListStore):
     def popular(self) -> Pair:
         return self._popular
 
+    def heal(self) -> bool:
+        """Load the version's lists again when Redis no longer has them (it restarted without
+        persistence, or they were evicted): one ``EXISTS`` when all is well."""
+        artifact = self._artifact
+        if artifact is None or self._lists.ready(self.version):
+            return False
+        self._lists.ensure(self.version, artifact.model.users_, artifact.model.items_, artifact.lists)
+        return True
+
 
 def open_redis_store(lists: RedisLists, artifact: Artifact) -> RedisListStore:
     """A list store over ``artifact``'s version in Redis, loading it first when needed."""
     lists.ensure(artifact.version, artifact.model.users_, artifact.model.items_, artifact.lists)
-    return RedisListStore(lists, artifact.version)
+    return RedisListStore(lists, artifact.version, artifact)

@@ -6,6 +6,7 @@ never the raw path, so ids cannot blow up the label space), method and status;
 ``model_info`` (the served version, value 1), ``model_loaded_timestamp_seconds``,
 ``model_reloads_total`` by result; ``recommendations_total`` by endpoint and source;
 ``foldins_total`` and ``foldin_duration_seconds``; ``fallbacks_total`` by reason;
+``erasures_total``;
 ``events_accepted_total``, ``events_duplicate_total``, ``events_rejected_total``;
 ``event_commit_events`` and ``event_commit_duration_seconds`` (the group commit);
 ``fresh_users``; ``impressions_total`` by version and source (recorded durably);
@@ -93,9 +94,12 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "recforge_fallbacks",
-            "Popular-list answers by reason: unknown_user, unknown_item, no_list, store_unavailable.",
+            "Popular-list answers by reason: unknown_user, unknown_item, no_list, store_unavailable, erased.",
             ["reason"],
             registry=registry,
+        )
+        self.erasures = Counter(
+            "recforge_erasures", "Deletions of a user's events acknowledged.", registry=registry
         )
         self.events_accepted = Counter(
             "recforge_events_accepted", "Events stored durably.", registry=registry
@@ -274,7 +278,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # the template without converters: /v1/users/{user_id}/recommendations
+            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(
                 template, scope.get("method", ""), status, time.perf_counter() - started
             )

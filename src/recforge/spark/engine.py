@@ -18,9 +18,11 @@ import contextlib
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recforge._time import iso
 from recforge.config import Config
 from recforge.data.interactions import Interactions
 from recforge.errors import RecforgeError
@@ -72,11 +74,13 @@ class SparkEngine(Engine):
         spark_params = {k: params.pop(k) for k in SPARK_PARAMS if k in params}
         als = make_model(model, params)
         assert isinstance(als, ALS)
-        pairs = events_frame(self.spark, home, config, implicit=bool(als.implicit))
+        read_at = datetime.now(UTC)  # the as-of time of the build, and when its events were read
+        pairs = events_frame(self.spark, home, config, implicit=bool(als.implicit), as_of=read_at)
         fitted = SparkALS(als, **spark_params).fit(pairs)
+        info = {"events": None, "as_of": iso(read_at), "read_at": iso(read_at)}
         return Fit(
             fitted,
-            Interactions(fitted.seen_, fitted.users_, fitted.items_, info={"events": None}),
+            Interactions(fitted.seen_, fitted.users_, fitted.items_, info=info),
             {"spark_params": {k: spark_params.get(k) for k in SPARK_PARAMS}},
         )
 

@@ -22,9 +22,22 @@ _BODY = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "array", "items": Event.model_json_schema(), "maxItems": 10_000}
+            "schema": {"type": "array", "items": Event.model_json_schema(), "minItems": 1, "maxItems": 10_000}
         },
         "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON event per line."}},
+    },
+}
+
+
+#: What a client (or a stateful fuzzer) can do next with a user it posted events for.
+_LINKS = {
+    "RecommendationsOfTheFirstUser": {
+        "operationRef": "#/paths/~1v1~1users~1{user_id}~1recommendations/get",
+        "parameters": {"user_id": "$request.body#/0/user_id"},
+    },
+    "EraseTheFirstUser": {
+        "operationRef": "#/paths/~1v1~1users~1{user_id}~1events/delete",
+        "parameters": {"user_id": "$request.body#/0/user_id"},
     },
 }
 
@@ -34,7 +47,7 @@ _BODY = {
     status_code=202,
     response_model=None,
     dependencies=[Depends(require_api_key)],
-    responses={202: {"model": EventsAccepted}, **errors(400, 401, 403, 413, 422, 503)},
+    responses={202: {"model": EventsAccepted, "links": _LINKS}, **errors(400, 401, 403, 413, 422, 503)},
     openapi_extra={"requestBody": _BODY},
     summary="Post events (JSON array or NDJSON)",
 )

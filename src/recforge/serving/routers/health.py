@@ -25,11 +25,25 @@ async def healthz() -> Response:
     summary="Readiness: a model is loaded",
 )
 async def readyz(serving: Annotated[Serving, Depends(get_serving)]) -> Response:
+    """Ready when a (verified) model version is served. ``published_version`` is what the
+    registry publishes, ``served_version`` what this process answers from; when they differ
+    (the published one failed verification, or is still loading), ``reason`` says why."""
     holder = serving.holder
     served = holder.current
     if served is None:
-        body = {"status": "not ready", "reason": holder.last_error or "no model is published yet"}
+        body = {
+            "status": "not ready",
+            "reason": holder.last_error or "no model is published yet",
+            "published_version": holder.published,
+        }
         return Response(orjson.dumps(body), status_code=503, media_type="application/json")
-    return Response(
-        orjson.dumps({"status": "ready", "model_version": served.version}), media_type="application/json"
-    )
+    body = {
+        "status": "ready",
+        "model_version": served.version,
+        "served_version": served.version,
+        "published_version": holder.published,
+    }
+    mismatch = holder.mismatch
+    if mismatch:
+        body["reason"] = mismatch
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -22,9 +22,9 @@ router = APIRouter(prefix="/v1/items", tags=["similar items"])
 
 
 @router.get(
-    "/{item_id}/similar",
+    "/{item_id:id}/similar",
     response_model=None,
-    responses={200: {"model": SimilarItems}, **errors(401, 403, 422, 503)},
+    responses={200: {"model": SimilarItems}, **errors(401, 403, 404, 422, 503)},
     summary="Items similar to an item",
 )
 async def similar(

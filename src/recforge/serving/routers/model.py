@@ -20,8 +20,18 @@ router = APIRouter(prefix="/v1", tags=["model"])
     summary="The served model version",
 )
 async def model(request: Request, serving: Annotated[Serving, Depends(get_serving)]) -> Response:
-    """Version, creation time, model and parameters, data window, metrics, list sizes."""
+    """Version, creation time, model and parameters, data window, metrics, list sizes; the
+    served and the published version, and why they differ when they do."""
     serving.authorize_read(request)
     served = serving.served()
-    body = {**served.public_manifest, "loaded_at": served.loaded_at}
+    holder = serving.holder
+    body = {
+        **served.public_manifest,
+        "loaded_at": served.loaded_at,
+        "served_version": served.version,
+        "published_version": holder.published,
+    }
+    mismatch = holder.mismatch
+    if mismatch:
+        body["mismatch"] = mismatch
     return Response(orjson.dumps(body, default=str), media_type="application/json")

@@ -34,9 +34,9 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
 
 @router.get(
-    "/{user_id}/recommendations",
+    "/{user_id:id}/recommendations",
     response_model=None,
-    responses={200: {"model": Recommendations}, **errors(401, 403, 422, 503)},
+    responses={200: {"model": Recommendations}, **errors(401, 403, 404, 422, 503)},
     summary="Top-k items for a user",
 )
 async def recommendations(
@@ -76,10 +76,11 @@ def _recommend(
 def fresh_events(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
     """The user's events newer than the model (none when the fresh-event store is down)."""
     try:
-        return serving.fresh.get(user_id, served.cutoff_us)
+        events = serving.fresh.get(user_id, served.cutoff_us)
     except StoreUnavailable as error:  # answer without fresh events rather than not at all
         warn_store(error)
         return []
+    return serving.erasures.keep(events, serving.erasures.of(user_id))
 
 
 def _answer(
@@ -107,7 +108,9 @@ def counted_answer(
     """One user's answer (:func:`~recforge.serving.answers.user_answer`), counted in the metrics."""
     metrics = serving.metrics
     started = time.perf_counter()
-    answer = user_answer(served, user_id, count, drop, events)
+    erased = serving.erasures.of(user_id)
+    forget = bool(erased) and serving.erasures.forgets(served, erased)
+    answer = user_answer(served, user_id, count, drop, events, forget=forget)
     if answer.source == "foldin":
         metrics.foldins.inc()
         metrics.foldin_latency.observe(time.perf_counter() - started)
