@@ -26,14 +26,25 @@ from threadpoolctl import threadpool_limits
 
 from recforge._version import __version__
 from recforge.artifacts import ModelRegistry
+from recforge.catalog import CatalogStore
 from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.deps import Serving
 from recforge.serving.intake import EventIntake
+from recforge.serving.live_catalog import CatalogWatcher
 from recforge.serving.model import NO_CUTOFF, ModelHolder, ServedModel
-from recforge.serving.routers import events, health, items, model, prometheus, users
+from recforge.serving.routers import (
+    catalog_items,
+    categories,
+    events,
+    health,
+    items,
+    model,
+    prometheus,
+    users,
+)
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware
 
@@ -60,9 +71,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         # fold-in would only make them fight over the cores.
         blas = threadpool_limits(limits=1, user_api="blas")
         opened = backend or open_backend(config)
+        catalog = CatalogStore(config.home)
         holder = ModelHolder(
             ModelRegistry(config.home),
             opened.open_lists,
+            catalog=catalog,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
             on_load=lambda old, new: metrics.model_loaded_now(_labels(old), (new.version, new.model.name)),
             on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
@@ -76,6 +89,12 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
 
         intake = EventIntake(EventStore(config.home), config, opened.fresh, cutoff, metrics)
         intake.start()
+        watcher = CatalogWatcher(
+            lambda: None if holder.current is None else holder.current.catalog,
+            config.catalog.poll_seconds if watch else 0.0,
+            metrics,
+        )
+        watcher.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -84,6 +103,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             intake=intake,
             api_keys=ApiKeys(config.serving.api_keys),
             blocking_reads=opened.blocking,
+            catalog=catalog,
         )
         # The ~100k objects alive after start-up (modules, the model) move to the permanent
         # generation: a full collection would otherwise walk all of them, a ~100 ms pause of
@@ -93,6 +113,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         try:
             yield
         finally:
+            watcher.stop()
             holder.stop()
             intake.stop()
             opened.close()
@@ -106,7 +127,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    for router in (users.router, items.router, events.router, model.router, health.router, prometheus.router):
+    routers = (users.router, items.router, catalog_items.router, categories.router, events.router)
+    for router in (*routers, model.router, health.router, prometheus.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)

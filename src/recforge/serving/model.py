@@ -28,8 +28,11 @@ from typing import Any
 import numpy as np
 
 from recforge.artifacts import Artifact, ModelRegistry
+from recforge.catalog import CatalogStore
 from recforge.models.base import Recommender
 from recforge.serving.ids import IdIndex
+from recforge.serving.live_catalog import LiveCatalog
+from recforge.serving.ranking import Ranker
 from recforge.serving.stores import ListStore
 
 __all__ = ["ModelHolder", "ServedModel", "data_cutoff_us", "load_served_model", "prefetch"]
@@ -57,6 +60,10 @@ class ServedModel:
     items: IdIndex
     cutoff_us: int
     item_source: str
+    #: the catalog over this version's items (availability, categories, new arrivals)
+    catalog: LiveCatalog
+    #: exact ranking over the catalog's items
+    ranker: Ranker
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -83,19 +90,25 @@ def data_cutoff_us(manifest: dict[str, Any]) -> int:
     return NO_CUTOFF
 
 
-def load_served_model(artifact: Artifact, open_lists: Callable[[Artifact], ListStore]) -> ServedModel:
-    """Everything about ``artifact`` a request needs, built and warmed before first use."""
+def load_served_model(
+    artifact: Artifact, open_lists: Callable[[Artifact], ListStore], catalog: CatalogStore | None = None
+) -> ServedModel:
+    """Everything about ``artifact`` a request needs, built and warmed before first use; the
+    ``catalog`` store's items are read over its item space."""
     prefetch(artifact.path)
     model = artifact.model
+    items = IdIndex(model.items_, keep_names=True)
     served = ServedModel(
         version=artifact.version,
         manifest=artifact.manifest,
         model=model,
         lists=open_lists(artifact),
         users=IdIndex(model.users_),
-        items=IdIndex(model.items_, keep_names=True),
+        items=items,
         cutoff_us=data_cutoff_us(artifact.manifest),
         item_source=str(artifact.manifest.get("item_source") or "factors"),
+        catalog=LiveCatalog(model, items, catalog),
+        ranker=Ranker(model),
     )
     if len(model.items_):  # compile and page in the fold-in path before the first request
         model.recommend_for_history(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.float32), k=1)
@@ -129,12 +142,14 @@ class ModelHolder:
         registry: ModelRegistry,
         open_lists: Callable[[Artifact], ListStore],
         *,
+        catalog: CatalogStore | None = None,
         poll_seconds: float = 1.0,
         on_load: Callable[[ServedModel | None, ServedModel], None] | None = None,
         on_failure: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self.registry = registry
         self.open_lists = open_lists
+        self.catalog = catalog
         self.poll_seconds = poll_seconds
         self.on_load = on_load
         self.on_failure = on_failure
@@ -160,7 +175,8 @@ class ModelHolder:
                 return False  # failed recently: retried after RETRY_SECONDS
             started = time.perf_counter()
             try:
-                served = load_served_model(self.registry.open(name), self.open_lists)
+                served = load_served_model(self.registry.open(name), self.open_lists, self.catalog)
+                served.catalog.refresh()  # the changes made while it loaded
             except Exception as error:  # a bad version must not take the server down
                 self._failed = (name, time.monotonic() + RETRY_SECONDS)
                 self._fail(name, error)

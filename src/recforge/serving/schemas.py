@@ -11,10 +11,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CatalogItem",
+    "CategoryItems",
     "Error",
     "Event",
     "EventsAccepted",
     "Health",
+    "ItemsAccepted",
     "ModelManifest",
     "Ready",
     "Recommendations",
@@ -23,8 +26,13 @@ __all__ = [
 
 
 class ScoredItem(BaseModel):
+    """An item of an answer; ``fields=`` adds the named attributes beside these."""
+
+    model_config = ConfigDict(extra="allow")
+
     item_id: str
     score: float
+    cold: bool | None = Field(None, description="true for an item without events yet (a new arrival).")
 
 
 class Recommendations(BaseModel):
@@ -47,6 +55,27 @@ class SimilarItems(BaseModel):
     items: list[ScoredItem]
 
 
+class CategoryItems(BaseModel):
+    category: str
+    model_version: str
+    source: Literal["popular", "latest"] = Field(
+        description="popular: by time-decayed popularity; latest: newest by created_at (score: Unix time)."
+    )
+    items: list[ScoredItem]
+
+
+class CatalogItem(BaseModel):
+    """An item's catalog record (in a write, every field but ``item_id`` may be left out)."""
+
+    item_id: str | None = None
+    categories: list[str] | None = Field(None, description="Category names (no ',' or '|').")
+    available: bool | None = Field(None, description="false: sold out or hidden, in no answer.")
+    created_at: str | float | None = Field(None, description="ISO 8601 or Unix seconds.")
+    attributes: dict[str, str | float | None] | None = Field(
+        None, description="A flat object of strings and numbers (title, brand, price, image_url, ...)."
+    )
+
+
 class RejectedEvent(BaseModel):
     index: int = Field(description="Position of the event in the request (0-based).")
     reason: str
@@ -55,6 +84,12 @@ class RejectedEvent(BaseModel):
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="Events stored durably by this request.")
     duplicates: int = Field(description="Valid events already stored (same event_id): not stored again.")
+    rejected: list[RejectedEvent]
+
+
+class ItemsAccepted(BaseModel):
+    accepted: int = Field(description="Items stored durably (created or changed).")
+    new: int = Field(description="Of those, items the catalog did not have.")
     rejected: list[RejectedEvent]
 
 
@@ -111,6 +146,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request (e.g. a body that is not JSON).",
         401: "Missing or wrong API key.",
         403: "No API keys are configured.",
+        404: "Not found.",
         413: "Body or event count over the limit.",
         422: "Bad parameters.",
         503: "No model loaded yet, or a store is unavailable.",

@@ -45,6 +45,13 @@ class ListStore(ABC):
     def popular(self) -> Pair:
         """The popular fallback list."""
 
+    #: The categories with precomputed user lists.
+    categories: frozenset[str] = frozenset()
+
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        """The user's precomputed list within category ``name`` (one of :attr:`categories`)."""
+        return None
+
 
 class MmapListStore(ListStore):
     """Row views of an artifact's memory-mapped arrays."""
@@ -56,6 +63,14 @@ class MmapListStore(ListStore):
         self._user_ids, self._user_scores = np.asarray(artifact.user_ids), np.asarray(artifact.user_scores)
         self._item_ids, self._item_scores = np.asarray(artifact.item_ids), np.asarray(artifact.item_scores)
         self._popular = (np.asarray(artifact.popular_ids), np.asarray(artifact.popular_scores))
+        self._categories = {
+            name: (np.asarray(i), np.asarray(s)) for name, (i, s) in artifact.categories.items()
+        }
+        self.categories = frozenset(self._categories)
+
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        ids, scores = self._categories[name]
+        return ids[index], scores[index]
 
     def user(self, index: int, user_id: str) -> Pair | None:
         return self._user_ids[index], self._user_scores[index]
@@ -70,8 +85,10 @@ class MmapListStore(ListStore):
 class RedisListStore(ListStore):
     """One version's lists in Redis: one ``HGET`` per lookup; the popular list read once."""
 
-    def __init__(self, lists: RedisLists, version: str) -> None:
+    def __init__(self, lists: RedisLists, version: str, categories: frozenset[str] = frozenset()) -> None:
         self.version = version
+        self.categories = categories
+        self._category_keys = {name: lists.category_key(version, name) for name in categories}
         self._lists = lists
         self._client = lists.client
         self._users = lists.key(version, "users")
@@ -95,8 +112,13 @@ class RedisListStore(ListStore):
     def popular(self) -> Pair:
         return self._popular
 
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        with translate_errors(self._lists.url):
+            blob = self._client.hget(self._category_keys[name], user_id)
+        return None if blob is None else decode_list(blob)
+
 
 def open_redis_store(lists: RedisLists, artifact: Artifact) -> RedisListStore:
     """A list store over ``artifact``'s version in Redis, loading it first when needed."""
     lists.ensure(artifact.version, artifact.model.users_, artifact.model.items_, artifact.lists)
-    return RedisListStore(lists, artifact.version)
+    return RedisListStore(lists, artifact.version, frozenset(artifact.categories))

@@ -7,10 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from recforge.serving import answers
 from recforge.serving.answers import item_answer, render
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.model import ServedModel
-from recforge.serving.routers.params import K_DESCRIPTION, check_id, effective_k
+from recforge.serving.routers.params import (
+    CATEGORY_DESCRIPTION,
+    EXCLUDE_DESCRIPTION,
+    FIELDS_DESCRIPTION,
+    K_DESCRIPTION,
+    check_id,
+    fields_of,
+    query_of,
+)
 from recforge.serving.schemas import SimilarItems, errors
 
 router = APIRouter(prefix="/v1/items", tags=["similar items"])
@@ -27,21 +36,29 @@ async def similar(
     item_id: Annotated[str, Path(description="External item id (at most data.max_id_length characters).")],
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
+    exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
+    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
+    fields: Annotated[str | None, Query(description=FIELDS_DESCRIPTION)] = None,
 ) -> Response:
-    """The precomputed neighbours of a known item; popular items for an unknown one. (An API
-    key is needed when ``serving.auth_reads`` is on.)"""
+    """The precomputed neighbours of a known item (new arrivals: from their attribute-mapped
+    factors); popular items for an unknown one; only available items, of the given
+    categories. (An API key is needed when ``serving.auth_reads`` is on.)"""
     serving.authorize_read(request)
     served = serving.served()
     check_id(item_id, "item_id", serving.config)
-    count = effective_k(k, serving.config)
-    if serving.blocking_reads:  # Redis: network I/O off the event loop
-        return await run_in_threadpool(_answer, serving, served, item_id, count)
-    return _answer(serving, served, item_id, count)
+    query = query_of(k, exclude, category, served, serving.config)
+    wanted = fields_of(fields)
+    if serving.blocking_reads or query.categories is not None:  # Redis, or scoring: off the loop
+        return await run_in_threadpool(_answer, serving, served, item_id, query, wanted)
+    return _answer(serving, served, item_id, query, wanted)
 
 
-def _answer(serving: Serving, served: ServedModel, item_id: str, count: int) -> Response:
-    answer = item_answer(served, item_id, count)
+def _answer(
+    serving: Serving, served: ServedModel, item_id: str, query: answers.Query, fields: tuple[str, ...]
+) -> Response:
+    state = served.catalog.state
+    answer = item_answer(served, state, item_id, query)
     if answer.fallback is not None:
         serving.metrics.fallbacks.labels(answer.fallback).inc()
     serving.metrics.recommendations.labels("items", answer.source).inc()
-    return Response(render("item_id", item_id, served, answer), media_type="application/json")
+    return Response(render("item_id", item_id, served, state, answer, fields), media_type="application/json")

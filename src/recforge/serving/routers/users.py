@@ -5,21 +5,23 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.lists import StoreUnavailable
+from recforge.serving import answers
 from recforge.serving.answers import render, user_answer, warn_store
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 from recforge.serving.routers.params import (
+    CATEGORY_DESCRIPTION,
     EXCLUDE_DESCRIPTION,
+    FIELDS_DESCRIPTION,
     K_DESCRIPTION,
     check_id,
-    effective_k,
-    exclude_indices,
+    fields_of,
+    query_of,
 )
 from recforge.serving.schemas import Recommendations, errors
 
@@ -38,10 +40,13 @@ async def recommendations(
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
+    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
+    fields: Annotated[str | None, Query(description=FIELDS_DESCRIPTION)] = None,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
-    time-decayed popular items for everyone else. (An API key is needed when
-    ``serving.auth_reads`` is on.)
+    time-decayed popular items for everyone else; only available items, of the given
+    categories, at most ``[catalog] max_cold_share`` of them new arrivals (``"cold": true``).
+    (An API key is needed when ``serving.auth_reads`` is on.)
 
     A precomputed or popular answer is a few microseconds of lookups and is answered on the
     event loop; a fold-in (CPU-bound) and any Redis lookup (network I/O) run in the thread pool.
@@ -49,18 +54,20 @@ async def recommendations(
     serving.authorize_read(request)
     served = serving.served()
     check_id(user_id, "user_id", serving.config)
-    count = effective_k(k, serving.config)
-    drop = exclude_indices(exclude, served, serving.config)
+    query = query_of(k, exclude, category, served, serving.config)
+    wanted = fields_of(fields)
     if serving.blocking_reads:
-        return await run_in_threadpool(_recommend, serving, served, user_id, count, drop)
+        return await run_in_threadpool(_recommend, serving, served, user_id, query, wanted)
     events = _fresh(serving, served, user_id)
-    if events:
-        return await run_in_threadpool(_answer, serving, served, user_id, count, drop, events)
-    return _answer(serving, served, user_id, count, drop, events)
+    if events or query.categories is not None:  # scoring (fold-in, a category): off the event loop
+        return await run_in_threadpool(_answer, serving, served, user_id, query, wanted, events)
+    return _answer(serving, served, user_id, query, wanted, events)
 
 
-def _recommend(serving: Serving, served: ServedModel, user_id: str, count: int, drop: np.ndarray) -> Response:
-    return _answer(serving, served, user_id, count, drop, _fresh(serving, served, user_id))
+def _recommend(
+    serving: Serving, served: ServedModel, user_id: str, query: answers.Query, fields: tuple[str, ...]
+) -> Response:
+    return _answer(serving, served, user_id, query, fields, _fresh(serving, served, user_id))
 
 
 def _fresh(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
@@ -75,17 +82,19 @@ def _answer(
     serving: Serving,
     served: ServedModel,
     user_id: str,
-    count: int,
-    drop: np.ndarray,
+    query: answers.Query,
+    fields: tuple[str, ...],
     events: list[FreshEvent],
 ) -> Response:
     metrics = serving.metrics
     started = time.perf_counter()
-    answer = user_answer(served, user_id, count, drop, events)
+    state = served.catalog.state
+    answer = user_answer(served, state, user_id, query, events)
     if answer.source == "foldin":
         metrics.foldins.inc()
         metrics.foldin_latency.observe(time.perf_counter() - started)
     elif answer.fallback is not None:
         metrics.fallbacks.labels(answer.fallback).inc()
     metrics.recommendations.labels("users", answer.source).inc()
-    return Response(render("user_id", user_id, served, answer), media_type="application/json")
+    body = render("user_id", user_id, served, state, answer, fields)
+    return Response(body, media_type="application/json")
