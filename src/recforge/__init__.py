@@ -1,6 +1,7 @@
 """recforge: a recommendation system from raw events to a served, monitored API."""
 
 from recforge._version import __version__
+from recforge.catalog import Catalog
 from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
 from recforge.models import ALS, BPR, ItemKNN, Popular, Recommender
@@ -10,6 +11,7 @@ from recforge.weighting import Weighting
 __all__ = [
     "ALS",
     "BPR",
+    "Catalog",
     "Interactions",
     "ItemKNN",
     "Popular",

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from recforge.cli import data, demo, info, ingest, models, pipeline, serve, tune
+from recforge.cli import data, demo, info, ingest, items, models, pipeline, serve, tune
 
-MODULES: list[ModuleType] = [info, data, ingest, pipeline, tune, models, serve, demo]
+MODULES: list[ModuleType] = [info, data, ingest, items, pipeline, tune, models, serve, demo]
