@@ -109,9 +109,10 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
             f"10% sold out) into the catalog store"
         )
     if settings.items_file is not None:
-        report = ingest_items(settings.items_file, CatalogStore(home), config)
+        items_report = ingest_items(settings.items_file, CatalogStore(home), config)
         console.print(
-            f"ingested {report.upserted:,} items from {settings.items_file} ({report.rejected:,} rejected)"
+            f"ingested {items_report.upserted:,} items from {settings.items_file} "
+            f"({items_report.rejected:,} rejected)"
         )
     console.print(f"running the pipeline with model [bold]{config.model.name}[/bold] ...")
     result = run_pipeline(home, config)
