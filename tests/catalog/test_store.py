@@ -12,6 +12,7 @@ import pytest
 
 from recforge.catalog import CatalogStore, ItemPatch
 from recforge.catalog.ingest import ingest_items
+from recforge.catalog.store import KafkaPositions
 from recforge.config import Config
 from recforge.errors import RecforgeError
 from tests.conftest import REPO
@@ -73,17 +74,16 @@ def test_changes_come_in_order_from_any_number(tmp_path):
 def test_kafka_offsets_make_a_replayed_batch_a_no_op(tmp_path):
     store = CatalogStore(tmp_path)
     batch = [ItemPatch("a", available=False), ItemPatch("b"), ItemPatch("a", available=True)]
-    done = store.upsert(batch, offsets=("items", [0, 1, 0], [10, 3, 11]))
-    assert (done.items, done.skipped) == (3, 0) and store.offsets("items") == {0: 12, 1: 4}
-    again = store.upsert(batch, offsets=("items", [0, 1, 0], [10, 3, 11]))
+    positions = KafkaPositions("items", [0, 1, 0], [10, 3, 11], {1: 6})  # offsets 4, 5 were bad
+    done = store.upsert(batch, offsets=positions)
+    assert (done.items, done.skipped) == (3, 0) and store.offsets("items") == {0: 12, 1: 6}
+    again = store.upsert(batch, offsets=positions)
     assert (again.items, again.skipped) == (0, 3)
     assert store.get("a").available and store.seq() == 3
-    partly = store.upsert(
-        [ItemPatch("a", available=False), ItemPatch("c")], offsets=("items", [0, 0], [11, 12])
-    )
-    assert (
-        (partly.items, partly.skipped) == (1, 1) and store.get("c") is not None and store.get("a").available
-    )
+    later = KafkaPositions("items", [0, 0], [11, 12], {})
+    partly = store.upsert([ItemPatch("a", available=False), ItemPatch("c")], offsets=later)
+    assert (partly.items, partly.skipped) == (1, 1)
+    assert store.get("c") is not None and store.get("a").available
 
 
 def test_ingest_quarantines_bad_rows_and_is_idempotent(tmp_path):

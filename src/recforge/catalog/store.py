@@ -47,7 +47,7 @@ import orjson
 from recforge.catalog.record import ItemPatch
 from recforge.errors import RecforgeError
 
-__all__ = ["CatalogStore", "ItemRow", "UpsertResult", "iso_time"]
+__all__ = ["CatalogStore", "ItemRow", "KafkaPositions", "UpsertResult", "iso_time"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -114,6 +114,18 @@ class ItemRow:
             "created_at": iso_time(self.created_at_us),
             "attributes": orjson.loads(self.attributes),
         }
+
+
+@dataclass(frozen=True)
+class KafkaPositions:
+    """Where a batch of patches came from: ``partitions[j]`` / ``offsets[j]`` of patch ``j`` of
+    ``topic``, and ``ends``, the next offset per partition of the whole batch (messages that gave
+    no patch, quarantined, count too)."""
+
+    topic: str
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+    ends: Mapping[int, int]
 
 
 @dataclass(frozen=True)
@@ -188,13 +200,13 @@ class CatalogStore:
         patches: Sequence[ItemPatch],
         *,
         replace: bool = False,
-        offsets: tuple[str, Sequence[int], Sequence[int]] | None = None,
+        offsets: KafkaPositions | None = None,
     ) -> UpsertResult:
         """Apply ``patches`` in order, as one durable transaction (see the module doc).
 
-        ``offsets`` = ``(topic, partitions, offsets)``, one entry per patch: the Kafka position
-        of each; patches at offsets below the stored next offset of their partition are
-        skipped (already applied), and the next offsets are stored with the items."""
+        ``offsets``: the Kafka position of each patch; patches below the stored next offset of
+        their partition are skipped (already applied), and the batch's next offsets are stored
+        with the items."""
         now = time.time_ns() // 1000
         with self._write() as con:
             skipped = 0
@@ -225,30 +237,20 @@ class CatalogStore:
         return UpsertResult(len(patches), new, base + 1, base + len(patches), skipped)
 
     def _unapplied(
-        self,
-        con: sqlite3.Connection,
-        patches: Sequence[ItemPatch],
-        offsets: tuple[str, Sequence[int], Sequence[int]],
+        self, con: sqlite3.Connection, patches: Sequence[ItemPatch], offsets: KafkaPositions
     ) -> tuple[list[ItemPatch], int]:
-        topic, partitions, positions = offsets
-        stored = dict(
-            con.execute("SELECT partition, next_offset FROM offsets WHERE topic = ?", (topic,)).fetchall()
-        )
+        query = "SELECT partition, next_offset FROM offsets WHERE topic = ?"
+        stored = dict(con.execute(query, (offsets.topic,)).fetchall())
         keep = [
-            p
-            for p, part, at in zip(patches, partitions, positions, strict=True)
+            patch
+            for patch, part, at in zip(patches, offsets.partitions, offsets.offsets, strict=True)
             if at >= stored.get(part, -1)
         ]
-        ends: dict[int, int] = {}
-        for part, at in zip(partitions, positions, strict=True):
+        ends = dict(offsets.ends)
+        for part, at in zip(offsets.partitions, offsets.offsets, strict=True):
             ends[part] = max(ends.get(part, -1), at + 1)
-        con.executemany(_SAVE_OFFSET, [(topic, part, end) for part, end in ends.items()])
+        con.executemany(_SAVE_OFFSET, [(offsets.topic, part, end) for part, end in ends.items()])
         return keep, len(patches) - len(keep)
-
-    def record_offsets(self, topic: str, ends: Mapping[int, int]) -> None:
-        """Store next offsets of a batch that brought no valid item (all quarantined)."""
-        with self._write() as con:
-            con.executemany(_SAVE_OFFSET, [(topic, part, end) for part, end in ends.items()])
 
     @staticmethod
     def _count_new(con: sqlite3.Connection, ids: list[str]) -> int:

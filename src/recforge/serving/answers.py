@@ -166,7 +166,7 @@ def user_answer(
             row = listed if listed is not None else row
         if row is not None:
             keep = _keep(state, row[0], query)
-            extras = _extras(state, query) if ranker.factor else _NONE
+            extras = _extras(state, query) if ranker.scores_extras(state) else _NONE
             ranked = ranker.from_list(state, row, keep, query.k, query.cap, extras=extras, user=user)
             if ranked is None:
                 seen = served.model.seen_
@@ -248,7 +248,7 @@ def item_answer(served: ServedModel, state: CatalogState, item_id: str, query: Q
         row, reason = _stored(served.lists.item, item, item_id)
         if row is not None:
             keep = _keep(state, row[0], query, drop)
-            extras = _extras(state, query, drop) if ranker.factor else _NONE
+            extras = _extras(state, query, drop) if ranker.scores_extras(state) else _NONE
             ranked = ranker.from_list(
                 state,
                 row,
@@ -263,7 +263,7 @@ def item_answer(served: ServedModel, state: CatalogState, item_id: str, query: Q
                 candidates = _candidates(state, query, drop)
                 ranked = ranker.exact(state, candidates, query.k, query.cap, similar_to=item)
             return Answer.of(served.item_source, ranked)
-    elif item >= state.n_model and ranker.factor and state.extra_factors is not None:
+    elif item >= state.n_model and ranker.scores_extras(state):
         candidates = _candidates(state, query, drop)
         ranked = ranker.exact(state, candidates, query.k, query.cap, similar_to=item)
         return Answer.of(served.item_source, ranked)

@@ -133,9 +133,13 @@ class Ranker:
             out[~inside] = extra / np.where(norms > 0, norms, 1)
         return out
 
+    def scores_extras(self, state: CatalogState) -> bool:
+        """Whether the extra items (arrived after training) have factors to be scored with."""
+        return self.factor and state.extra_factors is not None
+
     def scorable(self, state: CatalogState, candidates: np.ndarray) -> np.ndarray:
         """The candidates this model can score (extras only with factors)."""
-        if self.factor and state.extra_factors is not None:
+        if self.scores_extras(state):
             return candidates
         return candidates[candidates < state.n_model]
 
@@ -154,7 +158,9 @@ class Ranker:
         """Top ``k`` under :func:`pick` among ``candidates`` (sorted, already without the excluded
         items): for a known ``user``, a folded-in ``history`` (items, values), ``similar_to`` an
         item, or (none of them) by popularity."""
-        candidates = self.scorable(state, candidates)
+        by_mass = user < 0 and history is None and similar_to < 0
+        if not by_mass:  # popularity ranks every item (0 for the extra ones); scores need factors
+            candidates = self.scorable(state, candidates)
         cold = state.cold[candidates]
         out_ids, out_scores = [], []
         for group in (candidates[~cold], candidates[cold]):
@@ -166,7 +172,6 @@ class Ranker:
         if not out_ids:
             return Ranked(_NONE, np.zeros(0, np.float32))
         ids, scores = np.concatenate(out_ids), np.concatenate(out_scores)
-        by_mass = user < 0 and history is None and similar_to < 0
         ids, scores = _ranked(ids, scores, self.mass(ids) if by_mass else None)
         ranked = pick(ids, scores, state.cold[ids], k, cap, fill=True)
         assert ranked is not None
