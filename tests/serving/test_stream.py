@@ -48,8 +48,9 @@ def test_events_and_item_changes_from_kafka_reach_the_answers(kafka_broker, home
     with redis_server() as url:
         config = make_config(home, store=url)
         topics = ["--topic", "events", "--items-topic", "items", "--group", "stream", "--fresh-store", url]
-        command = [sys.executable, "-m", "recforge", "--home", str(home), "ingest", "kafka", "--bootstrap",
-                   kafka_broker, *topics, "--max-batch-wait-s", "0.1", "--session-timeout-ms", "6000"]  # fmt: skip
+        options = ["--max-batch-wait-s", "0.1", "--session-timeout-ms", "6000"]
+        command = [sys.executable, "-m", "recforge", "--home", str(home), "ingest", "kafka"]
+        command += ["--bootstrap", kafka_broker, *topics, *options]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         consumer = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
