@@ -47,6 +47,9 @@ def test_a_partial_record_gives_only_its_fields():
         ({"item_id": "a", "available": "maybe"}, "available must be true or false"),
         ({"item_id": "a", "created_at": "yesterday"}, "unparsable created_at"),
         ({"item_id": "a", "created_at": "0999-01-01"}, "outside years 1000..9999"),
+        ({"item_id": "a", "created_at": 1e300}, "outside years 1000..9999"),
+        ({"item_id": "a", "created_at": "-1e308"}, "outside years 1000..9999"),
+        ({"item_id": "a", "created_at": float("inf")}, "unparsable created_at"),
         ({"item_id": "a", "attributes": ["x"]}, "attributes must be a JSON object"),
         (
             {"item_id": "a", "attributes": {"tags": ["x"]}},
@@ -57,6 +60,7 @@ def test_a_partial_record_gives_only_its_fields():
             "attribute 'new' must be a string or a finite number",
         ),
         ({"item_id": "a", "attributes": {"price": float("nan")}}, "must be a string or a finite number"),
+        ({"item_id": "a", "attributes": {"n": 10**30}}, "must be a string or a finite number (64-bit)"),
         ({"item_id": "a", "attributes": {"t": "x" * 5000}}, "longer than 4096 characters"),
         ({"item_id": "a", "availabel": False}, "unknown field 'availabel'"),
         ("not an object", "not a JSON object"),

@@ -3,10 +3,25 @@ in float64, sorted by score then index, the cold cap applied as the server docum
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from recforge.serving.live_catalog import CatalogState
 from recforge.serving.model import ServedModel
+
+_MASKS: dict[tuple[int, str], tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _in_category(state: CatalogState, name: str) -> np.ndarray:
+    """Which items list ``name`` among their categories (from each item's own record; cached
+    per state, which never changes)."""
+    key = (id(state), name)
+    cached = _MASKS.get(key)
+    if cached is None or cached[0]() is not state:
+        mask = np.fromiter((name in names for names in state.categories), bool, state.n_items)
+        cached = _MASKS[key] = (weakref.ref(state), mask)
+    return cached[1]
 
 
 def eligible(state: CatalogState, categories: tuple[str, ...] | None) -> np.ndarray:
@@ -14,8 +29,8 @@ def eligible(state: CatalogState, categories: tuple[str, ...] | None) -> np.ndar
     allowed = state.available.copy()
     if categories is not None:
         inside = np.zeros(state.n_items, dtype=bool)
-        for j, names in enumerate(state.categories):
-            inside[j] = any(name in categories for name in names)
+        for name in categories:
+            inside |= _in_category(state, name)
         allowed &= inside
     return np.flatnonzero(allowed)
 

@@ -236,3 +236,70 @@ def test_bad_filter_parameters_are_422_and_unknown_categories_empty_or_404(clien
     assert ids_of(client.get(f"/v1/users/{user}/recommendations", params={"category": "nothing"})) == []
     assert client.get("/v1/categories/nothing/popular").status_code == 404
     assert client.get("/v1/categories/nothing/latest").status_code == 404
+
+
+def _category_version(home, k_category=8):
+    """Publish a version with per-user lists for every category."""
+    from recforge.data.interactions import Interactions
+
+    registry = ModelRegistry(home)
+    artifact = registry.open()
+    model = artifact.model
+    eligibility = Catalog.load(home).eligibility(model.items_)
+    lists = precompute(
+        model,
+        Interactions(model.seen_, model.users_, model.items_),
+        k_users=20,
+        k_items=15,
+        k_popular=30,
+        eligibility=eligibility,
+        category_lists=CATEGORIES,
+        k_category=k_category,
+    )
+    version = registry.create(model, lists, data_window=artifact.manifest["data_window"])
+    registry.publish(version.version)
+    return version.version
+
+
+def test_category_lists_answer_single_category_requests_exactly(home, monkeypatch):
+    _category_version(home)
+    with TestClient(create_app(make_config(home))) as client:
+        served, state = served_of(client)
+        assert served.lists.categories == frozenset(state.members)
+        calls = []
+        exact = served.ranker.exact
+        monkeypatch.setattr(served.ranker, "exact", lambda *a, **kw: calls.append(1) or exact(*a, **kw))
+        rng = np.random.default_rng(3)
+        for trial in range(80):
+            user = int(rng.integers(len(served.users)))
+            category = (sorted(state.members)[trial % CATEGORIES],)
+            k = int(rng.integers(1, 9))
+            response = client.get(
+                f"/v1/users/{served.model.users_.id(user)}/recommendations",
+                params={"k": k, "category": category[0]},
+            )
+            expected = brute_force(served, state, k, max(1, int(k * 0.3)), category, user=user)
+            assert ids_of(response) == state.names(expected, served.items), (trial, user, category, k)
+        assert len(calls) < 40  # most answers came from the category's own lists
+
+
+@pytest.mark.redis
+def test_category_lists_in_redis(home):
+    from recforge.lists import RedisLists
+    from recforge.serving.stores import open_redis_store
+    from tests.serving.redis_server import redis_server
+
+    version = _category_version(home)
+    artifact = ModelRegistry(home).open(version)
+    with redis_server() as url:
+        store = open_redis_store(RedisLists(url, "cat", 2), artifact)
+        assert store.categories == frozenset(artifact.categories)
+        name = sorted(artifact.categories)[0]
+        for user in (0, 7, 99):
+            ids, scores = store.category(name, user, artifact.model.users_.id(user))
+            np.testing.assert_array_equal(ids, artifact.categories[name][0][user])
+            np.testing.assert_array_equal(scores, artifact.categories[name][1][user])
+        with TestClient(create_app(make_config(home, store=url, redis_prefix="cat"))) as client:
+            user = artifact.model.users_.id(3)
+            answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 5, "category": name}).json()
+            assert answer["source"] == "precomputed" and len(answer["items"]) == 5

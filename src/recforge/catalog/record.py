@@ -172,8 +172,7 @@ def _created_at(value: Any, reasons: list[str]) -> int | None:
         when = value if value.tzinfo else value.replace(tzinfo=UTC)
         us = round(when.timestamp() * 1e6)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        if math.isfinite(value):
-            us = round(value * 1e6)
+        us = _seconds_us(float(value))
     elif isinstance(value, str):
         us = _parse_time_text(value.strip())
     if us is None:
@@ -185,9 +184,17 @@ def _created_at(value: Any, reasons: list[str]) -> int | None:
     return us
 
 
+def _seconds_us(seconds: float) -> int | None:
+    """Microseconds of Unix seconds; far outside the accepted years (or not finite): a value just
+    outside them, so the range check names it (never an overflow)."""
+    if not math.isfinite(seconds):
+        return None
+    return round(min(max(seconds, -1e14), 1e14) * 1e6)
+
+
 def _parse_time_text(text: str) -> int | None:
     try:
-        return round(float(text) * 1e6) if not _YEAR_ONLY.match(text) else None
+        return _seconds_us(float(text)) if not _YEAR_ONLY.match(text) else None
     except ValueError:
         pass
     try:
@@ -218,9 +225,10 @@ def _attributes(value: Any, reasons: list[str]) -> dict[str, str | int | float |
                 reasons.append(f"attribute {key!r} longer than {MAX_ATTRIBUTE_TEXT} characters")
                 return None
             out[key] = item
-        elif item is None or (kind in (int, float) and math.isfinite(item)):
+        elif item is None or (kind is float and math.isfinite(item)) or (kind is int and abs(item) < 2**63):
             out[key] = item
         else:
-            reasons.append(f"attribute {key!r} must be a string or a finite number, got {item!r}")
+            shown = repr(item) if len(repr(item)) < 60 else repr(item)[:57] + "..."
+            reasons.append(f"attribute {key!r} must be a string or a finite number (64-bit), got {shown}")
             return None
     return out

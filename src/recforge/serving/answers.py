@@ -104,7 +104,8 @@ def _candidates(state: CatalogState, query: Query, drop: np.ndarray) -> np.ndarr
     candidates = state.candidates(query.categories)
     if candidates is None:
         candidates = np.flatnonzero(state.available).astype(np.int32)
-    drop = np.union1d(query.exclude, drop) if len(drop) else query.exclude
+    if len(query.exclude):
+        drop = np.union1d(query.exclude, drop) if len(drop) else query.exclude
     if len(drop):
         candidates = candidates[~_member(candidates, drop)]
     return candidates
@@ -169,9 +170,7 @@ def user_answer(
             extras = _extras(state, query) if ranker.scores_extras(state) else _NONE
             ranked = ranker.from_list(state, row, keep, query.k, query.cap, extras=extras, user=user)
             if ranked is None:
-                seen = served.model.seen_
-                trained = np.asarray(seen.indices[seen.indptr[user] : seen.indptr[user + 1]])
-                candidates = _candidates(state, query, np.sort(trained).astype(np.int32))
+                candidates = _candidates(state, query, ranker.seen(user))
                 ranked = ranker.exact(state, candidates, query.k, query.cap, user=user)
             return Answer.of("precomputed", ranked)
     else:

@@ -55,7 +55,8 @@ class CatalogState:
     events in the model's data), ``created_us`` (:data:`~recforge.catalog.items.NO_TIME` for an
     item the catalog does not list), ``listed`` (the catalog lists it); ``categories`` and
     ``attributes`` (JSON text) are lists; ``members`` maps a category to the sorted indices of
-    its items; ``extra_factors`` are the extra items' factors (``None`` without a cold-start map).
+    its items, ``eligible`` to those of its available items; ``extra_factors`` are the extra
+    items' factors (``None`` without a cold-start map).
     """
 
     seq: int
@@ -67,6 +68,7 @@ class CatalogState:
     categories: list[tuple[str, ...]]
     attributes: list[bytes | None]
     members: dict[str, np.ndarray]
+    eligible: dict[str, np.ndarray]
     extra_names: list[str]
     extra_index: dict[str, int]
     extra_factors: np.ndarray | None
@@ -80,11 +82,10 @@ class CatalogState:
         categories (every available item: callers drop :meth:`unavailable` instead)."""
         if categories is None:
             return None
-        found = [self.members[name] for name in categories if name in self.members]
+        found = [self.eligible[name] for name in categories if name in self.eligible]
         if not found:
             return _NONE
-        union = found[0] if len(found) == 1 else np.unique(np.concatenate(found))
-        return union[self.available[union]]
+        return found[0] if len(found) == 1 else np.unique(np.concatenate(found))
 
     def latest(self, category: str, k: int) -> np.ndarray:
         """The ``k`` newest available items of ``category`` by ``created_at`` (ties: lower index)."""
@@ -131,6 +132,7 @@ class LiveCatalog:
             categories=[()] * n,
             attributes=[None] * n,
             members={},
+            eligible={},
             extra_names=[],
             extra_index={},
             extra_factors=None
@@ -199,6 +201,9 @@ class LiveCatalog:
                     added.setdefault(name, []).append(index)
                 categories[index] = new
         members = dict(state.members)
+        touched = set(added) | set(removed)
+        for index in positions.tolist():  # availability may have changed: their categories too
+            touched.update(categories[index])
         for name in added.keys() | removed.keys():
             current = members.get(name, _NONE)
             if name in removed:
@@ -209,6 +214,12 @@ class LiveCatalog:
                 members[name] = current.astype(np.int32)
             else:
                 members.pop(name, None)
+        eligible = dict(state.eligible)
+        for name in touched:
+            if name in members:
+                eligible[name] = members[name][available[members[name]]]
+            else:
+                eligible.pop(name, None)
         extra_factors = self._extra_factors(state, positions, records, n)
         return replace(
             state,
@@ -220,6 +231,7 @@ class LiveCatalog:
             categories=categories,
             attributes=attributes,
             members=members,
+            eligible=eligible,
             extra_names=extra_names,
             extra_index=extra_index,
             extra_factors=extra_factors,

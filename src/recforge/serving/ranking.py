@@ -94,21 +94,31 @@ class Ranker:
         self.factor = isinstance(model, FactorRecommender)
         self.popularity = popularity(model.seen_)
         self._unit: np.ndarray | None = None
+        # plain ndarray views of memory-mapped arrays: indexing a np.memmap costs ~50 us more
+        seen = model.seen_
+        self._seen = (np.asarray(seen.indptr), np.asarray(seen.indices))
+        if isinstance(model, FactorRecommender):
+            self._users = np.asarray(model.user_factors_)
+            self._items = np.asarray(model.item_factors_)
+
+    def seen(self, user: int) -> np.ndarray:
+        """Sorted indices of the items a known user has in the model's data."""
+        indptr, indices = self._seen
+        return np.asarray(indices[indptr[user] : indptr[user + 1]], dtype=np.int32)
 
     # vectors ----------------------------------------------------------------------------------
     def user_vector(self, user: int, history: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         """A factor model's vector of a known user (``history`` None) or of a folded-in one."""
         assert isinstance(self.model, FactorRecommender)
         if history is None:
-            return np.asarray(self.model.user_factors_[user])
+            return self._users[user]
         return self.model.fold_in(*history)
 
     def item_rows(self, state: CatalogState, items: np.ndarray) -> np.ndarray:
         """Factor rows of served-space items (model items, then extras)."""
-        assert isinstance(self.model, FactorRecommender)
-        factors = self.model.item_factors_
+        factors = self._items
         if state.extra_factors is None or not len(items) or items.max() < state.n_model:
-            return np.asarray(factors[items])
+            return factors[items]
         inside = items < state.n_model
         rows = np.empty((len(items), factors.shape[1]), dtype=np.float32)
         rows[inside] = factors[items[inside]]
@@ -161,21 +171,75 @@ class Ranker:
         by_mass = user < 0 and history is None and similar_to < 0
         if not by_mass:  # popularity ranks every item (0 for the extra ones); scores need factors
             candidates = self.scorable(state, candidates)
-        cold = state.cold[candidates]
-        out_ids, out_scores = [], []
-        for group in (candidates[~cold], candidates[cold]):
-            if not len(group):
-                continue
-            ids, scores = self._top_k(state, group, k, user, history, similar_to)
-            out_ids.append(ids)
-            out_scores.append(scores)
-        if not out_ids:
+        if not len(candidates):
             return Ranked(_NONE, np.zeros(0, np.float32))
-        ids, scores = np.concatenate(out_ids), np.concatenate(out_scores)
-        ids, scores = _ranked(ids, scores, self.mass(ids) if by_mass else None)
-        ranked = pick(ids, scores, state.cold[ids], k, cap, fill=True)
+        scores, order_by = self._scores(state, candidates, k, user, history, similar_to)
+        cold = state.cold[candidates]
+        if not cold.any():  # the common case: nothing to cap
+            ids, top = _top(candidates, scores, order_by, k)
+            finite = np.isfinite(top)  # a model without factors leaves the rest at -inf
+            return Ranked(ids[finite], top[finite])
+        out_ids, out_scores = [], []
+        for group in (~cold, cold):
+            if group.any():
+                by = None if order_by is None else order_by[group]
+                ids, top = _top(candidates[group], scores[group], by, k)
+                out_ids.append(ids[np.isfinite(top)])
+                out_scores.append(top[np.isfinite(top)])
+        ids, top = np.concatenate(out_ids), np.concatenate(out_scores)
+        ids, top = _ranked(ids, top, self.mass(ids) if by_mass else None)
+        ranked = pick(ids, top, state.cold[ids], k, cap, fill=True)
         assert ranked is not None
         return ranked
+
+    def _scores(
+        self,
+        state: CatalogState,
+        items: np.ndarray,
+        k: int,
+        user: int,
+        history: tuple[np.ndarray, np.ndarray] | None,
+        similar_to: int,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of ``items`` (float32) and what to order them by when it is not the scores
+        (popularity: the float64 mass). For a model without factors, the items it ranks below
+        its top ``k`` score ``-inf``."""
+        if user < 0 and history is None and similar_to < 0:
+            mass = self.mass(items)
+            return mass.astype(np.float32), mass
+        if self.factor:
+            if similar_to >= 0:
+                query = self.unit_rows(state, np.array([similar_to]))[0]
+                return np.asarray(self.unit_rows(state, items) @ query, dtype=np.float32), None
+            vector = self.user_vector(user, history)
+            return np.asarray(self.item_rows(state, items) @ vector, dtype=np.float32), None
+        scores = np.full(len(items), -np.inf, dtype=np.float32)
+        cold = state.cold[items]
+        for group in (~cold, cold):  # each group's own top k: the cap may need k of either
+            if not group.any():
+                continue
+            ids, top = self._model_top(items[group], k, user, history, similar_to)
+            scores[np.searchsorted(items, ids)] = top
+        return scores, None
+
+    def _model_top(
+        self,
+        items: np.ndarray,
+        k: int,
+        user: int,
+        history: tuple[np.ndarray, np.ndarray] | None,
+        similar_to: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A model without factors ranks ``items`` itself (its own ``items=`` path)."""
+        model = self.model
+        if similar_to >= 0:
+            ids, scores = model.similar_items(similar_to, k, items=items)
+        elif history is not None:
+            ids, scores = model.recommend_for_history(*history, k=k, items=items)
+        else:
+            ids, scores = model.recommend(user, k, filter_seen=False, items=items)
+        keep = ids >= 0
+        return ids[keep].astype(np.int32), scores[keep]
 
     def mass(self, ids: np.ndarray) -> np.ndarray:
         """Popularity (float64 ``sum_u r_ui``, what the popular list is ordered by) of served-space
@@ -194,25 +258,11 @@ class Ranker:
         history: tuple[np.ndarray, np.ndarray] | None,
         similar_to: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if user < 0 and history is None and similar_to < 0:  # popularity
-            mass = self.mass(items)
-            return _top(items, mass.astype(np.float32), mass, k)
-        if self.factor:
-            if similar_to >= 0:
-                query = self.unit_rows(state, np.array([similar_to]))[0]
-                scores = self.unit_rows(state, items) @ query
-            else:
-                scores = self.item_rows(state, items) @ self.user_vector(user, history)
-            return _top(items, np.asarray(scores, dtype=np.float32), None, k)
-        model = self.model
-        if similar_to >= 0:
-            ids, scores = model.similar_items(similar_to, k, items=items)
-        elif history is not None:
-            ids, scores = model.recommend_for_history(*history, k=k, items=items)
-        else:
-            ids, scores = model.recommend(user, k, filter_seen=False, items=items)
-        keep = ids >= 0
-        return ids[keep].astype(np.int32), scores[keep]
+        """The best ``k`` of ``items`` (by score, ties by index)."""
+        scores, order_by = self._scores(state, items, k, user, history, similar_to)
+        ids, top = _top(items, scores, order_by, k)
+        keep = np.isfinite(top)
+        return ids[keep], top[keep]
 
     # precomputed lists ---------------------------------------------------------------------------
     def from_list(

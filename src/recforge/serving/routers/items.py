@@ -48,7 +48,7 @@ async def similar(
     check_id(item_id, "item_id", serving.config)
     query = query_of(k, exclude, category, served, serving.config)
     wanted = fields_of(fields)
-    if serving.blocking_reads or query.categories is not None:  # Redis, or scoring: off the loop
+    if serving.blocking_reads:  # Redis: network I/O off the event loop
         return await run_in_threadpool(_answer, serving, served, item_id, query, wanted)
     return _answer(serving, served, item_id, query, wanted)
 
