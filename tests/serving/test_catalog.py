@@ -303,3 +303,41 @@ def test_category_lists_in_redis(home):
             user = artifact.model.users_.id(3)
             answer = client.get(f"/v1/users/{user}/recommendations", params={"k": 5, "category": name}).json()
             assert answer["source"] == "precomputed" and len(answer["items"]) == 5
+
+
+def test_a_model_without_factors_is_filtered_exactly_too(home):
+    """ItemKNN: the filtered answers are the model's own ranking of the eligible items."""
+    from recforge.data.interactions import Interactions
+    from recforge.models import ItemKNN
+
+    registry = ModelRegistry(home)
+    data = build_interactions(EventStore(home), make_config(home))
+    model = ItemKNN(neighbors=20).fit(data, catalog=Catalog.load(home))
+    lists = precompute(
+        model, Interactions(model.seen_, model.users_, model.items_), k_users=20, k_items=15, k_popular=30
+    )
+    version = registry.create(model, lists, data_window=registry.open().manifest["data_window"])
+    registry.publish(version.version)
+    config = make_config(home)
+    config.catalog.max_cold_share = 1.0  # no cap: the model's ranking as it is
+    with TestClient(create_app(config)) as client:
+        served, state = served_of(client)
+        assert served.version == version.version
+        rng = np.random.default_rng(4)
+        for trial in range(40):
+            user = int(rng.integers(len(served.users)))
+            category = sorted(state.members)[trial % CATEGORIES]
+            eligible = state.eligible[category]
+            k = int(rng.integers(1, 12))
+            ids, _ = served.model.recommend(user, k, items=eligible[eligible < state.n_model])
+            response = client.get(
+                f"/v1/users/{served.model.users_.id(user)}/recommendations",
+                params={"k": k, "category": category},
+            )
+            assert ids_of(response) == state.names(ids[ids >= 0], served.items), (trial, user, category, k)
+        similar = client.get(
+            f"/v1/items/{served.model.items_.id(1)}/similar", params={"k": 5, "category": category}
+        )
+        assert similar.json()["source"] == "cooccurrence" and set(ids_of(similar)) <= set(
+            state.names(state.eligible[category], served.items)
+        )
