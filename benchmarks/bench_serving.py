@@ -171,13 +171,13 @@ class Server:
         self.process = subprocess.Popen(command, cwd=tree, env=env, start_new_session=True)
         self.port = port
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -518,6 +518,13 @@ def stage_freshness(home: Path, users: list[str], args: argparse.Namespace) -> d
                     json={"available": True},
                     headers={"Authorization": f"Bearer {API_KEY}"},
                 )
+            time.sleep(1.0)
+            workers = {}  # the change number each process applied (a gauge per worker pid)
+            for name, port in (("redis", redis_port), ("mmap", mmap_port)):
+                for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+                    if line.startswith(("recforge_catalog_seq{", "recforge_catalog_seq ")):
+                        pid = line.split('pid="')[1].split('"')[0] if 'pid="' in line else "single"
+                        workers[f"{name}:{pid}"] = int(float(line.rsplit(" ", 1)[1]))
         finally:
             for server in servers:
                 server.stop()
@@ -530,6 +537,7 @@ def stage_freshness(home: Path, users: list[str], args: argparse.Namespace) -> d
         "last_seen_after_ack_ms": {
             name: {"p50": pct(v, 50), "max": pct(v, 100)} for name, v in vanished.items()
         },
+        "catalog_seq_per_worker_at_the_end": workers,
         "poll_seconds": 0.25,
     }
 
