@@ -40,7 +40,7 @@ import orjson
 
 from recforge.lists import Pair, StoreUnavailable
 from recforge.serving.fresh import FreshEvent
-from recforge.serving.live_catalog import CatalogState
+from recforge.serving.live_catalog import COLD, UNAVAILABLE, CatalogState
 from recforge.serving.model import ServedModel
 from recforge.serving.ranking import Ranked
 
@@ -166,6 +166,9 @@ def user_answer(
             listed = _stored_category(served, query.categories[0], user, user_id)
             row = listed if listed is not None else row
         if row is not None:
+            fast = _head(state, row, query)
+            if fast is not None:
+                return Answer.of("precomputed", fast)
             keep = _keep(state, row[0], query)
             extras = _extras(state, query) if ranker.scores_extras(state) else _NONE
             ranked = ranker.from_list(state, row, keep, query.k, query.cap, extras=extras, user=user)
@@ -176,6 +179,26 @@ def user_answer(
     else:
         reason = "unknown_user"
     return Answer.of("popular", _popular(served, state, query, _NONE), fallback=reason)
+
+
+def _head(state: CatalogState, row: Pair, query: Query) -> Ranked | None:
+    """The answer from the head of the list when only availability filters it (no category,
+    nothing excluded: the common request): the first ``k`` available entries among its first
+    ``4 k``, when there are ``k`` and at most ``cap`` of them are cold (what the full path gives
+    then, for a few microseconds); ``None`` otherwise."""
+    if query.categories is not None or len(query.exclude):
+        return None
+    k = query.k
+    ids, scores = row
+    head = ids[:k]
+    if len(head) == k and head[-1] >= 0 and not state.flags[head].any():  # all available, warm
+        return Ranked(head, scores[:k])
+    ids, scores = ids[: 4 * k], scores[: 4 * k]
+    flags = state.flags[ids]
+    keep = np.flatnonzero(((flags & UNAVAILABLE) == 0) & (ids >= 0))[:k]
+    if len(keep) < k or np.count_nonzero(flags[keep] & COLD) > query.cap:
+        return None
+    return Ranked(ids[keep], scores[keep])
 
 
 def _popular(served: ServedModel, state: CatalogState, query: Query, drop: np.ndarray) -> Ranked:
@@ -296,6 +319,10 @@ def render(
     ids = answer.ids
     names = state.names(ids, served.items)
     scores = answer.scores.tolist()
+    if not fields and not (len(ids) and state.cold[ids].any()):  # the common answer
+        items = [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)]
+        body = {key: value, "model_version": served.version, "source": answer.source, "items": items}
+        return orjson.dumps(body)
     cold = state.cold[ids].tolist() if len(ids) else []
     items = []
     for j, (name, score) in enumerate(zip(names, scores, strict=True)):

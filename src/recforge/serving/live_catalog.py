@@ -39,12 +39,19 @@ if TYPE_CHECKING:
     from recforge.models.cold_start import ColdStartMap
     from recforge.serving.telemetry import Metrics
 
-__all__ = ["CatalogState", "CatalogWatcher", "LiveCatalog"]
+__all__ = ["COLD", "UNAVAILABLE", "CatalogState", "CatalogWatcher", "LiveCatalog", "flags_of"]
 
 log = logging.getLogger("recforge.serving")
 _NONE = np.zeros(0, dtype=np.int32)
 #: Changes read from the store per query while catching up.
 _BATCH = 100_000
+#: Bits of :attr:`CatalogState.flags`.
+UNAVAILABLE, COLD = 1, 2
+
+
+def flags_of(available: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """One byte per item: :data:`UNAVAILABLE` and :data:`COLD` bits."""
+    return (~available).astype(np.uint8) | (cold.astype(np.uint8) << 1)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,9 @@ class CatalogState:
     item the catalog does not list), ``listed`` (the catalog lists it); ``categories`` and
     ``attributes`` (JSON text) are lists; ``members`` maps a category to the sorted indices of
     its items, ``eligible`` to those of its available items; ``extra_factors`` are the extra
-    items' factors (``None`` without a cold-start map).
+    items' factors (``None`` without a cold-start map). ``flags`` packs ``available`` and ``cold``
+    into one byte per item (:data:`UNAVAILABLE`, :data:`COLD`), so the common check of a list's
+    head is one gather.
     """
 
     seq: int
@@ -69,6 +78,7 @@ class CatalogState:
     attributes: list[bytes | None]
     members: dict[str, np.ndarray]
     eligible: dict[str, np.ndarray]
+    flags: np.ndarray
     extra_names: list[str]
     extra_index: dict[str, int]
     extra_factors: np.ndarray | None
@@ -133,6 +143,7 @@ class LiveCatalog:
             attributes=[None] * n,
             members={},
             eligible={},
+            flags=flags_of(np.ones(n, dtype=bool), cold),
             extra_names=[],
             extra_index={},
             extra_factors=None
@@ -232,6 +243,7 @@ class LiveCatalog:
             attributes=attributes,
             members=members,
             eligible=eligible,
+            flags=flags_of(available, cold),
             extra_names=extra_names,
             extra_index=extra_index,
             extra_factors=extra_factors,
