@@ -12,12 +12,12 @@ from recforge.serving.answers import item_answer, render
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.model import ServedModel
 from recforge.serving.routers.params import (
-    CATEGORY_DESCRIPTION,
     EXCLUDE_DESCRIPTION,
-    FIELDS_DESCRIPTION,
+    FILTER_PARAMETERS,
     K_DESCRIPTION,
     check_id,
     fields_of,
+    filters_of,
     query_of,
 )
 from recforge.serving.schemas import SimilarItems, errors
@@ -29,6 +29,7 @@ router = APIRouter(prefix="/v1/items", tags=["similar items"])
     "/{item_id}/similar",
     response_model=None,
     responses={200: {"model": SimilarItems}, **errors(401, 403, 422, 503)},
+    openapi_extra={"parameters": FILTER_PARAMETERS},
     summary="Items similar to an item",
 )
 async def similar(
@@ -37,8 +38,6 @@ async def similar(
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
-    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
-    fields: Annotated[str | None, Query(description=FIELDS_DESCRIPTION)] = None,
 ) -> Response:
     """The precomputed neighbours of a known item (new arrivals: from their attribute-mapped
     factors); popular items for an unknown one; only available items, of the given
@@ -46,6 +45,7 @@ async def similar(
     serving.authorize_read(request)
     served = serving.served()
     check_id(item_id, "item_id", serving.config)
+    category, fields = filters_of(request)
     query = query_of(k, exclude, category, served, serving.config)
     wanted = fields_of(fields)
     if serving.blocking_reads:  # Redis: network I/O off the event loop

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 
 from recforge.catalog.record import check_category
 from recforge.config import Config
@@ -11,7 +11,15 @@ from recforge.serving.answers import Query
 from recforge.serving.model import ServedModel
 from recforge.serving.ranking import cold_cap
 
-__all__ = ["check_id", "effective_k", "exclude_indices", "fields_of", "query_of"]
+__all__ = [
+    "FILTER_PARAMETERS",
+    "check_id",
+    "effective_k",
+    "exclude_indices",
+    "fields_of",
+    "filters_of",
+    "query_of",
+]
 
 K_DESCRIPTION = "How many items (default serving.k_default; larger than serving.k_max is capped)."
 EXCLUDE_DESCRIPTION = "Comma-separated item ids never to return (unknown ids are ignored)."
@@ -19,6 +27,24 @@ CATEGORY_DESCRIPTION = "Comma-separated categories: only items in any of them (a
 FIELDS_DESCRIPTION = "Comma-separated attributes to put in each item (e.g. title,price,image_url)."
 #: Most categories or fields one request names.
 MAX_NAMES = 64
+
+#: ``category`` and ``fields`` as the OpenAPI document shows them. The routes read them from the
+#: query string themselves (:func:`filters_of`): FastAPI's validation of a declared parameter
+#: costs ~20 us of CPU per request, a tenth of a whole precomputed answer.
+FILTER_PARAMETERS = [
+    {"name": "category", "in": "query", "required": False, "description": CATEGORY_DESCRIPTION,
+     "schema": {"type": "string", "maxLength": 8192}},
+    {"name": "fields", "in": "query", "required": False, "description": FIELDS_DESCRIPTION,
+     "schema": {"type": "string", "maxLength": 8192}},
+]  # fmt: skip
+
+
+def filters_of(request: Request) -> tuple[str | None, str | None]:
+    """``(category, fields)`` from the query string (``None`` where absent)."""
+    params = request.query_params
+    return params.get("category"), params.get("fields")
+
+
 _RESERVED = frozenset({"item_id", "score", "cold"})
 
 

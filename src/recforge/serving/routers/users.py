@@ -15,12 +15,12 @@ from recforge.serving.deps import Serving, get_serving
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.model import ServedModel
 from recforge.serving.routers.params import (
-    CATEGORY_DESCRIPTION,
     EXCLUDE_DESCRIPTION,
-    FIELDS_DESCRIPTION,
+    FILTER_PARAMETERS,
     K_DESCRIPTION,
     check_id,
     fields_of,
+    filters_of,
     query_of,
 )
 from recforge.serving.schemas import Recommendations, errors
@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     "/{user_id}/recommendations",
     response_model=None,
     responses={200: {"model": Recommendations}, **errors(401, 403, 422, 503)},
+    openapi_extra={"parameters": FILTER_PARAMETERS},
     summary="Top-k items for a user",
 )
 async def recommendations(
@@ -40,8 +41,6 @@ async def recommendations(
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
-    category: Annotated[str | None, Query(description=CATEGORY_DESCRIPTION)] = None,
-    fields: Annotated[str | None, Query(description=FIELDS_DESCRIPTION)] = None,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
     time-decayed popular items for everyone else; only available items, of the given
@@ -55,6 +54,7 @@ async def recommendations(
     serving.authorize_read(request)
     served = serving.served()
     check_id(user_id, "user_id", serving.config)
+    category, fields = filters_of(request)
     query = query_of(k, exclude, category, served, serving.config)
     wanted = fields_of(fields)
     if serving.blocking_reads:
