@@ -30,6 +30,21 @@ Stages (``--stages``, all by default):
   server per run); with them on, every answered ``recommendation_id`` must be in the
   impression store once the server has stopped.
 
+With ``--catalog`` (issue 15) the home also has a catalog: the generated items in ``--categories``
+categories (50 by default), ``--sold-out`` of them unavailable (10%), the model fitted with it;
+``--users`` / ``--events`` size the data (the issue's set-up: ``--users 200000 --events 2000000``).
+Two more stages:
+
+* ``category``: as ``precomputed``, each request with ``&category=<one of the categories>``;
+* ``freshness``: two ``recforge serve`` workers on a Redis store and one on the mmap store;
+  ``--freshness-items`` times, an item in answers of both servers is marked unavailable with
+  ``PATCH`` (alternately through each) while requests keep flowing to both (new connections,
+  so both Redis workers answer); the responses started one second or more after the
+  acknowledgement must never contain it; also when each server stopped showing it.
+
+``--server-src`` runs the servers from another source tree (e.g. the tree before issue 15,
+``git archive <commit> | tar -x -C DIR``) over the same home, for a side-by-side peer.
+
 Prints one JSON line per stage and a summary table.
 """
 
@@ -55,16 +70,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-N_USERS, N_ITEMS, N_EVENTS, FACTORS = 20_000, 50_000, 1_000_000, 64
+N_ITEMS, FACTORS = 50_000, 64
 API_KEY = "bench-key"
 
 
 # set-up ------------------------------------------------------------------------------------
-def build_home(work: Path, model_name: str) -> Path:
+def build_home(work: Path, model_name: str, args: argparse.Namespace) -> Path:
     from tests.serving.factors import ToyFactors
 
     from recforge._time import parse_time
     from recforge.artifacts import ModelRegistry
+    from recforge.catalog import Catalog, CatalogStore
+    from recforge.catalog.synthetic import generate_catalog
     from recforge.config import Config
     from recforge.data.build import build_interactions
     from recforge.data.generate import generate_events
@@ -74,19 +91,36 @@ def build_home(work: Path, model_name: str) -> Path:
     from recforge.precompute import popular_list
     from recforge.topk import recommend_all, similar_items_all
 
-    home = work / f"home-{model_name}"
+    name = (
+        f"home-{model_name}"
+        if args.users == 20_000 and args.events == 1_000_000
+        else (f"home-{model_name}-{args.users}u-{args.events}e")
+    )
+    home = work / (f"{name}-{args.categories}c" if args.catalog else name)
     registry = ModelRegistry(home)
-    if registry.current() is not None and len(registry.list()) >= 6:
+    versions = 1 if args.catalog else 6  # the publish stage needs five more
+    if registry.current() is not None and len(registry.list()) >= versions:
         return home
     started = time.perf_counter()
     store = EventStore(home)
+    categories = args.categories if args.catalog else None
     if not store.segments():
-        store.append(generate_events(users=N_USERS, items=N_ITEMS, events=N_EVENTS, seed=0))
+        store.append(
+            generate_events(
+                users=args.users, items=N_ITEMS, events=args.events, seed=0, categories=categories
+            )
+        )
+    catalog = None
+    if args.catalog:
+        table = generate_catalog(N_ITEMS, 0, categories, sold_out=args.sold_out)
+        CatalogStore(home).upsert(Catalog.from_records(table.to_pylist()).patches())
+        catalog = Catalog.load(home)
     # as of the data's end (2024), as builds before issue 14 were: the same weights in both trees
     interactions = build_interactions(store, Config(), as_of=parse_time(str(store.stats()["last"])))
     cls = ToyFactors if model_name == "toyfactors" else model_class(model_name)
     model = cls(factors=FACTORS)  # a factor model: its versions differ by scaled user factors
-    model.fit(interactions)
+    model.fit(interactions, catalog=catalog)
+    interactions = interactions.with_items(model.items_)  # the catalog's items without events too
     seen = interactions.matrix
     user_f = np.asarray(model.user_factors_, np.float32)
     item_f = np.asarray(model.item_factors_, np.float32)
@@ -94,7 +128,7 @@ def build_home(work: Path, model_name: str) -> Path:
     info = interactions.info
     window = {"first": info["first"], "last": info["last"], "events": info["events"]}
     rng = np.random.default_rng(1)
-    for n in range(6):  # the served version, then five to publish during a load test
+    for n in range(versions):  # the served version, then five to publish during a load test
         if n:
             model.user_factors_ = user_f * rng.uniform(0.9, 1.1, FACTORS).astype(np.float32)
         version = registry.create(
@@ -116,11 +150,11 @@ def build_home(work: Path, model_name: str) -> Path:
 
 # server ------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, home: Path, port: int, **settings: str) -> None:
+    def __init__(self, home: Path, port: int, *extra: str, tree: Path = REPO, **settings: str) -> None:
         code = "import sys, tests.serving.factors; from recforge.cli.main import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECFORGE_")}
         env.update(
-            PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+            PYTHONPATH=os.pathsep.join([str(tree / "src"), str(tree)]),
             RECFORGE_API_KEYS=API_KEY,
             OPENBLAS_NUM_THREADS="1",
             OMP_NUM_THREADS="1",
@@ -139,17 +173,18 @@ class Server:
             str(port),
             "--log-level",
             "warning",
+            *extra,
         ]
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+        self.process = subprocess.Popen(command, cwd=tree, env=env, start_new_session=True)
         self.port = port
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -392,6 +427,127 @@ def stage_precomputed(port: int, users: list[str], args: argparse.Namespace, kee
         "seconds": args.seconds,
         "sources": sorted(sources),
         **result.summary(),
+    }
+
+
+def stage_category(port: int, users: list[str], categories: list[str], args: argparse.Namespace) -> dict:
+    """Known users (Zipf), each request filtered to one category drawn uniformly."""
+    draw = zipf_sampler(users, seed=1)
+    pick = random.Random(11)
+    route = "/v1/users/{user_id}/recommendations"
+    before = histogram(port, route)
+    result = asyncio.run(
+        open_loop(
+            port,
+            args.rate,
+            args.seconds,
+            lambda: get(f"/v1/users/{draw()}/recommendations?k=10&category={pick.choice(categories)}"),
+            keep_bodies=10**9,
+        )
+    )
+    bodies = [json.loads(b) for b in result.bodies]
+    return {
+        "stage": "category",
+        "server_p99_ms": server_quantile(before, histogram(port, route), 0.99),
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "categories": len(categories),
+        "sources": sorted({b["source"] for b in bodies}),
+        "answers_with_k_items": f"{sum(len(b['items']) == 10 for b in bodies)}/{len(bodies)}",
+        **result.summary(),
+    }
+
+
+def stage_freshness(home: Path, users: list[str], args: argparse.Namespace) -> dict:
+    """Two Redis workers and one mmap worker; PATCH {"available": false}, alternately through
+    each server; no response started >= 1 s after the acknowledgement may hold the item."""
+    import httpx
+    from tests.serving.redis_server import free_port, redis_server
+
+    from recforge.artifacts import ModelRegistry
+
+    artifact = ModelRegistry(home).open()
+    model = artifact.model
+    rng = np.random.default_rng(5)
+    with redis_server() as url:
+        redis_port, mmap_port = free_port(), free_port()
+        servers = [
+            Server(home, redis_port, "--workers", "2", "--store", url),
+            Server(home, mmap_port),
+        ]
+        try:
+            for server in servers:
+                server.wait_ready()
+            ports = [redis_port, mmap_port]
+            late, checked, vanished = 0, 0, {"redis": [], "mmap": []}
+            patched = []
+            for trial in range(args.freshness_items):
+                row = int(rng.integers(len(model.users_)))
+                user = model.users_.id(row)
+                answers = [
+                    httpx.get(f"http://127.0.0.1:{p}/v1/users/{user}/recommendations?k=10").json()
+                    for p in ports
+                ]
+                common = [
+                    e["item_id"]
+                    for e in answers[0]["items"]
+                    if e["item_id"] in {x["item_id"] for x in answers[1]["items"]}
+                ]
+                if not common:
+                    continue
+                item = common[0]
+                through = ports[trial % 2]
+                response = httpx.patch(
+                    f"http://127.0.0.1:{through}/v1/items/{item}",
+                    json={"available": False},
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                )
+                acked = time.monotonic()
+                assert response.status_code == 200, response.text
+                patched.append(item)
+                seen_until = {"redis": 0.0, "mmap": 0.0}
+                while time.monotonic() - acked < 2.0:
+                    for name, port in (("redis", redis_port), ("mmap", mmap_port)):
+                        started = time.monotonic()
+                        with httpx.Client() as client:  # a new connection: any worker may answer
+                            body = client.get(
+                                f"http://127.0.0.1:{port}/v1/users/{user}/recommendations?k=10"
+                            ).json()
+                        holds = item in {e["item_id"] for e in body["items"]}
+                        if holds:
+                            seen_until[name] = max(seen_until[name], started - acked)
+                        if started - acked >= 1.0:
+                            checked += 1
+                            late += holds
+                for name in vanished:
+                    vanished[name].append(seen_until[name])
+            for item in patched:  # leave the catalog as it was
+                httpx.patch(
+                    f"http://127.0.0.1:{redis_port}/v1/items/{item}",
+                    json={"available": True},
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                )
+            time.sleep(1.0)
+            workers = {}  # the change number each process applied (a gauge per worker pid)
+            for name, port in (("redis", redis_port), ("mmap", mmap_port)):
+                for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+                    if line.startswith(("recforge_catalog_seq{", "recforge_catalog_seq ")):
+                        pid = line.split('pid="')[1].split('"')[0] if 'pid="' in line else "single"
+                        workers[f"{name}:{pid}"] = int(float(line.rsplit(" ", 1)[1]))
+        finally:
+            for server in servers:
+                server.stop()
+    pct = lambda a, q: round(float(np.percentile(a, q)) * 1e3, 1) if a else None  # noqa: E731
+    return {
+        "stage": "freshness",
+        "items_patched": len(patched),
+        "responses_started_1s_after_ack": checked,
+        "of_them_holding_the_item": late,
+        "last_seen_after_ack_ms": {
+            name: {"p50": pct(v, 50), "max": pct(v, 100)} for name, v in vanished.items()
+        },
+        "catalog_seq_per_worker_at_the_end": workers,
+        "poll_seconds": 0.25,
     }
 
 
@@ -685,6 +841,13 @@ def main() -> None:
     parser.add_argument("--publish-seconds", type=float, default=30.0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="Runs of each mode (impressions stage).")
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--catalog", action="store_true", help="Set up a catalog (issue 15).")
+    parser.add_argument("--categories", type=int, default=50)
+    parser.add_argument("--sold-out", type=float, default=0.1)
+    parser.add_argument("--freshness-items", type=int, default=20)
+    parser.add_argument("--server-src", type=Path, default=REPO, help="Source tree the servers run from.")
     args = parser.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -697,13 +860,15 @@ def main() -> None:
         pass
     threadpool_limits(1)
     args.work.mkdir(parents=True, exist_ok=True)
-    home = build_home(args.work, args.model)
+    home = build_home(args.work, args.model, args)
     from tests.serving.redis_server import free_port
 
     from recforge.artifacts import ModelRegistry
+    from recforge.catalog import Catalog
 
     model = ModelRegistry(home).open().model
     users, items = model.users_.array.to_pylist(), model.items_.array.to_pylist()
+    categories = sorted({name for names in Catalog.load(home).categories for name in names})
     stages = args.stages.split(",")
     results = []
     gc.collect()
@@ -719,14 +884,20 @@ def main() -> None:
         results.append(stage_impressions(home, users, args))
         print(json.dumps(results[-1]), flush=True)
         stages.remove("impressions")
+    if "freshness" in stages:
+        results.append(stage_freshness(home, users, args))
+        print(json.dumps(results[-1]), flush=True)
+        stages.remove("freshness")
     for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
-        server = Server(home, args.port or free_port())
+        server = Server(home, args.port or free_port(), tree=args.server_src)
         try:
             server.wait_ready()
             load_before = os.getloadavg()[0]
             cpu_before = server.cpu_seconds()
             if stage == "precomputed":
                 out = stage_precomputed(server.port, users, args)
+            elif stage == "category":
+                out = stage_category(server.port, users, categories, args)
             elif stage == "foldin":
                 out = stage_foldin(server.port, users, items, args)
             elif stage == "intake":
@@ -736,6 +907,7 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown stage {stage}")
             out["server_cpu_s"] = round(server.cpu_seconds() - cpu_before, 1)
+            out["server_tree"] = str(args.server_src)
             out["load_avg_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             results.append(out)
             print(json.dumps(out), flush=True)

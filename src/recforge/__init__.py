@@ -1,6 +1,7 @@
 """recforge: a recommendation system from raw events to a served, monitored API."""
 
 from recforge._version import __version__
+from recforge.catalog import Catalog
 from recforge.data import Interactions, Vocabulary
 from recforge.evaluation import tune
 from recforge.models import ALS, BPR, EASE, ItemKNN, Popular, Recommender
@@ -11,6 +12,7 @@ __all__ = [
     "ALS",
     "BPR",
     "EASE",
+    "Catalog",
     "Interactions",
     "ItemKNN",
     "Popular",

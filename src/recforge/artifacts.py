@@ -109,6 +109,8 @@ class Artifact:
     popular_ids: np.ndarray
     popular_scores: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
+    #: per-category user lists (``[catalog] category_lists``), by category name
+    categories: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def lists(self) -> Lists:
@@ -118,6 +120,7 @@ class Artifact:
             (self.item_ids, self.item_scores),
             (self.popular_ids, self.popular_scores),
             str(self.manifest.get("item_source") or "factors"),
+            self.categories,
         )
 
 
@@ -158,6 +161,7 @@ class ModelRegistry:
                 "n_items": len(model.items_),
                 "k_users": lists.k_users,
                 "k_items": lists.k_items,
+                "category_lists": {name: int(ids.shape[1]) for name, (ids, _) in lists.categories.items()},
                 "item_source": lists.item_source,
                 "data_window": data_window or {},
                 "metrics": metrics or {},
@@ -383,7 +387,16 @@ class ModelRegistry:
             raise VersionCheckError(
                 f"model {name} cannot be loaded: {' '.join(str(error).split())}"
             ) from None
-        return Artifact(name, path, manifest, model, *lists.users, *lists.items, *lists.popular)
+        return Artifact(
+            name,
+            path,
+            manifest,
+            model,
+            *lists.users,
+            *lists.items,
+            *lists.popular,
+            categories=lists.categories,
+        )
 
     def resolve(self, name: str) -> str:
         """A version's full name from what a person types: ``latest`` (the newest version),

@@ -29,6 +29,7 @@ from recforge.data.schema import DEFAULT_EVENT_TYPES, MAX_ID_LENGTH
 from recforge.weighting import DEFAULT_HALF_LIFE_DAYS, DEFAULT_WEIGHTS, Weighting
 
 __all__ = [
+    "CatalogConfig",
     "Config",
     "DataConfig",
     "ExperimentsConfig",
@@ -189,6 +190,28 @@ class KafkaConfig:
 
 
 @dataclass
+class CatalogConfig:
+    """Items and their use: cold start, filters, category lists (see :mod:`recforge.catalog`)."""
+
+    #: When the home has a catalog, fit factor models with it: every catalog item gets a
+    #: factor vector, items without events one mapped from their attributes (cold start).
+    cold_start: bool = True
+    #: Most items without events ("cold") in one answer, as a share of k (rounded down; at
+    #: least 1 when positive); more come only after every eligible item with events. 1 lifts
+    #: the cap, 0 keeps cold items last.
+    max_cold_share: float = 0.3
+    #: ``recforge train`` precomputes each user's list within this many of the largest
+    #: categories (0: none); other categories are answered by exact scoring.
+    category_lists: int = 0
+    #: Items per user in each precomputed category list.
+    k_category: int = 50
+    #: How often each serving process reads catalog changes made elsewhere, in seconds.
+    poll_seconds: float = 0.25
+    #: Most items in one ``POST /v1/items``.
+    max_items_per_request: int = 10_000
+
+
+@dataclass
 class PipelineConfig:
     """The retraining pipeline: holdout, quality gate, list sizes, retention, schedule, lock
     (see :mod:`recforge.pipeline`)."""
@@ -269,7 +292,7 @@ class Config:
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
-
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
@@ -282,6 +305,9 @@ class Config:
         relevant = {
             "weighting": dataclasses.asdict(self.weighting),
             "model": dataclasses.asdict(self.model),
+            "catalog": {
+                key: getattr(self.catalog, key) for key in ("cold_start", "category_lists", "k_category")
+            },
         }
         blob = json.dumps(relevant, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,18 +1,21 @@
 """``recforge demo``: the whole loop on a fresh home in about a minute.
 
-Synthetic marketplace events (or a MovieLens file) -> ingest -> build with a holdout -> train
--> evaluate beside popularity -> gate -> precompute -> publish, then a few users'
-recommendations by their external ids, a table of P@10, NDCG@10 and MAP@10 beside popularity,
-and the lift. It is :func:`recforge.pipeline.run_pipeline` on a demo home, nothing more.
+Synthetic marketplace events and their catalog (or a MovieLens file, and its item file) ->
+ingest -> build with a holdout -> train -> evaluate beside popularity -> gate -> precompute ->
+publish, then a few users' recommendations by their external ids, one user's list within a
+category with titles and prices (sold-out items left out), a table of P@10, NDCG@10 and MAP@10
+beside popularity, and the lift. It is :func:`recforge.pipeline.run_pipeline` on a demo home,
+nothing more.
 
 The protocol fits the data. Marketplace events (views, carts, purchases over time) get the
 configured time decay and a temporal holdout (the newest events), and the demo trains the best
-model the package has (``--model``, default ALS). Rating data (every event a ``rating``, as
-MovieLens files are read) have no marketplace half-life (a rating does not fade) and no
-meaningful order in time (a user rates many films in one sitting), so they get no decay and a
-per-user holdout (20% of each user's ratings, ``[pipeline] holdout_per_user``), and the
-pipeline's tune stage first searches every model family on the train part for ``tune``
-(``[pipeline] tune_budget``; per-user folds, never the holdout) and trains the winner.
+model the package has (``--model``, default ALS), fitted with the catalog so that new arrivals
+get factors. Rating data (every event a ``rating``, as MovieLens files are read) have no
+marketplace half-life (a rating does not fade) and no meaningful order in time (a user rates
+many films in one sitting), so they get no decay and a per-user holdout (20% of each user's
+ratings, ``[pipeline] holdout_per_user``), and the pipeline's tune stage first searches every
+model family on the train part for ``tune`` (``[pipeline] tune_budget``; per-user folds, never
+the holdout) and trains the winner.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from recforge.artifacts import ModelRegistry
+from recforge.catalog import Catalog, CatalogStore
+from recforge.catalog.ingest import ingest_items
+from recforge.catalog.synthetic import generate_catalog
 from recforge.config import Config
 from recforge.data.generate import generate_events, write_events
 from recforge.data.ingest import ingest_file
@@ -65,6 +72,7 @@ class DemoSettings:
     seed: int = 0
     data: Path | None = None
     format: str | None = None
+    items_file: Path | None = None
     model: str | None = None
     samples: int = 3
     #: the tuning budget for rating data (a duration; "0": no tuning)
@@ -112,6 +120,19 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
             f"generated {table.num_rows:,} marketplace events ({settings.users:,} users, "
             f"{settings.items:,} items, {settings.days:g} days) into {path}"
         )
+        new_items = max(1, settings.items // 100)
+        items = generate_catalog(settings.items, settings.seed, new_items=new_items, days=settings.days)
+        CatalogStore(home).upsert(Catalog.from_records(items.to_pylist()).patches())
+        console.print(
+            f"generated their catalog: {items.num_rows:,} items ({new_items:,} new arrivals without events, "
+            f"10% sold out) into the catalog store"
+        )
+    if settings.items_file is not None:
+        items_report = ingest_items(settings.items_file, CatalogStore(home), config)
+        console.print(
+            f"ingested {items_report.upserted:,} items from {settings.items_file} "
+            f"({items_report.rejected:,} rejected)"
+        )
     tuning = config.pipeline.tune_every > 0
     what = "the model tuned on the train part" if tuning else f"model [bold]{config.model.name}[/bold]"
     console.print(f"running the pipeline with {what} ...")
@@ -125,6 +146,7 @@ def run_demo(home: Path, config: Config, settings: DemoSettings, console: Consol
         name = f"{name} (tuned)"
     if result.version is not None:
         _print_samples(home, run, result.version, settings.samples, console)
+        _print_category_list(home, run, result.version, console)
     console.print(
         f"done in {time.perf_counter() - started:.1f} s. Explore: recforge --home {home} pipeline status | "
         f"evaluate --plot metrics.png | models list",
@@ -252,6 +274,39 @@ def _print_samples(home: Path, run: Run, version: str, count: int, console: Cons
             f"  viewed together with {model.items_.id(top)} (the most popular item): {', '.join(similar)}",
             highlight=False,
         )
+
+
+def _print_category_list(home: Path, run: Run, version: str, console: Console, k: int = 5) -> None:
+    """A user's list within the category they use most (among those with ``k`` items left for
+    them), as a page would show it: titles and prices, sold-out items left out."""
+    store = CatalogStore(home)
+    if not store.exists:
+        return
+    model = ModelRegistry(home).open(version).model
+    eligibility = Catalog.load(home).eligibility(model.items_)
+    train = Interactions.load(Path(run.result("build")["path"]) / "train")
+    activity = np.diff(train.matrix.indptr)
+    row = int(np.argsort(activity, kind="stable")[int(len(activity) * 0.9)])  # an active user
+    user = train.users.id(row)
+    seen = set(train.items.ids(train.matrix[row].indices).tolist())
+    tally: dict[str, int] = {}
+    for name, members in eligibility.members.items():
+        tally[name] = len(seen.intersection(model.items_.ids(members).tolist()))
+    ranked = sorted(tally, key=lambda name: (-tally[name], name))
+    left = [
+        name for name in ranked if len(set(model.items_.ids(eligibility.items([name])).tolist()) - seen) >= k
+    ]
+    if not left:
+        return
+    category = left[0]
+    ids, _ = model.recommend([user], k, items=eligibility.items([category]))
+    console.print(f"{user}'s top {k} in {category!r} (available items only):", highlight=False)
+    for item in (i for i in ids[0] if i is not None):
+        record = store.get(str(item))
+        attributes = orjson.loads(record.attributes) if record else {}
+        price = attributes.get("price")
+        shown = f"  {item:<8} {attributes.get('title', '')}"
+        console.print(shown + (f"  ${price:,.2f}" if isinstance(price, int | float) else ""), highlight=False)
 
 
 def _served(artifact: Any, user: str, k: int) -> list[str]:

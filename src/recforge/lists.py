@@ -6,12 +6,16 @@ Every model version carries three lists, all of item indices in the version's ow
 * ``users``: ``(ids int32 [n_users, k_users], scores float32 [n_users, k_users])``, a user's
   top-K unseen items, by user index;
 * ``items``: ``(ids, scores)`` ``[n_items, k_items]``, an item's similar items, by item index;
-* ``popular``: ``(ids int32 [k_popular], scores float32 [k_popular])``, the fallback.
+* ``popular``: ``(ids int32 [k_popular], scores float32 [k_popular])``, the fallback;
+* ``categories`` (optional): per category name, ``(ids, scores)`` ``[n_users, k_category]``, a
+  user's top unseen items among the category's items (available or not: availability is
+  applied when answering), for the largest categories (``[catalog] category_lists``).
 
 **In a version directory** (:func:`save_lists` / :func:`load_lists`), one ``.npy`` per array,
 loadable with ``mmap_mode="r"``::
 
     users.ids.npy  users.scores.npy  items.ids.npy  items.scores.npy  popular.ids.npy  popular.scores.npy
+    categories.json  (the category names, in file order)  categories/<j>.ids.npy  categories/<j>.scores.npy
 
 **In Redis** (:class:`RedisLists`; ``<p>`` is ``serving.redis_prefix``), shared by every API
 process that serves the version::
@@ -19,6 +23,7 @@ process that serves the version::
     <p>:lists:<version>:users    hash  user id -> encode_list(ids[k], scores[k])
     <p>:lists:<version>:items    hash  item id -> the same, similar items
     <p>:lists:<version>:popular  string, encode_list of the popular list
+    <p>:lists:<version>:cat:<name>  hash  user id -> encode_list, a category's list
     <p>:lists:<version>:ready    string, set last: the version is complete
     <p>:lists:<version>:loading  string with a TTL: one loader at a time
     <p>:lists                    sorted set of loaded versions by load time
@@ -33,9 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -77,6 +83,7 @@ class Lists:
     items: Pair
     popular: Pair
     item_source: str = "factors"
+    categories: dict[str, Pair] = field(default_factory=dict)
 
     @property
     def k_users(self) -> int:
@@ -110,6 +117,11 @@ class Lists:
                         f"{name} holds item ids from {low} to {high}, outside -1..{n_items - 1} (padding or "
                         f"an index of the {n_items} items)"
                     )
+        for name, (ids, scores) in self.categories.items():
+            if ids.ndim != 2 or ids.shape[0] != n_users or ids.shape != scores.shape:
+                raise ValueError(f"category list {name!r} has shape {ids.shape}, expected ({n_users}, k)")
+            if ids.dtype != np.int32 or scores.dtype != np.float32:
+                raise ValueError(f"category list {name!r} must be int32 ids and float32 scores")
 
 
 def save_lists(directory: Path, lists: Lists) -> None:
@@ -117,13 +129,31 @@ def save_lists(directory: Path, lists: Lists) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in lists.arrays().items():
         np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+    if lists.categories:
+        (directory / "categories").mkdir(exist_ok=True)
+        for j, (ids, scores) in enumerate(lists.categories.values()):
+            np.save(directory / "categories" / f"{j}.ids.npy", np.ascontiguousarray(ids), allow_pickle=False)
+            np.save(
+                directory / "categories" / f"{j}.scores.npy", np.ascontiguousarray(scores), allow_pickle=False
+            )
+        (directory / "categories.json").write_text(json.dumps(list(lists.categories)))
 
 
 def load_lists(directory: Path, item_source: str, mmap: bool = True) -> Lists:
     """Read what :func:`save_lists` wrote, arrays memory-mapped unless ``mmap=False``."""
     mode: Literal["r"] | None = "r" if mmap else None
     arrays = [np.load(directory / f"{name}.npy", mmap_mode=mode, allow_pickle=False) for name in LIST_FILES]
-    return Lists((arrays[0], arrays[1]), (arrays[2], arrays[3]), (arrays[4], arrays[5]), item_source)
+    categories: dict[str, Pair] = {}
+    names = directory / "categories.json"
+    if names.exists():
+        for j, name in enumerate(json.loads(names.read_text())):
+            categories[name] = (
+                np.load(directory / "categories" / f"{j}.ids.npy", mmap_mode=mode, allow_pickle=False),
+                np.load(directory / "categories" / f"{j}.scores.npy", mmap_mode=mode, allow_pickle=False),
+            )
+    return Lists(
+        (arrays[0], arrays[1]), (arrays[2], arrays[3]), (arrays[4], arrays[5]), item_source, categories
+    )
 
 
 # encoding ------------------------------------------------------------------------------------
@@ -171,6 +201,10 @@ class RedisLists:
     def key(self, version: str, part: str) -> str:
         return redis_key(self.prefix, version, part)
 
+    def category_key(self, version: str, category: str) -> str:
+        """The hash of a category's lists (user id -> list)."""
+        return redis_key(self.prefix, version, f"cat:{category}")
+
     def ready(self, version: str) -> bool:
         """Whether ``version`` is completely loaded."""
         with translate_errors(self.url):
@@ -213,11 +247,11 @@ class RedisLists:
             return False
         self.begin(version)
         with translate_errors(self.url):
-            for part, names, (ids, scores) in (
-                ("users", user_ids, lists.users),
-                ("items", item_ids, lists.items),
-            ):
-                key = self.key(version, part)
+            parts = [(self.key(version, "users"), user_ids, lists.users)]
+            parts.append((self.key(version, "items"), item_ids, lists.items))
+            parts += [(self.category_key(version, c), user_ids, pair) for c, pair in lists.categories.items()]
+            self.client.set(self.key(version, "categories"), json.dumps(list(lists.categories)))
+            for key, names, (ids, scores) in parts:
                 self.client.delete(key)
                 for start in range(0, len(names), batch):
                     stop = min(start + batch, len(names))
@@ -261,7 +295,10 @@ class RedisLists:
         doomed = [v for v in versions[: -self.keep_versions] if v != keep]
         with translate_errors(self.url):
             for version in doomed:
-                self.client.delete(*(self.key(version, p) for p in ("ready", "users", "items", "popular")))
+                raw = self.client.get(self.key(version, "categories"))
+                cats = [self.category_key(version, c) for c in json.loads(raw)] if raw else []
+                parts = ("ready", "users", "items", "popular", "categories")
+                self.client.delete(*(self.key(version, p) for p in parts), *cats)
                 self.client.zrem(f"{self.prefix}:lists", version)
         return doomed
 

@@ -8,7 +8,9 @@ Contract of every function here:
   score is never returned;
 * ``exclude`` is a CSR rows x items matrix: ``exclude[r, i]`` stored (whatever its value) means
   item ``i`` is never returned for row ``r``; ``exclude_items`` (global, e.g. sold out) are
-  never returned for any row; ``include_items``, when given, is the only candidate set.
+  never returned for any row; ``include_items``, when given, is the only candidate set;
+* ``eligibility`` (a catalog's :class:`~recforge.catalog.Eligibility` over the same items) drops
+  unavailable items, and with ``categories`` keeps only the items of any of them.
 
 How (:mod:`recforge.kernels.topk`): each numba thread scores a block of ``block_size`` rows
 against a tile of ``item_block_size`` items with one ``sgemm`` into a buffer that stays in its
@@ -26,7 +28,7 @@ with BLAS pinned to one thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from recforge._numba import dynamic_schedule, thread_limits
 from recforge._numba import num_threads as resolve_threads
 from recforge._progress import progress as progress_bar
 from recforge._validation import check_positive_int
+from recforge.catalog.eligibility import Eligibility
 from recforge.kernels.topk import cosine_topk_pairs, pair_rounds, topk_dense, topk_factors
 
 __all__ = [
@@ -105,6 +108,8 @@ def recommend_all(
     num_threads: int = 0,
     exclude_items: np.ndarray | None = None,
     include_items: np.ndarray | None = None,
+    eligibility: Eligibility | None = None,
+    categories: str | Sequence[str] | None = None,
     out: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +130,7 @@ def recommend_all(
         raise ValueError(f"user_factors have {users.shape[1]} factors, item_factors {items.shape[1]}")
     n_users, n_items = users.shape[0], items.shape[0]
     indptr, indices = _exclusions(exclude, n_users, n_items)
+    include_items, exclude_items = _eligible(n_items, eligibility, categories, include_items, exclude_items)
     cand, banned = _candidates(n_items, include_items, exclude_items)
     ids, scores = _outputs(out, n_users, k)
     if len(banned) == n_items:  # no candidate at all
@@ -166,6 +172,8 @@ def similar_items_all(
     num_threads: int = 0,
     exclude_items: np.ndarray | None = None,
     include_items: np.ndarray | None = None,
+    eligibility: Eligibility | None = None,
+    categories: str | Sequence[str] | None = None,
     symmetric: bool | None = None,
     out: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool | None = None,
@@ -184,6 +192,7 @@ def similar_items_all(
     vectors = _factors(item_factors, "item_factors")
     n_items = vectors.shape[0]
     query = None if items is None else _item_array(items, n_items, "items")
+    include_items, exclude_items = _eligible(n_items, eligibility, categories, include_items, exclude_items)
     if symmetric is None:
         symmetric = query is None and include_items is None
     if symmetric and (query is not None or include_items is not None):
@@ -288,6 +297,33 @@ def _item_array(values: Any, n_items: int, name: str) -> np.ndarray:
     if array.min() < 0 or array.max() >= n_items:
         raise ValueError(f"{name} holds an index outside [0, {n_items})")
     return array.astype(np.int64).ravel()
+
+
+def _eligible(
+    n_items: int,
+    eligibility: Eligibility | None,
+    categories: str | Sequence[str] | None,
+    include_items: np.ndarray | None,
+    exclude_items: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(include_items, exclude_items)`` with a catalog's eligibility folded in."""
+    if eligibility is None:
+        if categories is not None:
+            raise ValueError("categories= needs eligibility= (the catalog's, over the same items)")
+        return include_items, exclude_items
+    if eligibility.n_items != n_items:
+        raise ValueError(f"eligibility covers {eligibility.n_items} items, the factors {n_items}")
+    if categories is None:
+        unavailable = eligibility.unavailable()
+        if exclude_items is not None:
+            unavailable = np.union1d(unavailable, _item_array(exclude_items, n_items, "exclude_items"))
+        return include_items, unavailable
+    allowed = eligibility.items(categories)
+    if include_items is not None:
+        allowed = np.intersect1d(allowed, _item_array(include_items, n_items, "include_items"))
+    if not len(allowed):  # nothing eligible: every item is banned
+        return None, np.arange(n_items, dtype=np.int64)
+    return allowed, exclude_items
 
 
 def _candidates(

@@ -106,6 +106,51 @@ class RecommenderContract:
         empty_ids, _ = fitted.recommend_for_history(np.array([], dtype=np.int64), k=2)
         assert empty_ids.shape == (2,)
 
+    def test_items_ranks_only_the_given_items_as_the_full_ranking_does(self, fitted):
+        """``items=`` is the unrestricted ranking filtered to the candidates (issue 15)."""
+        full_ids, full_scores = fitted.recommend(np.arange(20), k=10, filter_seen=False)
+        for u in range(20):
+            candidates = [1, 4, 5, 8]
+            ids, scores = fitted.recommend(u, k=3, filter_seen=False, items=candidates)
+            order = [i for i in full_ids[u].tolist() if i in candidates][:3]
+            assert ids.tolist() == order, (u, ids, full_ids[u])
+            np.testing.assert_allclose(
+                scores, full_scores[u][np.isin(full_ids[u], order)], rtol=1e-5, atol=1e-6
+            )
+        ids, _ = fitted.recommend(np.arange(20), k=4, items=[0, 1, 2, 3])  # seen ones still left out
+        assert set(ids[ids >= 0].tolist()) <= {0, 1, 2, 3}
+        ids, scores = fitted.recommend(np.arange(3), k=2, items=[])
+        assert (ids == -1).all() and np.isneginf(scores).all()
+        history, _ = fitted.recommend_for_history(np.array([0, 2]), k=3, items=[2, 6, 7])
+        assert set(history[history >= 0].tolist()) <= {6, 7}
+        similar, _ = fitted.similar_items(np.arange(10), k=2, items=[3, 9])
+        for i in range(10):
+            assert set(similar[i][similar[i] >= 0].tolist()) <= {3, 9} - {i}
+
+    def test_fit_with_a_catalog_lists_every_catalog_item(self, checkerboard, tmp_path):
+        from recforge.catalog import Catalog
+
+        users = Vocabulary([f"u{n}" for n in range(20)])
+        items = Vocabulary([f"i{n}" for n in range(10)])
+        records = [{"item_id": f"i{n}", "categories": f"c{n % 2}", "price": float(n % 2)} for n in range(10)]
+        records += [
+            {"item_id": "new0", "categories": "c0", "price": 0.0},
+            {"item_id": "new1", "categories": "c1"},
+        ]
+        model = self.make().fit(
+            Interactions.from_csr(checkerboard, users, items), catalog=Catalog.from_records(records)
+        )
+        assert len(model.items_) == 12 and model.items_.ids([10, 11]).tolist() == ["new0", "new1"]
+        assert model.cold_items_.tolist() == [10, 11]
+        ids, _ = model.recommend(["u0"], k=12)
+        assert set(ids[0][ids[0] != None].tolist()) >= {"new0", "new1"}  # noqa: E711
+        model.save(tmp_path / "m")
+        loaded = Recommender.load(tmp_path / "m")
+        np.testing.assert_array_equal(
+            loaded.recommend(np.arange(20), k=5)[0], model.recommend(np.arange(20), k=5)[0]
+        )
+        assert (loaded.cold_map_ is None) == (model.cold_map_ is None)
+
     def test_out_of_range_and_bad_k(self, fitted):
         with pytest.raises(ValueError, match="out of range"):
             fitted.recommend(np.array([99]), k=3)

@@ -131,6 +131,9 @@ def test_demo_end_to_end_on_small_settings(tmp_path, capsys):
         assert label in out
     assert "gate: accepted, published version v" in out
     assert out.count(" -> i") == 3 and "viewed together with i" in out
+    assert "generated their catalog: 151 items (1 new arrivals" in out
+    shown = out.split("(available items only):")[1].strip().splitlines()  # a category list, priced
+    assert all("$" in line for line in shown[:5]) and shown[5].startswith("done in")
     assert ModelRegistry(home).current() is not None
     # run again: the demo home is wiped and rebuilt, with the best available model by default
     code, out, err = run(capsys, *args)

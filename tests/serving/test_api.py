@@ -407,7 +407,7 @@ def test_a_failing_fold_in_falls_back_instead_of_failing(client, artifact, monke
     def broken(*args, **kwargs):
         raise np.linalg.LinAlgError("Singular matrix")
 
-    monkeypatch.setattr(served.model, "recommend_for_history", broken)
+    monkeypatch.setattr(served.model, "_fold_in", broken)  # under fold_in and recommend_for_history
     client.post("/v1/events", json=events("unlucky", ["i1"]), headers=AUTH)
     response = client.get("/v1/users/unlucky/recommendations")
     assert response.status_code == 200 and response.json()["source"] == "popular"

@@ -128,7 +128,7 @@ def test_fold_in_works_inside_each_arm(home, two_versions):
         by_arm = {arm_of(u, "fold", 0.5): u for u in newcomers}
         assert set(by_arm) == {"control", "treatment"}
         events = [
-            {"user_id": user, "item_id": f"i{j}", "event_type": "like", "timestamp": "2030-01-01T00:00:00Z"}
+            {"user_id": user, "item_id": f"i{j}", "event_type": "like", "timestamp": "2025-06-01T12:00:00Z"}
             for user in by_arm.values()
             for j in (2, 3, 5)
         ]

@@ -22,24 +22,44 @@ def register(app: typer.Typer) -> None:
         events: int = typer.Option(1_000_000, "--events", help="Number of events."),
         days: float = typer.Option(90.0, "--days", help="Days the events span."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same file)."),
+        categories: int | None = typer.Option(
+            None, "--categories", min=1, help="Item categories (default: about sqrt(items) / 2)."
+        ),
+        catalog: Path | None = typer.Option(
+            None, "--catalog", help="Where the items' catalog goes (default: <out>.items.csv beside it)."
+        ),
+        new_items: int = typer.Option(
+            0, "--new-items", min=0, help="Catalog items without events (new arrivals)."
+        ),
+        sold_out: float = typer.Option(0.1, "--sold-out", help="Share of catalog items unavailable."),
     ) -> None:
-        """Generate synthetic marketplace events (views, likes, carts, purchases), and beside them
-        the true tastes they were drawn from (EVENTS.tastes.npz, read by recforge simulate)."""
+        """Generate synthetic marketplace events (views, likes, carts, purchases), the catalog of
+        their items (categories, brands, prices, created_at, a share sold out), and the true
+        tastes the events were drawn from (EVENTS.tastes.npz, read by recforge simulate)."""
+        import pyarrow.csv as pcsv
+
         from recforge._progress import stage
+        from recforge.catalog.synthetic import generate_catalog
         from recforge.data.generate import generate_with_tastes, tastes_path, write_events
 
         started = time.perf_counter()
         with stage(f"generating {events:,} events"):
             table, tastes = generate_with_tastes(
-                users=users, items=items, events=events, days=days, seed=seed
+                users=users, items=items, events=events, days=days, seed=seed, categories=categories
             )
         with stage(f"writing {out}"):
             write_events(table, out)
             sidecar = tastes.save(tastes_path(out))
+        stem = out.name.removesuffix(".gz").rsplit(".", 1)[0]
+        catalog = catalog or out.with_name(f"{stem}.items.csv")
+        items_table = generate_catalog(
+            items, seed, categories, new_items=new_items, sold_out=sold_out, days=days
+        )
+        pcsv.write_csv(items_table, catalog)
         took = time.perf_counter() - started
         typer.echo(
-            f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out} in {took:.1f} s"
-            f" (true tastes: {sidecar})"
+            f"wrote {table.num_rows:,} events ({users:,} users, {items:,} items) to {out}, "
+            f"{items_table.num_rows:,} items to {catalog} and the true tastes to {sidecar} in {took:.1f} s"
         )
 
     @app.command("build")

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
             None, "--data", help="Use this event file instead (e.g. MovieLens u.data.gz, ratings.dat)."
         ),
         format: str | None = typer.Option(None, "--format", help="Format of --data (default: detected)."),
+        catalog: Path | None = typer.Option(
+            None, "--catalog", help="A catalog file for --data (e.g. MovieLens u.item.gz or movies.dat)."
+        ),
         model: str | None = typer.Option(
             None,
             "--model",
@@ -50,6 +53,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             data=data,
             format=format,
+            items_file=catalog,
             model=model,
             tune=tune,
         )

@@ -125,9 +125,25 @@ def register(app: typer.Typer) -> None:
     def kafka(
         ctx: typer.Context,
         bootstrap: str = typer.Option(..., "--bootstrap", help="Broker address(es): HOST:PORT[,HOST:PORT]."),
-        topic: str = typer.Option(..., "--topic", help="Topic of JSON events, one event per message."),
+        topic: str | None = typer.Option(
+            None, "--topic", help="Topic of JSON events, one event per message."
+        ),
         group: str = typer.Option(
             ..., "--group", help="Consumer group (a new group starts at the earliest offset)."
+        ),
+        items_topic: str | None = typer.Option(
+            None,
+            "--items-topic",
+            help="Topic of JSON item records, upserted into the catalog (exactly once).",
+        ),
+        items_group: str | None = typer.Option(
+            None, "--items-group", help="Consumer group of --items-topic (default: <group>-items)."
+        ),
+        fresh_store: str | None = typer.Option(
+            None,
+            "--fresh-store",
+            help="Also pass stored events to serving's fresh events in this Redis store (default: "
+            "serving.store when it is a redis:// URL).",
         ),
         max_idle: float | None = typer.Option(
             None,
@@ -138,46 +154,107 @@ def register(app: typer.Typer) -> None:
         batch_events: int | None = typer.Option(
             None, "--batch-events", help="Messages per stored batch at most (default: kafka.batch_events)."
         ),
+        max_batch_wait_s: float | None = typer.Option(
+            None,
+            "--max-batch-wait-s",
+            help="Store a batch after this many seconds (default: kafka.max_batch_wait_s).",
+        ),
         session_timeout_ms: int | None = typer.Option(
             None, "--session-timeout-ms", help="Group session timeout (default: kafka.session_timeout_ms)."
         ),
         metrics_port: int | None = typer.Option(
-            None, "--metrics-port", help="Serve Prometheus metrics on this port (default: kafka.metrics_port)"
+            None,
+            "--metrics-port",
+            help="Serve Prometheus metrics of the events topic on this port (default: kafka.metrics_port)",
         ),
-        as_json: bool = typer.Option(False, "--json", help="Print the final report as JSON."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the final report(s) as JSON, one per topic."
+        ),
     ) -> None:
-        """Consume JSON events from a Kafka topic into the event store.
+        """Consume JSON events from a Kafka topic into the event store, and item records from an
+        items topic into the catalog.
 
         Messages are validated as files are (bad ones quarantined with partition and offset),
-        stored in batches, and their offsets committed once a batch is durable. SIGTERM stores
-        and commits the batch in hand, then exits 0."""
-        from recforge.data.kafka import ingest_kafka
+        stored in batches, and their offsets committed once a batch is durable; item batches are
+        applied exactly once (their offsets are kept in the catalog store). With a Redis
+        serving store, stored events also become fresh events every API process folds in.
+        SIGTERM stores and commits the batches in hand, then exits 0."""
+        from recforge.artifacts import ModelRegistry
+        from recforge.catalog import CatalogStore
+        from recforge.catalog.kafka import ItemSink
+        from recforge.data.kafka import EventSink, KafkaIngestor, run_ingestors
         from recforge.data.store import EventStore
+        from recforge.errors import RecforgeError
+        from recforge.serving.backend import is_redis_url
+        from recforge.serving.fresh import FreshFeed, RedisFreshEvents
 
         state: State = ctx.obj
-        changes: dict[str, Any] = {"batch_events": batch_events, "session_timeout_ms": session_timeout_ms}
+        if topic is None and items_topic is None:
+            raise RecforgeError("give --topic (events), --items-topic (catalog items), or both")
+        changes: dict[str, Any] = {
+            "batch_events": batch_events,
+            "session_timeout_ms": session_timeout_ms,
+            "max_batch_wait_s": max_batch_wait_s,
+        }
         changes = {key: value for key, value in changes.items() if value is not None}
         config = dataclasses.replace(state.config, kafka=dataclasses.replace(state.config.kafka, **changes))
-        report = ingest_kafka(
-            EventStore(state.writable_home()),
-            config,
-            bootstrap=bootstrap,
-            topic=topic,
-            group=group,
-            max_idle=max_idle,
-            metrics_port=metrics_port,
-        )
-        if as_json:
-            typer.echo(json.dumps(report.to_dict()))
-            return
-        joined = "never joined" if report.joined_s is None else f"joined in {report.joined_s:.1f} s"
-        typer.echo(
-            f"kafka:{topic} (group {group}): {report.messages:,} messages: {report.accepted:,} accepted, "
-            f"{report.duplicates:,} duplicate, {report.rejected:,} rejected; {report.batches:,} batches "
-            f"in {report.active_s:.1f} s ({report.rate:,.0f} messages/s; {joined}); "
-            f"stopped: {report.stopped}; lag {report.total_lag:,}"
-        )
-        if report.commit_failures:
-            typer.echo(f"  offset commits failed {report.commit_failures} times (stored; read again later)")
-        if report.quarantine:
-            typer.echo(f"  rejected messages: {report.quarantine}")
+        serving = config.serving
+        redis_url = fresh_store or (serving.store if is_redis_url(serving.store) else None)
+        ingestors = []
+        if topic is not None:
+            feed = None
+            if redis_url is not None:
+                from recforge.lists import redis_client
+
+                fresh = RedisFreshEvents(
+                    redis_client(redis_url),
+                    redis_url,
+                    serving.redis_prefix,
+                    serving.fresh_events_per_user,
+                    serving.fresh_ttl_seconds,
+                )
+                feed = FreshFeed(fresh, config.weighting.value(), ModelRegistry(state.writable_home()))
+            sink = EventSink(EventStore(state.writable_home()), on_stored=feed)
+            ingestors.append(
+                KafkaIngestor(
+                    sink,
+                    config,
+                    bootstrap=bootstrap,
+                    topic=topic,
+                    group=group,
+                    max_idle=max_idle,
+                    metrics_port=metrics_port,
+                )
+            )
+        if items_topic is not None:
+            items = ItemSink(CatalogStore(state.writable_home()), items_topic)
+            ingestors.append(
+                KafkaIngestor(
+                    items,
+                    config,
+                    bootstrap=bootstrap,
+                    topic=items_topic,
+                    group=items_group or f"{group}-items",
+                    max_idle=max_idle,
+                    metrics_port=0,
+                )
+            )
+        for ingestor, report in zip(ingestors, run_ingestors(ingestors), strict=True):
+            if as_json:
+                typer.echo(json.dumps(report.to_dict()))
+                continue
+            joined = "never joined" if report.joined_s is None else f"joined in {report.joined_s:.1f} s"
+            what = "items" if ingestor.topic == items_topic and ingestor.topic != topic else "events"
+            typer.echo(
+                f"kafka:{ingestor.topic} (group {ingestor.group}): {report.messages:,} messages: "
+                f"{report.accepted:,} {what} accepted, {report.duplicates:,} duplicate, "
+                f"{report.rejected:,} rejected; {report.batches:,} batches in {report.active_s:.1f} s "
+                f"({report.rate:,.0f} messages/s; {joined}); stopped: {report.stopped}; "
+                f"lag {report.total_lag:,}"
+            )
+            if report.commit_failures:
+                typer.echo(
+                    f"  offset commits failed {report.commit_failures} times (stored; read again later)"
+                )
+            if report.quarantine:
+                typer.echo(f"  rejected messages: {report.quarantine}")

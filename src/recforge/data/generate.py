@@ -51,8 +51,10 @@ from recforge.errors import RecforgeError
 __all__ = [
     "EVENT_TYPE_SHARES",
     "Tastes",
+    "default_categories",
     "generate_events",
     "generate_with_tastes",
+    "item_layout",
     "tastes_path",
     "write_events",
 ]
@@ -173,8 +175,7 @@ def generate_with_tastes(
         raise RecforgeError(f"categories must be between 1 and items ({items}), got {categories}")
     rng = np.random.default_rng(seed)
 
-    item_category = rng.permutation(np.arange(items) % categories)
-    popularity = (rng.permutation(items) + 1.0) ** -_ZIPF
+    item_category, popularity = _layout(rng, items, categories)
     activity = rng.lognormal(0.0, 1.0, users)
     taste = rng.gamma(_TASTE, size=(users, categories)) + 1e-12
     taste /= taste.sum(axis=1, keepdims=True)
@@ -225,6 +226,21 @@ def generate_with_tastes(
         schema=_GENERATED,
     )
     return table, Tastes(item_category, popularity, taste, activity)
+
+
+def item_layout(items: int, seed: int = 0, categories: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(category index, popularity weight)`` of each item, as :func:`generate_events` draws
+    them for the same ``items``, ``seed`` and ``categories`` (what a catalog of the generated
+    items needs to agree with the events)."""
+    categories = default_categories(items) if categories is None else categories
+    return _layout(np.random.default_rng(seed), items, categories)
+
+
+def _layout(rng: np.random.Generator, items: int, categories: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first two draws of a generation: each item's category and popularity weight."""
+    item_category = rng.permutation(np.arange(items) % categories)
+    popularity = (rng.permutation(items) + 1.0) ** -_ZIPF
+    return item_category, popularity
 
 
 def write_events(table: pa.Table, path: str | Path, batch_rows: int = 2_000_000) -> Path:

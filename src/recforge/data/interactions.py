@@ -13,6 +13,7 @@ SciPy's COO->CSR for the sums): no Python loop over events, users or items.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -165,6 +166,22 @@ class Interactions:
             **applied.describe(),
         }
         return cls(matrix, users, items, ratings, info)
+
+    def with_items(self, items: Vocabulary | pa.Array | Sequence[str] | np.ndarray) -> Interactions:
+        """The same interactions over the item vocabulary extended by ``items`` it lacks (appended
+        in sorted order, as :meth:`Vocabulary.extend` does): new items get empty columns. Returns
+        ``self`` when there is nothing to add."""
+        ids = items.array if isinstance(items, Vocabulary) else items
+        extended = self.items.extend(ids)
+        if len(extended) == self.n_items:
+            return self
+        shape = (self.n_users, len(extended))
+
+        def widen(m: sp.csr_matrix) -> sp.csr_matrix:
+            return sp.csr_matrix((m.data, m.indices, m.indptr), shape=shape)
+
+        ratings = None if self.ratings is None else widen(self.ratings)
+        return Interactions(widen(self.matrix), self.users, extended, ratings, dict(self.info))
 
     # persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

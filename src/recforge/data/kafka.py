@@ -39,6 +39,12 @@ the Prometheus gauge ``recforge_kafka_consumer_lag{topic,partition}`` beside cou
 messages, events by outcome and batches.
 
 A new group starts from the earliest offset.
+
+**Other destinations.** What a batch becomes is a :class:`KafkaSink`'s business: events go to the
+event store (:class:`EventSink`; ``on_stored`` is then called with each batch's valid events once
+they are durable, e.g. to feed serving's fresh-event store); catalog items go to the catalog store
+(:mod:`recforge.catalog.kafka`), which keeps the offsets with the items and says where to start
+(:meth:`KafkaSink.positions`), so a batch is applied exactly once.
 """
 
 from __future__ import annotations
@@ -68,7 +74,17 @@ from recforge.data.store import EventStore
 from recforge.data.validation import records_to_table, validate_table
 from recforge.errors import RecforgeError
 
-__all__ = ["KafkaIngestor", "KafkaReport", "ParsedMessages", "ingest_kafka", "parse_messages"]
+__all__ = [
+    "EventSink",
+    "KafkaIngestor",
+    "KafkaReport",
+    "KafkaSink",
+    "ParsedMessages",
+    "SinkResult",
+    "ingest_kafka",
+    "parse_messages",
+    "run_ingestors",
+]
 
 log = logging.getLogger("recforge.kafka")
 
@@ -207,6 +223,90 @@ def _read_json_lines(lines: list[bytes]) -> pa.Table | None:
     return table if table.num_rows == len(lines) else None
 
 
+# sinks -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SinkResult:
+    """What a sink did with a batch: ``accepted`` stored, ``duplicates`` already there,
+    ``rejected`` quarantined; ``segments`` written (event store); seconds per stage."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    segments: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class KafkaSink:
+    """Where a batch of messages goes. :meth:`write` must make what it keeps durable before it
+    returns (offsets are committed after it) and quarantine the bad messages."""
+
+    #: the home whose quarantine takes the bad messages
+    home: Path
+
+    def write(
+        self,
+        values: Sequence[bytes | None],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+        quarantine: Quarantine,
+        source: str,
+        config: Config,
+    ) -> SinkResult:
+        raise NotImplementedError
+
+    def positions(self, topic: str) -> dict[int, int]:
+        """Where to read each partition from, when the sink keeps its own offsets (else none)."""
+        return {}
+
+
+class EventSink(KafkaSink):
+    """Events into the event store (dedupe by event id), then ``on_stored`` with the valid ones."""
+
+    def __init__(self, store: EventStore, on_stored: Callable[[pa.Table], None] | None = None) -> None:
+        self.store = store
+        self.home = store.home
+        self.on_stored = on_stored
+
+    def write(
+        self,
+        values: Sequence[bytes | None],
+        partitions: np.ndarray,
+        offsets: np.ndarray,
+        quarantine: Quarantine,
+        source: str,
+        config: Config,
+    ) -> SinkResult:
+        clock = time.perf_counter()
+        parsed = parse_messages(values)
+        parsed_at = time.perf_counter()
+        rows = parsed.messages
+        good, rejections = validate_table(
+            parsed.table,
+            config.data,
+            source=source,
+            locations={"partition": partitions[rows], "offset": offsets[rows]},
+            raw=lambda picked: [_text(values[int(rows[r])]) for r in picked],
+            extra=parsed.extra,
+            malformed=parsed.malformed,
+        )
+        quarantine.write(rejections)
+        quarantine.flush()
+        validated_at = time.perf_counter()
+        result = self.store.append(good)
+        if self.on_stored is not None and good.num_rows:
+            try:
+                self.on_stored(good)
+            except Exception as error:  # durable already: the hook is a best effort
+                log.error("kafka: could not pass stored events on: %s", error)
+        timings = {
+            "parse": parsed_at - clock,
+            "validate": validated_at - parsed_at,
+            "store": time.perf_counter() - validated_at,
+        }
+        segments = int(result.segment is not None)
+        return SinkResult(result.accepted, result.duplicates, len(rejections), segments, timings)
+
+
 # the report ----------------------------------------------------------------------------------
 @dataclass
 class KafkaReport:
@@ -304,7 +404,7 @@ class KafkaIngestor:
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventStore | KafkaSink,
         config: Config,
         *,
         bootstrap: str,
@@ -329,7 +429,7 @@ class KafkaIngestor:
             raise RecforgeError(
                 f"kafka.session_timeout_ms must be at least 1000, got {settings.session_timeout_ms}"
             )
-        self.store = store
+        self.sink = store if isinstance(store, KafkaSink) else EventSink(store)
         self.config = config
         self.bootstrap = bootstrap
         self.topic = topic
@@ -393,7 +493,7 @@ class KafkaIngestor:
                 self._metrics = _Metrics(self.topic, self.config.kafka.metrics_host, self.metrics_port)
             consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             with (
-                Quarantine(self.store.home, f"kafka-{self.topic}") as quarantine,
+                Quarantine(self.sink.home, f"kafka-{self.topic}") as quarantine,
                 progress(f"kafka {self.topic}", None, enabled=self._show_progress) as bar,
             ):
                 self._quarantine, self._bar = quarantine, bar
@@ -490,6 +590,12 @@ class KafkaIngestor:
 
     # callbacks (called from inside consume and close) ---------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        stored = self.sink.positions(self.topic)
+        if stored:  # the sink keeps its own offsets: start from them
+            for tp in partitions:
+                if tp.partition in stored:
+                    tp.offset = stored[tp.partition]
+            consumer.assign(partitions)
         now = time.monotonic()
         self._assigned = {tp.partition for tp in partitions}
         self._idle_since = now
@@ -512,30 +618,14 @@ class KafkaIngestor:
         assert self._quarantine is not None
         timings = self.report.timings
         clock = time.perf_counter()
-        parsed = parse_messages(batch.values)
-        now = time.perf_counter()
-        timings["parse"] += now - clock
-        clock = now
         partitions = np.asarray(batch.partitions, dtype=np.int64)
         offsets = np.asarray(batch.offsets, dtype=np.int64)
-        rows, values = parsed.messages, batch.values
-        good, rejections = validate_table(
-            parsed.table,
-            self.config.data,
-            source=self._source,
-            locations={"partition": partitions[rows], "offset": offsets[rows]},
-            raw=lambda picked: [_text(values[int(rows[r])]) for r in picked],
-            extra=parsed.extra,
-            malformed=parsed.malformed,
+        result = self.sink.write(
+            batch.values, partitions, offsets, self._quarantine, self._source, self.config
         )
-        self._quarantine.write(rejections)
-        self._quarantine.flush()
         now = time.perf_counter()
-        timings["validate"] += now - clock
-        clock = now
-        result = self.store.append(good)
-        now = time.perf_counter()
-        timings["store"] += now - clock
+        for stage, seconds in (result.timings or {"store": now - clock}).items():
+            timings[stage] += seconds
         clock = now
         self._commit(consumer, kafka, partitions, offsets)
         timings["commit"] += time.perf_counter() - clock
@@ -544,16 +634,16 @@ class KafkaIngestor:
         report.messages += len(batch)
         report.accepted += result.accepted
         report.duplicates += result.duplicates
-        report.rejected += len(rejections)
+        report.rejected += result.rejected
         report.batches += 1
-        report.segments += result.segment is not None
+        report.segments += result.segments
         if self._first_message is not None:
             report.active_s = time.monotonic() - self._first_message
         if self._bar is not None:
             self._bar.advance(len(batch))
         if self._metrics is not None:
             lag = self._lag(consumer, kafka, final=False)
-            self._metrics.record(len(batch), result.accepted, result.duplicates, len(rejections), lag)
+            self._metrics.record(len(batch), result.accepted, result.duplicates, result.rejected, lag)
         batch.clear()
 
     def _commit(self, consumer: Any, kafka: ModuleType, partitions: np.ndarray, offsets: np.ndarray) -> None:
@@ -701,7 +791,7 @@ class _Metrics:
 
 # running it ----------------------------------------------------------------------------------
 def ingest_kafka(
-    store: EventStore,
+    store: EventStore | KafkaSink,
     config: Config,
     *,
     bootstrap: str,
@@ -729,6 +819,36 @@ def ingest_kafka(
     )
     with _stop_on_signals(ingestor.stop):
         return ingestor.run()
+
+
+def run_ingestors(ingestors: Sequence[KafkaIngestor]) -> list[KafkaReport]:
+    """Run several ingestors (e.g. an events topic and an items topic) side by side, one thread
+    each, until each stops (``max_idle``) or SIGTERM/SIGINT stops them all; their reports in
+    order. An ingestor that fails stops the others and its error is raised."""
+    reports: list[KafkaReport | None] = [None] * len(ingestors)
+    errors: list[BaseException] = []
+
+    def stop_all() -> None:
+        for ingestor in ingestors:
+            ingestor.stop()
+
+    def run(j: int) -> None:
+        try:
+            reports[j] = ingestors[j].run()
+        except BaseException as error:
+            errors.append(error)
+            stop_all()
+
+    with _stop_on_signals(stop_all):
+        threads = [threading.Thread(target=run, args=(j,), name=f"kafka-{j}") for j in range(len(ingestors))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # joined in slices: signals are handled on the main thread
+                thread.join(0.2)
+    if errors:
+        raise errors[0]
+    return [report for report in reports if report is not None]
 
 
 @contextmanager

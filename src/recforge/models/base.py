@@ -1,10 +1,22 @@
 """The recommender contract, implemented once for every model.
 
-``fit(X) -> self``; ``recommend(user_ids, k, filter_seen=True, exclude=None) -> (ids, scores)``;
-``similar_items(item_ids, k) -> (ids, scores)``; ``recommend_for_history(item_ids, values, k)``
-(fold-in of a user the model has not seen); ``explain(user, item, n)`` /
+``fit(X, catalog=None) -> self``; ``recommend(user_ids, k, filter_seen=True, exclude=None,
+items=None) -> (ids, scores)``; ``similar_items(item_ids, k, items=None) -> (ids, scores)``;
+``recommend_for_history(item_ids, values, k, items=None)`` (fold-in of a user the model has not
+seen); ``explain(user, item, n)`` /
 ``explain_history(item_ids, values, items, n)`` (why an item scored what it did: see
 :class:`Explanation`); ``save(path)`` / ``Recommender.load(path)``.
+
+**Catalog.** ``fit(X, catalog=catalog)`` lists every catalog item in ``items_`` (items without
+events are appended after the interactions' items, in sorted order) and, for factor models,
+gives the items without events (``cold_items_``) a factor vector from their attributes through
+the cold-start map fitted on the others (:mod:`recforge.models.cold_start`, kept as
+``cold_map_`` and saved with the model). Other models list them with no evidence for them
+(ItemKNN: no neighbours; Popular: popularity 0).
+
+**Candidates.** ``items=`` (ids, as the other id arguments) restricts an answer to those items:
+the top-``k`` among them, exactly as the unrestricted answer ranks them (seen and excluded items
+still left out); unknown ids are ignored. This is how a category filter is answered exactly.
 
 Ids: integer arrays are dense indices (the fast path, results are dense item indices, padding
 ``-1``); string arrays are external ids mapped through the vocabularies learned in ``fit``
@@ -31,8 +43,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recforge._validation import check_positive_int
+from recforge.catalog.items import Catalog
 from recforge.data.interactions import Interactions
 from recforge.data.vocabulary import Vocabulary
+from recforge.models.cold_start import ColdStartMap
 from recforge.topk import recommend_all, select_topk, similar_items_all
 
 __all__ = [
@@ -127,6 +141,8 @@ class Recommender(ABC):
     users_: Vocabulary
     items_: Vocabulary
     seen_: sp.csr_matrix
+    #: the attributes -> factors map of a factor model fitted with a catalog (else ``None``)
+    cold_map_: ColdStartMap | None = None
     #: numba threads for fitting and for the model's own ``recommend`` / ``similar_items``
     #: (``0``: all cores); models that take ``num_threads`` set it in ``__init__``
     num_threads: int = 0
@@ -163,22 +179,42 @@ class Recommender(ABC):
 
     # fitting -------------------------------------------------------------------------------
     def fit(
-        self, X: Interactions | sp.spmatrix, callback: Callable[[FitProgress], bool | None] | None = None
+        self,
+        X: Interactions | sp.spmatrix,
+        callback: Callable[[FitProgress], bool | None] | None = None,
+        *,
+        catalog: Catalog | None = None,
     ) -> Self:
         """Learn from ``X`` (``Interactions`` or users x items sparse ``r``); returns ``self``.
 
-        Iterative models call ``callback(FitProgress)`` after every iteration.
+        Iterative models call ``callback(FitProgress)`` after every iteration. With ``catalog``,
+        every catalog item is listed and cold items get factors (see the module doc).
         """
         self._validate_params()
         interactions = as_interactions(X)
+        if catalog is not None:
+            interactions = interactions.with_items(catalog.item_ids)
         self.users_ = interactions.users
         self.items_ = interactions.items
         seen = interactions.matrix
         # only the stored entries matter (they are excluded from recommendations): share the
         # matrix's arrays instead of holding a copy (nnz floats) for the model's lifetime
         self.seen_ = sp.csr_matrix((seen.data, seen.indices, seen.indptr), shape=seen.shape)
+        self.cold_map_ = None
         self._fit(interactions, callback)
+        if catalog is not None and len(catalog):
+            self._fit_cold_start(catalog)
         return self
+
+    def _fit_cold_start(self, catalog: Catalog) -> None:  # noqa: B027 - optional hook
+        """Give the catalog's items without events what the model can (factor models: factors)."""
+
+    @property
+    def cold_items_(self) -> np.ndarray:
+        """Sorted indices of the items without events in the data the model was fitted on."""
+        self._check_fitted()
+        counts = np.bincount(np.asarray(self.seen_.indices), minlength=len(self.items_))
+        return np.flatnonzero(counts == 0).astype(np.int32)
 
     @abstractmethod
     def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
@@ -202,8 +238,11 @@ class Recommender(ABC):
         """Dense float32 scores ``[n_items]`` for a user known only by a short history."""
 
     @abstractmethod
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` neighbours (dense indices, never the item itself) of dense item indices."""
+    def _similar(
+        self, items: np.ndarray, k: int, include_items: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` neighbours (dense indices, never the item itself) of dense item indices,
+        among ``include_items`` (sorted indices) when given."""
 
     def _contributions(self, items: np.ndarray, values: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Float64 ``[len(targets), len(items)]``: what each history item (distinct dense
@@ -214,9 +253,15 @@ class Recommender(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot explain its scores")
 
     def _recommend_indices(
-        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        exclude_items: np.ndarray | None,
+        include_items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` for dense user indices; generic path: dense score blocks, bounded size."""
+        """Top-``k`` for dense user indices (among ``include_items`` when given); generic path:
+        dense score blocks, bounded size."""
         n_items = len(self.items_)
         block = max(1, (1 << 22) // max(n_items, 1))
         ids = np.empty((len(users), k), dtype=np.int32)
@@ -229,6 +274,7 @@ class Recommender(ABC):
                 k,
                 sub,
                 exclude_items=exclude_items,
+                include_items=include_items,
                 num_threads=self.num_threads,
             )
         return ids, scores
@@ -240,35 +286,42 @@ class Recommender(ABC):
         k: int = 10,
         filter_seen: bool = True,
         exclude: IdArray | None = None,
+        items: IdArray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` items for each user: ``(ids [n, k], scores [n, k])`` (see module doc)."""
+        """Top-``k`` items for each user: ``(ids [n, k], scores [n, k])`` (see module doc);
+        only among ``items`` when given."""
         self._check_fitted()
         k = check_positive_int("k", k)
         single = np.isscalar(user_ids)
         users, external = self._resolve(user_ids, self.users_, "user")
         known = users >= 0
-        exclude_items = None if exclude is None else self._resolve(exclude, self.items_, "item")[0]
-        if exclude_items is not None:
-            exclude_items = exclude_items[exclude_items >= 0]
+        exclude_items = self._known_items(exclude)
+        include = self._known_items(items)
         ids = np.full((len(users), k), -1, dtype=np.int32)
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
-        if known.any():
+        if known.any() and (include is None or len(include)):
             rows = users[known]
             seen = self.seen_[rows] if filter_seen else None
-            ids[known], scores[known] = self._recommend_indices(rows, k, seen, exclude_items)
+            extra = {} if include is None else {"include_items": include}
+            ids[known], scores[known] = self._recommend_indices(rows, k, seen, exclude_items, **extra)
         return self._present(ids, scores, external, single)
 
-    def similar_items(self, item_ids: IdArray | int | str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` items most similar to each given item (never the item itself)."""
+    def similar_items(
+        self, item_ids: IdArray | int | str, k: int = 10, items: IdArray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to each given item (never the item itself); only among
+        ``items`` when given."""
         self._check_fitted()
         k = check_positive_int("k", k)
         single = np.isscalar(item_ids)
-        items, external = self._resolve(item_ids, self.items_, "item")
-        known = items >= 0
-        ids = np.full((len(items), k), -1, dtype=np.int32)
-        scores = np.full((len(items), k), -np.inf, dtype=np.float32)
-        if known.any():
-            ids[known], scores[known] = self._similar(items[known], k)
+        queries, external = self._resolve(item_ids, self.items_, "item")
+        include = self._known_items(items)
+        known = queries >= 0
+        ids = np.full((len(queries), k), -1, dtype=np.int32)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        if known.any() and (include is None or len(include)):
+            extra = {} if include is None else {"include_items": include}
+            ids[known], scores[known] = self._similar(queries[known], k, **extra)
         return self._present(ids, scores, external, single)
 
     def recommend_for_history(
@@ -277,29 +330,35 @@ class Recommender(ABC):
         values: np.ndarray | Sequence[float] | None = None,
         k: int = 10,
         exclude: IdArray | None = None,
+        items: IdArray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` for a user known only by a short event history, without retraining.
 
         ``values`` are the history's ``r`` values (default 1.0 each); unknown items in the
-        history are ignored; the history's items are never recommended back.
+        history are ignored; the history's items are never recommended back; only ``items``
+        are ranked when given.
         """
         self._check_fitted()
         k = check_positive_int("k", k)
-        items, external = self._resolve(item_ids, self.items_, "item")
-        vals = np.ones(len(items), np.float32) if values is None else np.asarray(values, np.float32)
-        if vals.shape != items.shape:
-            raise ValueError(f"values has {vals.size} entries for {items.size} items")
+        include = self._known_items(items)
+        history, external = self._resolve(item_ids, self.items_, "item")
+        vals = np.ones(len(history), np.float32) if values is None else np.asarray(values, np.float32)
+        if vals.shape != history.shape:
+            raise ValueError(f"values has {vals.size} entries for {history.size} items")
         if not np.isfinite(vals).all():
             raise ValueError("values must be finite")
-        known = items >= 0
-        items, vals = items[known], vals[known]
-        scores = np.asarray(self._history_scores(items, vals), dtype=np.float32)[None, :]
-        drop = items
-        if exclude is not None:
-            extra = self._resolve(exclude, self.items_, "item")[0]
-            drop = np.concatenate([drop, extra[extra >= 0]])
+        known = history >= 0
+        history, vals = history[known], vals[known]
+        if include is not None and not len(include):
+            ids = np.full((1, k), -1, dtype=np.int32)
+            return self._present(ids, np.full((1, k), -np.inf, np.float32), external, single=True)
+        scores = np.asarray(self._history_scores(history, vals), dtype=np.float32)[None, :]
+        drop = history
+        excluded = self._known_items(exclude)
+        if excluded is not None:
+            drop = np.concatenate([drop, excluded])
         # one row: threads would only add the cost of waking them (milliseconds, per request)
-        ids, top = select_topk(scores, k, exclude_items=np.unique(drop), num_threads=1)
+        ids, top = select_topk(scores, k, exclude_items=np.unique(drop), include_items=include, num_threads=1)
         return self._present(ids, top, external, single=True)
 
     def explain(self, user: int | str, item: int | str, n: int = 3) -> Explanation:
@@ -363,6 +422,13 @@ class Recommender(ABC):
             )
         return explanations
 
+    def _known_items(self, ids: IdArray | None) -> np.ndarray | None:
+        """Dense indices of the known items among ``ids`` (``None`` stays ``None``)."""
+        if ids is None:
+            return None
+        found = self._resolve(ids, self.items_, "item")[0]
+        return found[found >= 0]
+
     # ids -----------------------------------------------------------------------------------
     @staticmethod
     def _resolve(ids: Any, vocab: Vocabulary, what: str) -> tuple[np.ndarray, bool]:
@@ -407,6 +473,8 @@ class Recommender(ABC):
             np.save(path / f"{key}.npy", np.ascontiguousarray(value), allow_pickle=False)
         self.users_.save(path, "users")
         self.items_.save(path, "items")
+        if self.cold_map_ is not None:
+            self.cold_map_.save(path)
         manifest = {
             "format_version": MODEL_FORMAT_VERSION,
             "model": self.name,
@@ -452,6 +520,7 @@ class Recommender(ABC):
             data = np.ones(len(indices), dtype=np.float32)
         model.seen_ = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
         model._set_state(arrays)
+        model.cold_map_ = ColdStartMap.load(path)
         return model
 
 
@@ -469,7 +538,12 @@ class FactorRecommender(Recommender):
         return np.asarray(self.user_factors_[users] @ self.item_factors_.T, dtype=np.float32)
 
     def _recommend_indices(
-        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        exclude_items: np.ndarray | None,
+        include_items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         return recommend_all(
             self.user_factors_[users],
@@ -477,11 +551,48 @@ class FactorRecommender(Recommender):
             k,
             exclude,
             exclude_items=exclude_items,
+            include_items=include_items,
             num_threads=self.num_threads,
         )
 
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return similar_items_all(self.item_factors_, k, items=items, num_threads=self.num_threads)
+    def _similar(
+        self, items: np.ndarray, k: int, include_items: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return similar_items_all(
+            self.similarity_vectors(),
+            k,
+            items=items,
+            include_items=include_items,
+            num_threads=self.num_threads,
+        )
+
+    def similarity_vectors(self) -> np.ndarray:
+        """The item vectors whose cosine is ``similar_items``' score (the factors by default)."""
+        return self.item_factors_
+
+    def _fit_cold_start(self, catalog: Catalog) -> None:
+        """Factors for the catalog's items without events, from the map fitted on the others."""
+        rows = self.items_.lookup(list(catalog.item_ids))
+        counts = np.bincount(np.asarray(self.seen_.indices), minlength=len(self.items_))
+        warm = counts[rows] > 0
+        if warm.sum() < 2 or warm.all():
+            return
+        factors = np.array(self.item_factors_)  # writable (a loaded model's may be mapped)
+        cold_map = ColdStartMap.fit(catalog.take(np.flatnonzero(warm)), factors[rows[warm]])
+        factors[rows[~warm]] = cold_map.transform(catalog.take(np.flatnonzero(~warm)))
+        self.item_factors_ = factors
+        self.cold_map_ = cold_map
+
+    def fold_in(self, item_ids: IdArray, values: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+        """The user vector the model would learn from this history (unknown items ignored):
+        the row that ``recommend_for_history`` scores the items with."""
+        self._check_fitted()
+        items = self._resolve(item_ids, self.items_, "item")[0]
+        vals = np.ones(len(items), np.float32) if values is None else np.asarray(values, np.float32)
+        if vals.shape != items.shape:
+            raise ValueError(f"values has {vals.size} entries for {items.size} items")
+        known = items >= 0
+        return self._fold_in(items[known], vals[known])
 
     @abstractmethod
     def _fold_in(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -49,7 +49,6 @@ from recforge.kernels.bpr import (
     sample_triples,
 )
 from recforge.models.base import FactorRecommender, FitProgress
-from recforge.topk import similar_items_all
 
 __all__ = ["BPR"]
 
@@ -198,8 +197,9 @@ class BPR(FactorRecommender):
                 )
         return np.append(w, 1.0).astype(Y.dtype)
 
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return similar_items_all(self.item_factors_[:, :-1], k, items=items, num_threads=self.num_threads)
+    def similarity_vectors(self) -> np.ndarray:
+        """The factors without the bias column: similar items compare tastes, not popularity."""
+        return self.item_factors_[:, :-1]
 
 
 def _newton_fold_in(H: np.ndarray, N: np.ndarray, lam: float) -> np.ndarray:

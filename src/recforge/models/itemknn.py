@@ -43,6 +43,7 @@ from recforge._validation import check_number
 from recforge.data.interactions import Interactions
 from recforge.kernels.similarity import cosine_topn
 from recforge.models.base import FitProgress, Recommender
+from recforge.topk import select_topk
 
 __all__ = ["ItemKNN", "knn_weights"]
 
@@ -120,7 +121,18 @@ class ItemKNN(Recommender):
         votes = self.similarity_[items][:, targets].toarray().astype(np.float64)
         return (votes * weights[items][:, None]).T
 
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _similar(
+        self, items: np.ndarray, k: int, include_items: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The stored neighbour lists; among ``include_items``, every candidate is ranked by its
+        similarity (0 outside the item's list; ties by lower index)."""
+        if include_items is not None:
+            itself = sp.csr_matrix(
+                (np.ones(len(items), np.float32), (np.arange(len(items)), items)),
+                shape=(len(items), len(self.items_)),
+            )
+            dense = np.asarray(self.similarity_[items].toarray(), dtype=np.float32)
+            return select_topk(dense, k, itself, include_items=include_items, num_threads=self.num_threads)
         S = self.similarity_
         starts = S.indptr[items]
         lengths = S.indptr[items + 1] - starts

@@ -40,16 +40,23 @@ class Popular(Recommender):
         return np.broadcast_to(self.popularity_, (len(users), len(self.popularity_))).copy()
 
     def _recommend_indices(
-        self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None, exclude_items: np.ndarray | None
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        exclude_items: np.ndarray | None,
+        include_items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Everyone ranks the same list, and a row can lose at most its excluded items from it,
-        so the global top ``k + most excluded`` items are the only candidates ever needed:
-        rows x candidates is scored, never rows x catalogue."""
+        so the global top ``k + most excluded`` items (of ``include_items``, when given) are the
+        only candidates ever needed: rows x candidates is scored, never rows x catalogue."""
         n_items = len(self.popularity_)
         ranking = np.lexsort((np.arange(n_items), -self.popularity_))  # ties: lower index first
+        if include_items is not None:
+            ranking = ranking[np.isin(ranking, include_items)]
         banned = 0 if exclude_items is None else len(exclude_items)
         widest = 0 if exclude is None or exclude.nnz == 0 else int(np.diff(exclude.indptr).max())
-        candidates = ranking[: min(n_items, k + widest + banned)]
+        candidates = ranking[: min(len(ranking), k + widest + banned)]
         position = np.full(n_items, -1, dtype=np.int64)
         position[candidates] = np.arange(len(candidates))
         local = None
@@ -72,13 +79,15 @@ class Popular(Recommender):
     def _history_scores(self, items: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.array(self.popularity_, dtype=np.float32)
 
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _similar(
+        self, items: np.ndarray, k: int, include_items: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The most popular items other than the item itself."""
         itself = sp.csr_matrix(
             (np.ones(len(items), np.float32), (np.arange(len(items)), items)),
             shape=(len(items), len(self.popularity_)),
         )
-        return self._recommend_indices(items, k, itself, None)
+        return self._recommend_indices(items, k, itself, None, include_items)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"popularity": self.popularity_}

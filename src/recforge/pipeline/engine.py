@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from recforge.catalog import Catalog, CatalogStore
 from recforge.config import Config
 from recforge.data.build import load_interactions
 from recforge.data.interactions import Interactions
 from recforge.lists import Lists, RedisLists
 from recforge.models.base import FitProgress, Recommender
-from recforge.pipeline.training import make_model, model_params
+from recforge.pipeline.training import make_model, model_params, training_catalog
 from recforge.precompute import precompute
 
 __all__ = ["ComputedLists", "Engine", "Fit", "LocalEngine"]
@@ -86,13 +87,21 @@ class LocalEngine(Engine):
     def fit(self, home: Path, config: Config, model: str, callback: FitCallback | None = None) -> Fit:
         estimator = make_model(model, model_params(config, model))
         data = load_interactions(home)
-        return Fit(estimator.fit(data, callback), data)
+        catalog = training_catalog(home, config)
+        extra = (
+            {}
+            if catalog is None
+            else {"catalog": {"items": len(catalog), "fingerprint": catalog.fingerprint()}}
+        )
+        return Fit(estimator.fit(data, callback, catalog=catalog), data, extra)
 
     @contextlib.contextmanager
     def lists(
         self, model: Recommender, interactions: Interactions, config: Config
     ) -> Iterator[ComputedLists]:
         settings = config.pipeline
+        store = CatalogStore(config.home)
+        eligibility = Catalog.load(config.home).eligibility(model.items_) if store.exists else None
         yield _ArrayLists(
             precompute(
                 model,
@@ -100,5 +109,8 @@ class LocalEngine(Engine):
                 k_users=settings.k_users,
                 k_items=settings.k_items,
                 k_popular=settings.k_popular,
+                eligibility=eligibility,
+                category_lists=config.catalog.category_lists,
+                k_category=config.catalog.k_category,
             )
         )

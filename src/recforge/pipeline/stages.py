@@ -101,7 +101,7 @@ from recforge.pipeline.gate import GateDecision, decide
 from recforge.pipeline.holdout import holdout_from_config, split_events
 from recforge.pipeline.scoring import score_published
 from recforge.pipeline.state import Run, list_runs
-from recforge.pipeline.training import make_model, train_key
+from recforge.pipeline.training import make_model, train_key, training_catalog
 from recforge.pipeline.tune_stage import model_choice, tune_build
 from recforge.pipeline.versions import store_version
 
@@ -315,7 +315,9 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
     built = run.result("build")
     name, params, source = model_choice(ctx.home, ctx.config, ctx.model)
     make_model(name, params)  # fail early on an unknown model or bad parameters
-    key = train_key(built["fingerprint"], name, params, ctx.config)
+    catalog = training_catalog(ctx.home, ctx.config)
+    data_key = built["fingerprint"] + ("" if catalog is None else f"+catalog:{catalog.fingerprint()}")
+    key = train_key(data_key, name, params, ctx.config)
     base = {"model": name, "params": params, "train_key": key, "source": source}
     existing = find_version(ctx.registry, key)
     if existing is not None:
@@ -330,7 +332,7 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
     data = _load_build(built, "train")
     started = time.perf_counter()
     with fit_report(f"train: {name}", ctx.display, emit=fit_log.info) as report:
-        model = make_model(name, params).fit(data, report)
+        model = make_model(name, params).fit(data, report, catalog=catalog)
     seconds = time.perf_counter() - started
     tmp = temporary_dir(staged)
     model.save(tmp)
@@ -357,8 +359,10 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("evaluate: reusing the evaluation of version %s", info.version)
         return {"reused": info.version, **(extra.get("evaluation") or {})}
     built = run.result("build")
-    data, test = _load_build(built, "train"), _load_build(built, "test")
     model = _staged_model(trained)
+    # a model fitted with the catalog lists its items too: the holdout is widened to them
+    data = _load_build(built, "train").with_items(model.items_)
+    test = _load_build(built, "test").with_items(model.items_)
     evaluator = Evaluator(data, test, k)
     candidate = evaluator.evaluate(model, "candidate")
     if model.name == "popular":  # the candidate is the baseline

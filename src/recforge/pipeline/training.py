@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+from recforge.catalog import Catalog, CatalogStore
 from recforge.config import Config
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
 from recforge.models.registry import MODELS
 
-__all__ = ["make_model", "model_params", "train_key"]
+__all__ = ["make_model", "model_params", "train_key", "training_catalog"]
+
+
+def training_catalog(home: str | Path, config: Config) -> Catalog | None:
+    """The home's catalog to fit models with (``None`` when it has none, or when
+    ``[catalog] cold_start`` is off)."""
+    if not config.catalog.cold_start or not CatalogStore(home).exists:
+        return None
+    catalog = Catalog.load(home)
+    return catalog if len(catalog) else None
 
 
 def model_params(config: Config, name: str) -> dict[str, Any]:

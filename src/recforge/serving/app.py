@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from recforge._version import __version__
 from recforge.artifacts import ModelRegistry
+from recforge.catalog import CatalogStore
 from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
@@ -38,9 +39,21 @@ from recforge.serving.dashboard.live import registry_sample
 from recforge.serving.deps import Serving
 from recforge.serving.erasure import Erasures
 from recforge.serving.intake import EventIntake
+from recforge.serving.live_catalog import CatalogWatcher
 from recforge.serving.model import ModelHolder, Routing, ServedModel
 from recforge.serving.online_export import OnlineExport
-from recforge.serving.routers import batch, erasures, events, health, items, model, prometheus, users
+from recforge.serving.routers import (
+    batch,
+    catalog_items,
+    categories,
+    erasures,
+    events,
+    health,
+    items,
+    model,
+    prometheus,
+    users,
+)
 from recforge.serving.security import ApiKeys
 from recforge.serving.telemetry import Metrics, MetricsMiddleware, ProcessProbe
 
@@ -83,9 +96,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
                 ImpressionStore(config.home), config.experiments.flush_ms, metrics.impressions_written
             )
             impressions.start()
+        catalog = CatalogStore(config.home)
         holder = ModelHolder(
             ModelRegistry(config.home),
             opened.open_lists,
+            catalog=catalog,
             poll_seconds=config.serving.reload_poll_seconds if watch else 0.0,
             on_load=lambda old, new: _loaded(metrics, old, new),
             on_failure=lambda name, error: metrics.reloads.labels("failed").inc(),
@@ -101,6 +116,12 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         probe.start()
         export = OnlineExport(config, metrics)
         export.start()
+        watcher = CatalogWatcher(
+            holder.catalogs,
+            config.catalog.poll_seconds if watch else 0.0,
+            metrics,
+        )
+        watcher.start()
         app.state.serving = Serving(
             config=config,
             metrics=metrics,
@@ -111,6 +132,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
             blocking_reads=opened.blocking,
             admin_keys=ApiKeys(config.serving.admin_keys),
             erasures=Erasures(intake.store.tombstones),
+            catalog=catalog,
         )
         dashboard = None
         if config.serving.dashboard:
@@ -136,6 +158,7 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
                 dashboard.stop()
             await probe.stop()
             export.stop()
+            watcher.stop()
             holder.stop()
             intake.stop()
             if impressions is not None:
@@ -151,16 +174,16 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    for router in (
+    routers = (
         users.router,
         batch.router,
         items.router,
+        catalog_items.router,
+        categories.router,
         events.router,
         erasures.router,
-        model.router,
-        health.router,
-        prometheus.router,
-    ):
+    )
+    for router in (*routers, model.router, health.router, prometheus.router):
         app.include_router(router)
     if config.serving.dashboard:
         mount_dashboard(app)

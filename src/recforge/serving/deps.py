@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from recforge.catalog import CatalogStore
 from recforge.config import Config
 from recforge.serving.erasure import Erasures
 from recforge.serving.fresh import FreshEvents
@@ -39,6 +40,8 @@ class Serving:
     fresh: FreshEvents
     intake: EventIntake
     api_keys: ApiKeys
+    #: the catalog store in the home (item writes go here; every process reads it)
+    catalog: CatalogStore
     #: Whether list and fresh-event lookups do network I/O (Redis): then reads run in the
     #: thread pool; with memory-mapped lists they run on the event loop.
     blocking_reads: bool

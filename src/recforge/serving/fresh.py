@@ -15,11 +15,15 @@ once when read. Two stores:
 * :class:`RedisFreshEvents`: a Redis list per user (``<prefix>:fresh:<user_id>``), trimmed to
   the newest events, expiring ``fresh_ttl_seconds`` after the last one; shared by every API
   process.
+
+Events that reach the event store another way (``recforge ingest kafka``) reach a Redis store
+through :class:`FreshFeed`, with the cutoff of the version published at the time.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -31,10 +35,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge._validation import check_positive_int
+from recforge.artifacts import ModelRegistry
 from recforge.lists import translate_errors
+from recforge.serving.model import NO_CUTOFF, data_cutoff_us
 from recforge.weighting import Weighting
 
-__all__ = ["FreshEvent", "FreshEvents", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
+__all__ = ["FreshEvent", "FreshEvents", "FreshFeed", "MemoryFreshEvents", "RedisFreshEvents", "fresh_rows"]
 
 
 class FreshEvent(NamedTuple):
@@ -232,3 +238,29 @@ class RedisFreshEvents(FreshEvents):
 
     def close(self) -> None:
         self.client.close()
+
+
+class FreshFeed:
+    """Passes stored events on to a fresh-event store: those newer than the data of the version
+    published now (re-read at most every ``recheck_s`` seconds), weighted by ``weighting``."""
+
+    def __init__(
+        self, fresh: FreshEvents, weighting: Weighting, registry: ModelRegistry, recheck_s: float = 1.0
+    ) -> None:
+        self.fresh = fresh
+        self.weighting = weighting
+        self.registry = registry
+        self.recheck_s = recheck_s
+        self._cutoff = (NO_CUTOFF, -float("inf"))
+
+    def cutoff_us(self) -> int:
+        value, read_at = self._cutoff
+        now = time.monotonic()
+        if now - read_at >= self.recheck_s:
+            name = self.registry.current()
+            value = NO_CUTOFF if name is None else data_cutoff_us(self.registry.get(name).manifest)
+            self._cutoff = (value, now)
+        return value
+
+    def __call__(self, events: pa.Table) -> None:
+        self.fresh.add(events, self.weighting, self.cutoff_us())

@@ -46,11 +46,14 @@ import numpy as np
 
 from recforge._time import parse_time, to_us
 from recforge.artifacts import Artifact, ModelRegistry
+from recforge.catalog import CatalogStore
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
 from recforge.online.experiments import CURRENT, Experiment, ExperimentBook
 from recforge.online.impressions import ImpressionLog
 from recforge.serving.ids import IdIndex
+from recforge.serving.live_catalog import LiveCatalog
+from recforge.serving.ranking import Ranker
 from recforge.serving.stores import ListStore
 
 __all__ = [
@@ -83,6 +86,10 @@ class ServedModel:
     items: IdIndex
     cutoff_us: int
     item_source: str
+    #: the catalog over this version's items (availability, categories, new arrivals)
+    catalog: LiveCatalog
+    #: exact ranking over the catalog's items
+    ranker: Ranker
     #: When the version's training data was read from the event store (microseconds since the
     #: epoch); ``None`` when not recorded. Deletions after it are not reflected in the version.
     read_us: int | None = None
@@ -132,21 +139,26 @@ def load_served_model(
     artifact: Artifact,
     open_lists: Callable[[Artifact], ListStore],
     impressions: ImpressionLog | None = None,
+    catalog: CatalogStore | None = None,
 ) -> ServedModel:
     """Everything about ``artifact`` (verified already) a request needs, built and warmed
-    before first use (verification read every file, so its pages are in the page cache)."""
+    before first use (verification read every file, so its pages are in the page cache); the
+    ``catalog`` store's items are read over its item space."""
     model = artifact.model
+    items = IdIndex(model.items_, keep_names=True)
     served = ServedModel(
         version=artifact.version,
         manifest=artifact.manifest,
         model=model,
         lists=open_lists(artifact),
         users=IdIndex(model.users_),
-        items=IdIndex(model.items_, keep_names=True),
+        items=items,
         cutoff_us=data_cutoff_us(artifact.manifest),
         item_source=str(artifact.manifest.get("item_source") or "factors"),
         impressions=impressions,
         read_us=data_read_us(artifact.manifest),
+        catalog=LiveCatalog(model, items, catalog),
+        ranker=Ranker(model),
     )
     if len(model.items_):  # compile and page in the fold-in path before the first request
         model.recommend_for_history(np.zeros(1, dtype=np.int32), np.ones(1, dtype=np.float32), k=1)
@@ -181,6 +193,7 @@ class ModelHolder:
         registry: ModelRegistry,
         open_lists: Callable[[Artifact], ListStore],
         *,
+        catalog: CatalogStore | None = None,
         poll_seconds: float = 1.0,
         on_load: Callable[[ServedModel | None, ServedModel], None] | None = None,
         on_failure: Callable[[str, BaseException], None] | None = None,
@@ -190,6 +203,7 @@ class ModelHolder:
     ) -> None:
         self.registry = registry
         self.open_lists = open_lists
+        self.catalog = catalog
         self.poll_seconds = poll_seconds
         self.on_load = on_load
         self.on_failure = on_failure
@@ -227,6 +241,14 @@ class ModelHolder:
             served += [routing.control, routing.treatment]
         return min((s.cutoff_us for s in served), default=NO_CUTOFF)
 
+    def catalogs(self) -> list[LiveCatalog]:
+        """The live catalogs of the versions served (the published one first), each once."""
+        served = [self.current] if self.current is not None else []
+        routing = self.routing
+        if routing is not None:
+            served += [routing.control, routing.treatment]
+        return list({id(s.catalog): s.catalog for s in served}.values())
+
     def check(self) -> bool:
         """Load the published version if it is not the one served, and follow the experiment
         book; returns whether the published version swapped."""
@@ -260,7 +282,8 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             artifact = self.registry.open(name, verify=True)
-            served = load_served_model(artifact, self.open_lists, self.impressions)
+            served = load_served_model(artifact, self.open_lists, self.impressions, self.catalog)
+            served.catalog.refresh()  # the changes made while it loaded
         except Exception as error:  # a bad version must not take the server down
             self._failed = (name, time.monotonic() + RETRY_SECONDS)
             self._fail(name, error)
@@ -359,32 +382,6 @@ class ModelHolder:
             )
         if self.on_routing is not None:
             self.on_routing(routing)
-
-    def _load(self, name: str) -> ServedModel:
-        started = time.perf_counter()
-        served = load_served_model(self.registry.open(name, verify=True), self.open_lists)
-        log.info("verified and loaded model %s in %.2f s", name, time.perf_counter() - started)
-        return served
-
-    def _swap(self, old: ServedModel | None, new: ServedModel) -> None:
-        self.current = new
-        log.info("serving model %s%s", new.version, f", replacing {old.version}" if old else "")
-        if self.on_load is not None:
-            self.on_load(old, new)
-
-    def _fall_back(self, failed: str) -> bool:
-        """Nothing served yet and the published version is bad: serve the newest good one."""
-        try:
-            name = self.registry.last_good(exclude={failed})
-            if name is None:
-                return False
-            served = self._load(name)
-        except Exception as error:
-            log.error("no good model version to fall back to: %s", error)
-            return False
-        log.warning("the published model %s failed verification; serving %s instead", failed, name)
-        self._swap(None, served)
-        return True
 
     @property
     def mismatch(self) -> str | None:

@@ -13,11 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "BatchRecommendations",
     "BatchRequest",
+    "CatalogItem",
+    "CategoryItems",
     "Erased",
     "Error",
     "Event",
     "EventsAccepted",
     "Health",
+    "ItemsAccepted",
     "ModelManifest",
     "Ready",
     "Recommendations",
@@ -32,8 +35,13 @@ class Contribution(BaseModel):
 
 
 class ScoredItem(BaseModel):
+    """An item of an answer; ``fields=`` adds the named attributes beside these."""
+
+    model_config = ConfigDict(extra="allow")
+
     item_id: str
     score: float
+    cold: bool | None = Field(None, description="true for an item without events yet (a new arrival).")
     explanation: list[Contribution] | None = Field(
         None, description="With explain=n: the n history items that contributed most (empty: none)."
     )
@@ -90,6 +98,27 @@ class BatchRecommendations(BaseModel):
     results: list[Recommendations] = Field(description="One answer per user, in the order asked.")
 
 
+class CategoryItems(BaseModel):
+    category: str
+    model_version: str
+    source: Literal["popular", "latest"] = Field(
+        description="popular: by time-decayed popularity; latest: newest by created_at (score: Unix time)."
+    )
+    items: list[ScoredItem]
+
+
+class CatalogItem(BaseModel):
+    """An item's catalog record (in a write, every field but ``item_id`` may be left out)."""
+
+    item_id: str | None = None
+    categories: list[str] | None = Field(None, description="Category names (no ',' or '|').")
+    available: bool | None = Field(None, description="false: sold out or hidden, in no answer.")
+    created_at: str | float | None = Field(None, description="ISO 8601 or Unix seconds.")
+    attributes: dict[str, str | float | None] | None = Field(
+        None, description="A flat object of strings and numbers (title, brand, price, image_url, ...)."
+    )
+
+
 class RejectedEvent(BaseModel):
     index: int = Field(description="Position of the event in the request (0-based).")
     reason: str
@@ -98,6 +127,12 @@ class RejectedEvent(BaseModel):
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="Events stored durably by this request.")
     duplicates: int = Field(description="Valid events already stored (same event_id): not stored again.")
+    rejected: list[RejectedEvent]
+
+
+class ItemsAccepted(BaseModel):
+    accepted: int = Field(description="Items stored durably (created or changed).")
+    new: int = Field(description="Of those, items the catalog did not have.")
     rejected: list[RejectedEvent]
 
 

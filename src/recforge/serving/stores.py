@@ -49,6 +49,13 @@ class ListStore(ABC):
         """Restore what the store lost (a restarted Redis); returns whether anything was."""
         return False
 
+    #: The categories with precomputed user lists.
+    categories: frozenset[str] = frozenset()
+
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        """The user's precomputed list within category ``name`` (one of :attr:`categories`)."""
+        return None
+
 
 class MmapListStore(ListStore):
     """Row views of an artifact's memory-mapped arrays."""
@@ -60,6 +67,14 @@ class MmapListStore(ListStore):
         self._user_ids, self._user_scores = np.asarray(artifact.user_ids), np.asarray(artifact.user_scores)
         self._item_ids, self._item_scores = np.asarray(artifact.item_ids), np.asarray(artifact.item_scores)
         self._popular = (np.asarray(artifact.popular_ids), np.asarray(artifact.popular_scores))
+        self._categories = {
+            name: (np.asarray(i), np.asarray(s)) for name, (i, s) in artifact.categories.items()
+        }
+        self.categories = frozenset(self._categories)
+
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        ids, scores = self._categories[name]
+        return ids[index], scores[index]
 
     def user(self, index: int, user_id: str) -> Pair | None:
         return self._user_ids[index], self._user_scores[index]
@@ -75,9 +90,17 @@ class RedisListStore(ListStore):
     """One version's lists in Redis: one ``HGET`` per lookup; the popular list read once.
     Given the ``artifact``, :meth:`heal` loads the lists again into a Redis that lost them."""
 
-    def __init__(self, lists: RedisLists, version: str, artifact: Artifact | None = None) -> None:
+    def __init__(
+        self,
+        lists: RedisLists,
+        version: str,
+        artifact: Artifact | None = None,
+        categories: frozenset[str] = frozenset(),
+    ) -> None:
         self.version = version
         self._artifact = artifact
+        self.categories = categories
+        self._category_keys = {name: lists.category_key(version, name) for name in categories}
         self._lists = lists
         self._client = lists.client
         self._users = lists.key(version, "users")
@@ -110,8 +133,13 @@ class RedisListStore(ListStore):
         self._lists.ensure(self.version, artifact.model.users_, artifact.model.items_, artifact.lists)
         return True
 
+    def category(self, name: str, index: int, user_id: str) -> Pair | None:
+        with translate_errors(self._lists.url):
+            blob = self._client.hget(self._category_keys[name], user_id)
+        return None if blob is None else decode_list(blob)
+
 
 def open_redis_store(lists: RedisLists, artifact: Artifact) -> RedisListStore:
     """A list store over ``artifact``'s version in Redis, loading it first when needed."""
     lists.ensure(artifact.version, artifact.model.users_, artifact.model.items_, artifact.lists)
-    return RedisListStore(lists, artifact.version, artifact)
+    return RedisListStore(lists, artifact.version, artifact, frozenset(artifact.categories))

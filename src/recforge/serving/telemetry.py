@@ -208,6 +208,18 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
+        self.catalog_items = Counter(
+            "recforge_catalog_items",
+            "Catalog items written over HTTP, by outcome: upserted, rejected.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.catalog_seq = Gauge(
+            "recforge_catalog_seq",
+            "The last catalog change number this process applied to its answers.",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

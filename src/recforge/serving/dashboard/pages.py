@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from recforge.pipeline.state import STAGES, list_runs
-from recforge.serving.answers import explanations, item_answer, user_answer
+from recforge.serving.answers import Query, explanations, item_answer, user_answer
 from recforge.serving.dashboard.charts import PALETTE, bar_chart, line_chart, scatter_chart
 from recforge.serving.dashboard.details import item_details
 from recforge.serving.dashboard.state import Dashboard
@@ -48,7 +48,7 @@ def _when(text: str | None) -> float | None:
 
 def _item(dash: Dashboard, item_id: str) -> dict[str, Any]:
     """An item as pages show it: its id and, where the catalog has them, its details."""
-    details = item_details(dash.home, item_id)
+    details = item_details(dash.catalog, item_id)
     return {"id": item_id, "details": details}
 
 
@@ -226,7 +226,7 @@ def user_page(dash: Dashboard, user_id: str | None, k: int = 10, n_explain: int 
     if not user_id:
         return {"query": None}
     served = dash.served()
-    weighting = dash.config.weighting.value().resolved(dash.digest.hourly().last_us)
+    weighting = dash.config.weighting.value().as_of(datetime.now(UTC))  # what a build now weighs
     found = dash.digest.user_events(user_id, limit=HISTORY_SHOWN)
     table = found.table
     history = []
@@ -269,10 +269,11 @@ def user_page(dash: Dashboard, user_id: str | None, k: int = 10, n_explain: int 
         if known:
             seen = served.model.seen_
             trained = int(seen.indptr[index + 1] - seen.indptr[index])
-        answer = user_answer(served, user_id, k, _NONE, fresh)
+        state = served.catalog.state
+        answer = user_answer(served, state, user_id, Query(k), fresh)
         source, fallback = answer.source, answer.fallback
         explained = explanations(served, user_id, answer, fresh, n_explain)
-        names = served.items.names(answer.ids)
+        names = state.names(answer.ids, served.items)
         for name, score, why in zip(names, answer.scores.tolist(), explained, strict=True):
             recommendations.append(
                 {
@@ -338,9 +339,10 @@ def item_page(dash: Dashboard, item_id: str | None, k: int = 10) -> dict[str, An
     if served is not None:
         index = served.items.get(item_id)
         known = index >= 0
-        answer = item_answer(served, item_id, k)
+        state = served.catalog.state
+        answer = item_answer(served, state, item_id, Query(k))
         source = answer.source
-        for name, score in zip(served.items.names(answer.ids), answer.scores.tolist(), strict=True):
+        for name, score in zip(state.names(answer.ids, served.items), answer.scores.tolist(), strict=True):
             similar.append({"item": _item(dash, name), "score": score})
         if known:
             counts, users, sampled = viewed_together(served, index, k)
@@ -348,7 +350,7 @@ def item_page(dash: Dashboard, item_id: str | None, k: int = 10) -> dict[str, An
                 together.append({"item": _item(dash, name), "users": int(count)})
     return {
         "query": item_id,
-        "details": item_details(dash.home, item_id),
+        "details": item_details(dash.catalog, item_id),
         "known": known,
         "served": served.version if served is not None else None,
         "source": source,

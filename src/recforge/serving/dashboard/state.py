@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recforge.artifacts import ModelRegistry
+from recforge.catalog import CatalogStore
 from recforge.config import Config
 from recforge.serving.dashboard.digest import EventDigest
 from recforge.serving.dashboard.live import LiveMetrics, Sample, fetch_url
@@ -70,6 +71,7 @@ class Dashboard:
         self.served = served
         self.fresh = fresh
         self.admin_keys = ApiKeys(config.serving.admin_keys)
+        self.catalog = CatalogStore(self.home)
         self.read_keys = ApiKeys(config.serving.api_keys)
         self.registry = ModelRegistry(self.home)
         self.digest = EventDigest(self.home)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from recforge.serving.answers import body
+from recforge.serving.answers import Query, body
 from recforge.serving.deps import Serving, get_serving
 from recforge.serving.model import ServedModel
-from recforge.serving.routers.params import check_id, effective_k, exclude_indices
+from recforge.serving.routers.params import check_id, query_of
 from recforge.serving.routers.users import counted_answer, fresh_events
 from recforge.serving.schemas import BatchRecommendations, BatchRequest, errors
 
@@ -39,26 +38,20 @@ async def batch_recommendations(
         raise HTTPException(413, f"{len(payload.users)} users in one request; at most {limit}")
     for user_id in payload.users:
         check_id(user_id, "user_id", serving.config)
-    count = effective_k(payload.k, serving.config)
     exclude = ",".join(payload.exclude or [])
     arms = [serving.served(user_id) for user_id in payload.users]  # read once per user
-    drops = {id(arm): exclude_indices(exclude, arm, serving.config) for arm in arms}
-    asked = [(user_id, arm, drops[id(arm)]) for user_id, arm in zip(payload.users, arms, strict=True)]
-    return await run_in_threadpool(_answers, serving, served, asked, count)
+    queries = {id(arm): query_of(payload.k, exclude, None, arm, serving.config) for arm in arms}
+    asked = [(user_id, arm, queries[id(arm)]) for user_id, arm in zip(payload.users, arms, strict=True)]
+    return await run_in_threadpool(_answers, serving, served, asked)
 
 
-def _answers(
-    serving: Serving, served: ServedModel, asked: list[tuple[str, ServedModel, np.ndarray]], count: int
-) -> Response:
-    results = [
-        body(
-            "user_id",
-            user_id,
-            arm,
-            counted_answer(serving, arm, user_id, count, drop, fresh_events(serving, arm, user_id)),
-        )
-        for user_id, arm, drop in asked
-    ]
+def _answers(serving: Serving, served: ServedModel, asked: list[tuple[str, ServedModel, Query]]) -> Response:
+    results = []
+    for user_id, arm, query in asked:
+        state = arm.catalog.state
+        events = fresh_events(serving, arm, user_id)
+        answer = counted_answer(serving, arm, state, user_id, query, events)
+        results.append(body("user_id", user_id, arm, state, answer))
     return Response(
         orjson.dumps({"model_version": served.version, "results": results}), media_type="application/json"
     )
