@@ -51,6 +51,7 @@ __all__ = [
     "als_exact",
     "als_exact_reference",
     "als_loss",
+    "als_loss_part",
     "als_loss_reference",
     "als_nnls",
     "als_nnls_reference",
@@ -1050,6 +1051,37 @@ def als_loss(
         penalty = float(by_row @ norms_x + by_col @ norms_y)
     else:
         penalty = float(norms_x.sum() + norms_y.sum())
+    return total + float(regularization) * penalty
+
+
+def als_loss_part(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    regularization: float,
+    scale_by_count: bool,
+    alpha: float,
+    implicit: bool,
+    entries: bool = True,
+) -> float:
+    """The part of :func:`als_loss` that belongs to the rows of a CSR block (rows ``X``, its
+    indices pointing into ``Y``): their penalty ``regularization * sum_u s_u |x_u|^2`` and, with
+    ``entries``, their entries' terms. For distributed training (Spark's blocks): the parts of
+    every user block (with entries) and every item block (without), plus ``sum(X^T X * Y^T Y)``
+    for implicit feedback, add up to :func:`als_loss`."""
+    total = 0.0
+    if entries:
+        rows = np.empty(len(indptr) - 1, dtype=np.float64)
+        _loss_rows(indptr, indices, data, np.asarray(X), np.asarray(Y), float(alpha), bool(implicit), rows)
+        total = float(np.sum(rows))
+    norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    if scale_by_count:
+        by_row, _ = _entry_counts(indptr, indices, data, len(Y), implicit)
+        penalty = float(by_row @ norms)
+    else:
+        penalty = float(norms.sum())
     return total + float(regularization) * penalty
 
 
