@@ -33,7 +33,9 @@ def fractional_pairs(seed: int, n_users: int = 120, n_items: int = 70, nnz: int 
     keys = np.unique(rng.integers(0, n_users * n_items, nnz))
     users, items = keys // n_items, keys % n_items
     values = np.float32(rng.gamma(0.8, 2.0, len(keys)) + 1e-3)
-    frame = pd.DataFrame({"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items], "value": values})
+    frame = pd.DataFrame(
+        {"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items], "value": values}
+    )
     user_vocab = Vocabulary.from_values(frame["user"].tolist())
     item_vocab = Vocabulary.from_values(frame["item"].tolist())
     matrix = sp.csr_matrix(
@@ -45,7 +47,11 @@ def fractional_pairs(seed: int, n_users: int = 120, n_items: int = 70, nnz: int 
 
 @pytest.mark.parametrize(
     ("data", "neighbors", "blocks"),
-    [(random_pairs(6, nnz=2500), 5, (3, 4)), (fractional_pairs(7), 8, (2, 5)), (random_pairs(8), 200, (1, 1))],
+    [
+        (random_pairs(6, nnz=2500), 5, (3, 4)),
+        (fractional_pairs(7), 8, (2, 5)),
+        (random_pairs(8), 200, (1, 1)),
+    ],
     ids=["counts-with-ties", "fractional", "more-neighbours-than-items"],
 )
 def test_same_lists_as_local_itemknn(spark, data, neighbors, blocks):
