@@ -80,4 +80,3 @@ class Choice:
 
 Dimension: TypeAlias = Range | Choice
 SearchSpace: TypeAlias = Mapping[str, Dimension]
-

@@ -23,6 +23,7 @@ from typing import Any
 
 from recforge.config import Config
 from recforge.errors import RecforgeError
+from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.lock import PipelineLock, lock_path
 from recforge.pipeline.stages import STAGE_FUNCTIONS, Context
 from recforge.pipeline.state import STAGES, Run, list_runs, now_iso
@@ -121,22 +122,24 @@ def run_pipeline(
     *,
     run_id: str | None = None,
     model: str | None = None,
+    engine: Engine | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run every stage in order under the pipeline lock; returns how the run ended.
 
     ``run_id`` names the run (resuming it, stages already done skipped, when it exists);
-    ``model`` overrides ``[model] name``; ``should_stop`` is asked before each stage, and a
+    ``model`` overrides ``[model] name``; ``engine`` is where the stages that grow with the
+    data run (default: this machine); ``should_stop`` is asked before each stage, and a
     run told to stop is left ``open`` (resumable) after the stage in progress. A stage that
     raises marks the run ``failed`` and the exception propagates. Raises
     :class:`~recforge.pipeline.lock.PipelineBusy` when another process holds the lock.
     """
     started = time.perf_counter()
-    ctx = Context(Path(home), config, model=model)
+    ctx = Context(Path(home), config, model=model, engine=engine or LocalEngine())
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         run = Run.open_or_create(ctx.home, run_id) if run_id else Run.create(ctx.home)
-        log.info("run %s: started", run.id)
+        log.info("run %s: started (engine %s)", run.id, ctx.engine.name)
         for stage in STAGES:
             if should_stop is not None and should_stop():
                 run.update(status="open", pid=None)
@@ -153,15 +156,17 @@ def run_stage(
     *,
     run_id: str | None = None,
     model: str | None = None,
+    engine: Engine | None = None,
 ) -> tuple[Run, dict[str, Any]]:
-    """Execute one stage under the pipeline lock; returns the run and the stage's result.
+    """Execute one stage under the pipeline lock (on ``engine``, default this machine); returns
+    the run and the stage's result.
 
     Without ``run_id`` the stage joins the newest run, unless that run has finished or already
     did this stage, in which case a new run starts.
     """
     if stage not in STAGE_FUNCTIONS:
         raise RecforgeError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx = Context(Path(home), config, model=model)
+    ctx = Context(Path(home), config, model=model, engine=engine or LocalEngine())
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         if run_id:
@@ -187,7 +192,9 @@ def _execute(ctx: Context, run: Run, stage: str) -> dict[str, Any]:
             f"(recforge pipeline {missing[0]} --run-id {run.id})"
         )
     run.update(status="running", pid=os.getpid(), error=None)
-    run.set_stage(stage, status="running", started=now_iso(), finished=None, error=None)
+    run.set_stage(
+        stage, status="running", started=now_iso(), finished=None, error=None, engine=ctx.engine.name
+    )
     started = time.perf_counter()
     try:
         result = STAGE_FUNCTIONS[stage](ctx, run)

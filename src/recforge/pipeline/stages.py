@@ -28,6 +28,10 @@ The stages:
     The temporal holdout split (:mod:`~recforge.pipeline.holdout`) of all stored events, reused
     when the events' content (the set of event keys, so compaction changes nothing), the
     weighting and the holdout are unchanged.
+
+The stages that grow with the data (build, train, evaluate's lists, precompute) run on the
+run's engine (:mod:`~recforge.pipeline.engine`: this machine, or a Spark cluster), given to the
+:class:`Context` by whoever starts the run; the others are bookkeeping on this machine.
 ``train``
     Fits the model (``[model] name``, parameters from ``[model.<name>]``) on the build's train
     part. When a model version with the same train key exists, nothing is fitted: the run
@@ -82,19 +86,17 @@ from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
 from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
-from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError, UnreadableSourceError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
 from recforge.models.base import Recommender
-from recforge.models.popular import Popular
-from recforge.pipeline.engine import LocalEngine
+from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.gate import GateDecision, decide
-from recforge.pipeline.holdout import holdout_from_config, split_events
+from recforge.pipeline.holdout import holdout_from_config
 from recforge.pipeline.scoring import score_published
 from recforge.pipeline.state import Run, list_runs
-from recforge.pipeline.training import make_model, model_params, train_key
+from recforge.pipeline.training import model_params, train_key
 from recforge.pipeline.versions import store_version
 
 __all__ = [
@@ -120,12 +122,15 @@ _SKIP_SUFFIXES = (".part", ".tmp")
 
 @dataclass
 class Context:
-    """What every stage gets: the home, the settings, and an optional model override."""
+    """What every stage gets: the home, the settings, an optional model override, and the
+    engine the stages that grow with the data run on."""
 
     home: Path
     config: Config
     #: Fit this model instead of ``[model] name``.
     model: str | None = None
+    #: Where the build, the fit, evaluation's lists and the precomputed lists are computed.
+    engine: Engine = field(default_factory=LocalEngine)
     registry: ModelRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -225,13 +230,11 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    events = store.scan(CONTENT_COLUMNS)
-    split = split_events(events, holdout, ctx.config)
-    del events
+    split = ctx.engine.split(ctx.home, holdout, ctx.config)
     summary = {
-        "split": _jsonable(split.summary()),
+        "split": _jsonable(split.summary),
         "holdout": holdout.describe(),
-        "cut": split.params["cut"],
+        "cut": split.summary["cut"],
         "events": content["events"],
         "train": _part(split.train),
         "test": _part(split.test),
@@ -283,7 +286,7 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
     built = run.result("build")
     name = ctx.model or ctx.config.model.name
     params = model_params(ctx.config, name)
-    make_model(name, params)  # fail early on an unknown model or bad parameters
+    ctx.engine.model(name, params)  # fail early on an unknown model or bad parameters
     key = train_key(built["fingerprint"], name, params, ctx.config)
     base = {"model": name, "params": params, "train_key": key}
     existing = find_version(ctx.registry, key)
@@ -298,13 +301,13 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
         return {**base, "model_dir": str(staged), "fit_seconds": None}
     data = _load_build(built, "train")
     started = time.perf_counter()
-    model = make_model(name, params).fit(data)
+    fit = ctx.engine.fit_model(name, params, data)
     seconds = time.perf_counter() - started
     tmp = temporary_dir(staged)
-    model.save(tmp)
+    fit.model.save(tmp)
     commit_dir(tmp, staged)
     log.info("train: fitted %s on %s pairs in %.1f s", name, f"{data.nnz:,}", seconds)
-    return {**base, "model_dir": str(staged), "fit_seconds": round(seconds, 3)}
+    return {**base, "model_dir": str(staged), "fit_seconds": round(seconds, 3), **fit.extra}
 
 
 def _staged_model(trained: dict[str, Any]) -> Recommender:
@@ -327,11 +330,12 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
     data, test = _load_build(built, "train"), _load_build(built, "test")
     model = _staged_model(trained)
     evaluator = Evaluator(data, test, k)
-    candidate = evaluator.evaluate(model, "candidate")
+    lists = ctx.engine.recommend
+    candidate = evaluator.evaluate(model, "candidate", lists=lists)
     if model.name == "popular":  # the candidate is the baseline
         popular = dataclasses.replace(candidate, name="popular")
     else:
-        popular = evaluator.evaluate(Popular().fit(data), "popular")
+        popular = evaluator.evaluate(ctx.engine.fit_model("popular", {}, data).model, "popular", lists=lists)
     cut = parse_time(built["cut"])
     candidate_params = json.loads((Path(trained["model_dir"]) / "model.json").read_text())["params"]
     published = score_published(
@@ -340,6 +344,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         data,
         cut,
         candidate=(model.name, candidate_params, ctx.config.output_hash(), candidate),
+        engine=ctx.engine,
     )
     evaluations: list[Evaluation] = [popular, candidate]
     if published is not None and published.evaluation is not None:
@@ -408,7 +413,7 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
     k = int(evaluated["k"])
     metrics = {f"{name}@{k}": value for name, value in evaluated["metrics"]["candidate"].items()}
     info = store_version(
-        LocalEngine(),
+        ctx.engine,
         ctx.registry,
         model,
         data,

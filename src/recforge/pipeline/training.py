@@ -18,6 +18,7 @@ from recforge.models.registry import MODELS
 
 __all__ = ["make_model", "model_params", "train_key"]
 
+
 def model_params(config: Config, name: str) -> dict[str, Any]:
     """``[model.<name>]`` from the config (empty when absent)."""
     return dict(config.model.params.get(name, {}))
