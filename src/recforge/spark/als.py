@@ -161,9 +161,19 @@ class SparkALS:
         require_pyspark()
         spark = ratings.sparkSession
         check_executors(spark.sparkContext)
+        started = time.perf_counter()
         frame = ratings_frame(ratings, user_col, item_col, value_col)
-        users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
-        return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items, callback)
+        try:
+            users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
+            log.info(
+                "SparkALS: %s users x %s items, vocabularies in %.1f s",
+                f"{len(users):,}",
+                f"{len(items):,}",
+                time.perf_counter() - started,
+            )
+            return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items, callback)
+        finally:
+            frame.unpersist()
 
     def fit_indexed(
         self,
@@ -592,7 +602,7 @@ class _Iterations:
         loss_sum = 0.0
         for block in range(n_blocks):
             gram, part = parts[block]
-            if total is not None:
+            if total is not None and gram is not None:
                 total += gram
             loss_sum += part
         return total, loss_sum

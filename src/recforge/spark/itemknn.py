@@ -130,9 +130,19 @@ class SparkItemKNN:
         require_pyspark()
         spark = ratings.sparkSession
         check_executors(spark.sparkContext)
+        started = time.perf_counter()
         frame = ratings_frame(ratings, user_col, item_col, value_col)
-        users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
-        return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items)
+        try:
+            users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
+            log.info(
+                "SparkItemKNN: %s users x %s items, vocabularies in %.1f s",
+                f"{len(users):,}",
+                f"{len(items):,}",
+                time.perf_counter() - started,
+            )
+            return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items)
+        finally:
+            frame.unpersist()
 
     def fit_indexed(self, pairs: DataFrame, users: Vocabulary, items: Vocabulary) -> ItemKNN:
         """Fit on indexed pairs ``(u int, i int, value double)`` (:mod:`recforge.spark.pairs`)

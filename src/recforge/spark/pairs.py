@@ -34,7 +34,9 @@ PARTITION_ROWS = 1 << 20
 
 
 def ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: str | None) -> DataFrame:
-    """``(user string, item string, value double)``, checked: no null ids, finite values."""
+    """``(user string, item string, value double)``, checked: no null ids, finite values.
+    Cached (the check, the vocabularies and the indexing read it): unpersist it when done."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -54,7 +56,7 @@ def ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: s
         F.col(user_col).cast("string").alias("user"),
         F.col(item_col).cast("string").alias("item"),
         value.alias("value"),
-    )
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     finite = (
         F.col("value").isNotNull() & ~F.isnan("value") & ~F.col("value").isin(float("inf"), float("-inf"))
     )
@@ -65,6 +67,8 @@ def ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: s
     ).first()
     assert row is not None
     total, null_ids, bad_values = int(row[0]), int(row[1]), int(row[2])
+    if total == 0 or null_ids or bad_values:
+        frame.unpersist()
     if total == 0:
         raise ValueError("the ratings are empty")
     if null_ids:
