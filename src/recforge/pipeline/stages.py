@@ -48,7 +48,9 @@ run's engine (:mod:`~recforge.pipeline.engine`: this machine, or a Spark cluster
     The candidate's lists and a new model version holding them, its metrics, data window and
     gate decision (:func:`~recforge.pipeline.versions.store_version`); a rejected candidate
     gets status ``rejected`` with the reason, and is kept (for inspection, or a manual
-    ``recforge models publish``), never served.
+    ``recforge models publish``), never served. When ``serving.store`` is a Redis list store,
+    an accepted candidate's lists are copied there too, from where the engine computed them
+    (Spark: from the executors), so servers find them loaded when it is published.
 ``publish``
     An accepted candidate becomes the published version (atomic ``CURRENT``).
 ``prune``
@@ -90,6 +92,7 @@ from recforge.data.store import EventStore
 from recforge.errors import RecforgeError, UnreadableSourceError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
+from recforge.lists import is_redis_url
 from recforge.models.base import Recommender
 from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.gate import GateDecision, decide
@@ -427,6 +430,9 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
             "evaluation": {key: evaluated[key] for key in ("k", "users", "metrics", "published")},
             "gate": verdict.to_dict(),
         },
+        store=ctx.config.serving.store
+        if verdict.accepted and is_redis_url(ctx.config.serving.store)
+        else None,
     )
     seconds = time.perf_counter() - started
     if not verdict.accepted:
