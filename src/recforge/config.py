@@ -32,6 +32,7 @@ __all__ = [
     "CatalogConfig",
     "Config",
     "DataConfig",
+    "EngineConfig",
     "ExperimentsConfig",
     "KafkaConfig",
     "ModelConfig",
@@ -283,6 +284,26 @@ class ExperimentsConfig:
 
 
 @dataclass
+class EngineConfig:
+    """Where the stages that grow with the data run (see :mod:`recforge.pipeline.engine`);
+    ``--engine``, ``--master`` and ``--driver-memory`` override these."""
+
+    #: ``local`` (this machine) or ``spark`` (a Spark cluster; ``pip install 'recforge[spark]'``
+    #: and Java 17), for ``pipeline run | schedule | <stage>``, ``train`` and ``precompute``.
+    name: str = "local"
+    #: Spark master URL: ``local[N]`` (N cores of this machine), or ``spark://host:port`` for a
+    #: standalone cluster.
+    master: str = "local[2]"
+    #: Memory of the Spark driver (the JVM beside the process that runs the stages).
+    driver_memory: str = "4g"
+    #: Memory of each Spark executor on a cluster (``spark.executor.memory``).
+    executor_memory: str = "1g"
+    #: Spark's own messages below this level are not shown: ``ERROR`` hides its start-up
+    #: warnings, which are noise for a user; ``WARN`` or ``INFO`` to look inside Spark.
+    log_level: str = "ERROR"
+
+
+@dataclass
 class Config:
     """All of recforge's settings."""
 
@@ -294,6 +315,7 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
 

@@ -60,6 +60,7 @@ __all__ = [
     "decode_list",
     "encode_list",
     "encode_rows",
+    "is_redis_url",
     "load_lists",
     "redis_client",
     "redis_key",
@@ -179,6 +180,11 @@ def encode_rows(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
 # Redis ---------------------------------------------------------------------------------------
 class StoreUnavailable(RecforgeError):
     """The list store or fresh-event store cannot be reached (answered as 503)."""
+
+
+def is_redis_url(store: str) -> bool:
+    """Whether a list store setting (``serving.store``) names a Redis list store."""
+    return store.startswith(("redis://", "rediss://", "unix://"))
 
 
 def redis_key(prefix: str, version: str, part: str) -> str:

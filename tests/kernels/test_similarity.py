@@ -87,7 +87,7 @@ def test_exact_ties_go_to_the_lower_index():
 def test_kernel_matches_reference_over_chunks_and_threads():
     m = random_matrix(0, n_users=80, n_items=40)
     t = sp.csr_matrix(m.T)
-    args = (m.indptr, m.indices, m.data, t.indptr, t.indices, t.data, 6)
+    args = (m.indptr, m.indices, m.data, t.indptr, t.indices, t.data, np.arange(40), 40, 6)
     want = column_dot_topn_reference(*args, np.array([0, 40]))
     for threads in (1, 2):
         for bounds in ([0, 40], [0, 3, 17, 18, 40]):
@@ -113,3 +113,55 @@ def test_item_gram_equals_the_sparse_product(chunks):
     assert got.dtype == np.float32 and got.shape == (70, 70)
     np.testing.assert_allclose(got, column_gram_reference(m), rtol=1e-6)
     np.testing.assert_array_equal(got, item_gram(m, chunks=5))  # the same bits in any chunking
+
+
+def test_a_block_of_targets_gets_the_bits_of_the_whole():
+    """Spark's ItemKNN runs the kernel per block of items on the rows of the users who have them
+    (issue 19): every target's list is the same, bit for bit, as in one pass over all items."""
+    m = random_matrix(2, n_users=90, n_items=50, integer=True)
+    unit = sp.csr_matrix(m, dtype=np.float32)
+    t = sp.csr_matrix(unit.T)
+    whole = column_dot_topn(
+        unit.indptr,
+        unit.indices,
+        unit.data,
+        t.indptr,
+        t.indices,
+        t.data,
+        np.arange(50),
+        50,
+        5,
+        np.array([0, 50]),
+    )
+    targets = np.array([3, 7, 8, 21, 49])
+    users = np.unique(np.concatenate([t.indices[t.indptr[i] : t.indptr[i + 1]] for i in targets]))
+    rows = unit[users]  # only the users who have a target, renumbered 0..
+    columns = sp.csr_matrix(rows.T)[targets]
+    columns.sort_indices()
+    part = column_dot_topn(
+        rows.indptr,
+        rows.indices,
+        rows.data,
+        columns.indptr,
+        columns.indices,
+        columns.data,
+        targets,
+        50,
+        5,
+        np.array([0, 2, 5]),
+    )
+    np.testing.assert_array_equal(part[0], whole[0][targets])
+    np.testing.assert_array_equal(part[1], whole[1][targets])
+    reference = column_dot_topn_reference(
+        rows.indptr,
+        rows.indices,
+        rows.data,
+        columns.indptr,
+        columns.indices,
+        columns.data,
+        targets,
+        50,
+        5,
+        np.array([0, 5]),
+    )
+    np.testing.assert_array_equal(part[0], reference[0])

@@ -72,6 +72,33 @@ def test_same_model_as_local_training(spark, params):
 
 
 @pytest.mark.spark
+@pytest.mark.parametrize(
+    "params",
+    [{"solver": "cg"}, {"solver": "cholesky", "implicit": False, "regularization_scaling": "count"}],
+    ids=["cg-implicit", "cholesky-explicit"],
+)
+def test_each_iteration_reports_the_loss_local_training_has(spark, params):
+    """Issue 19: the per-iteration objective comes from the solve tasks' parts, with no extra
+    job, and equals local training's after the same iteration; a callback can stop the fit."""
+    frame, interactions = random_pairs(5)
+    settings = {**COMMON, **params, "iterations": 3}
+    local: list[float] = []
+    ALS(**settings).fit(interactions, callback=lambda p: local.append(p.loss()))
+    seen: list[tuple[int, int, float]] = []
+    data = spark.createDataFrame(frame)
+    SparkALS(**settings, num_user_blocks=2, num_item_blocks=3).fit(
+        data, callback=lambda p: seen.append((p.iteration, p.iterations, p.loss())) and None
+    )
+    assert [(i, n) for i, n, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    np.testing.assert_allclose([loss for *_, loss in seen], local, rtol=1e-8)
+    stopped: list[int] = []
+    fitted = SparkALS(**settings, num_user_blocks=2, num_item_blocks=3).fit(
+        data, callback=lambda p: stopped.append(p.iteration) or True
+    )
+    assert stopped == [1] and fitted.user_factors_.shape == (interactions.n_users, 8)
+
+
+@pytest.mark.spark
 @pytest.mark.slow
 def test_deterministic_and_a_retried_task_gives_the_same_bits(spark, tmp_path):
     """Nonnegative (NNLS) fits with checkpoints: equal to local training, and a second fit in

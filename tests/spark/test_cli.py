@@ -82,7 +82,7 @@ def test_train_and_precompute_with_the_spark_engine(spark, home, capsys):
     assert set(params) == set(ALS().get_params())
     assert (params["factors"], params["iterations"], params["random_state"]) == (8, 2, 3)
     extra = registry.list()[-1].manifest["extra"]
-    assert extra["spark_params"] == {"num_user_blocks": 2, "num_item_blocks": 2, "checkpoint_interval": None}
+    assert extra["spark_params"] == {"num_user_blocks": 2, "num_item_blocks": 2}
     expected_ids, _ = model.recommend(np.arange(len(model.users_)), k=5)
     np.testing.assert_array_equal(trained.user_ids, expected_ids)
     np.testing.assert_array_equal(trained.item_ids, model.similar_items(np.arange(len(model.items_)), k=4)[0])

@@ -1,11 +1,12 @@
-"""Distributed batch top-K equals local recommend / similar_items; lists into Redis (issue 9)."""
+"""Distributed batch top-K equals local recommend / similar_items, for every model (issues 9, 19);
+lists into Redis."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recforge import ALS
+from recforge import ALS, ItemKNN, Popular
 from recforge.lists import RedisLists
 from recforge.serving.stores import RedisListStore
 from recforge.spark.session import FAIL_ONCE
@@ -13,6 +14,7 @@ from recforge.spark.topk import (
     RedisTarget,
     lists_array,
     recommend_all_users,
+    recommend_lists,
     similar_items_all_items,
     write_redis,
 )
@@ -52,6 +54,25 @@ def test_similar_items_equal_local_similar_items(spark, model, tmp_path):
     expected_ids, expected_scores = model.similar_items(np.arange(len(model.items_)), k=5)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: ItemKNN(neighbors=6), Popular], ids=["itemknn", "popular"])
+def test_every_models_lists_are_its_own_recommend(spark, make):
+    """The item side broadcast (neighbour lists, popularity), users in chunks: the same bits."""
+    _, interactions = random_pairs(4, n_users=300, n_items=90, nnz=3000)
+    model = make().fit(interactions)
+    everyone = np.arange(len(model.users_))
+    ids, scores = lists_array(recommend_all_users(spark, model, k=7, chunk_rows=64), len(everyone), 7)
+    expected_ids, expected_scores = model.recommend(everyone, k=7)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(scores, expected_scores)
+    items = np.arange(len(model.items_))
+    ids, scores = lists_array(similar_items_all_items(spark, model, k=5, chunk_rows=32), len(items), 5)
+    np.testing.assert_array_equal(ids, model.similar_items(items, k=5)[0])
+    some = np.array([5, 0, 17, 299, 42], dtype=np.int32)  # an evaluation's users, in its order
+    np.testing.assert_array_equal(
+        recommend_lists(spark, model, some, 4, chunk_rows=2), model.recommend(some, k=4)[0]
+    )
 
 
 @pytest.mark.redis

@@ -139,8 +139,7 @@ def register(app: typer.Typer) -> None:
 def _load_lists(state: State, registry: Any, version: str, store: str | None, required: bool = False) -> bool:
     """Load a version's lists into the Redis store (``--store`` or ``serving.store``), if any."""
     from recforge.errors import RecforgeError
-    from recforge.lists import RedisLists, safe_url
-    from recforge.serving.backend import is_redis_url
+    from recforge.lists import RedisLists, is_redis_url, safe_url
 
     url = store or state.config.serving.store
     if not is_redis_url(url):

@@ -43,13 +43,15 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _log_to_stderr(debug: bool) -> None:
-    logger = logging.getLogger("recforge.pipeline")
-    logger.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
+def _log_to_stderr(debug: bool, names: tuple[str, ...] = ("recforge.pipeline", "recforge.spark")) -> None:
+    """The pipeline's and the Spark engine's progress lines on stderr (``names``: the loggers)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if debug else logging.INFO)
+        if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+            handler = _StderrHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            logger.addHandler(handler)
 
 
 def _config(ctx: typer.Context, config_file: Path | None) -> Config:
@@ -66,10 +68,16 @@ def _config(ctx: typer.Context, config_file: Path | None) -> Config:
 def register(app: typer.Typer) -> None:
     config_option = typer.Option(None, "--config", help="TOML config file (instead of the global --config).")
     engine_option = typer.Option(
-        "local", "--engine", help="local (one machine) or spark (recforge[spark] and Java 17)."
+        None,
+        "--engine",
+        help="local (one machine) or spark (recforge[spark] and Java 17). Default: [engine] name.",
     )
-    master_option = typer.Option("local[2]", "--master", help="Spark master URL (--engine spark).")
-    memory_option = typer.Option("4g", "--driver-memory", help="Spark driver memory (--engine spark).")
+    master_option = typer.Option(
+        None, "--master", help="Spark master URL, e.g. spark://host:7077 (default: [engine] master)."
+    )
+    memory_option = typer.Option(
+        None, "--driver-memory", help="Spark driver memory (default: [engine] driver_memory)."
+    )
     store_option = typer.Option(None, "--store", help="Also write the lists into this Redis list store.")
     quiet_option = typer.Option(False, "--quiet", "-q", help="No progress while fitting.")
     set_option = typer.Option(
@@ -84,9 +92,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
         config_file: Path | None = config_option,
-        engine: str = engine_option,
-        master: str = master_option,
-        driver_memory: str = memory_option,
+        engine: str | None = engine_option,
+        master: str | None = master_option,
+        driver_memory: str | None = memory_option,
         store: str | None = store_option,
         assignments: list[str] = set_option,
         quiet: bool = quiet_option,
@@ -110,7 +118,8 @@ def register(app: typer.Typer) -> None:
         config = with_params_for(config, [name], assignments)
         display: Display = "quiet" if quiet else "auto"
         metrics = _holdout_metrics(config, name) if evaluate_first else None
-        with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
+        _log_to_stderr(_debug(ctx), names=("recforge.spark",))  # the fit's own lines: train_version
+        with open_engine(config, engine, master=master, driver_memory=driver_memory) as chosen:
             info, seconds = train_version(
                 chosen,
                 existing_home(Path(config.home)),
@@ -189,9 +198,9 @@ def register(app: typer.Typer) -> None:
             None, "--version", help="Version to recompute (default: published)."
         ),
         config_file: Path | None = config_option,
-        engine: str = engine_option,
-        master: str = master_option,
-        driver_memory: str = memory_option,
+        engine: str | None = engine_option,
+        master: str | None = master_option,
+        driver_memory: str | None = memory_option,
         store: str | None = store_option,
     ) -> None:
         """Recompute a version's lists with the [pipeline] k_users / k_items / k_popular sizes
@@ -200,7 +209,8 @@ def register(app: typer.Typer) -> None:
         from recforge.pipeline.versions import precompute_version
 
         config = _config(ctx, config_file)
-        with open_engine(engine, master=master, driver_memory=driver_memory) as chosen:
+        _log_to_stderr(_debug(ctx))
+        with open_engine(config, engine, master=master, driver_memory=driver_memory) as chosen:
             info = precompute_version(chosen, existing_home(Path(config.home)), config, version, store)
         manifest = info.manifest
         typer.echo(
@@ -221,17 +231,28 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
         quiet: bool = quiet_option,
+        engine: str | None = engine_option,
+        master: str | None = master_option,
+        driver_memory: str | None = memory_option,
     ) -> None:
         """Run every stage once: ingest -> build -> train -> evaluate -> gate -> precompute ->
-        publish -> prune."""
+        publish -> prune. With --engine spark the build, the fit, the evaluation's lists and the
+        precomputed lists run on a Spark cluster."""
+        from recforge.cli.engines import open_engine
         from recforge.pipeline.runner import run_pipeline
 
         state: State = ctx.obj
         _log_to_stderr(state.debug)
         display: Display = "quiet" if quiet else "auto"
-        result = run_pipeline(
-            state.writable_home(), state.config, run_id=run_id, model=model, display=display
-        )
+        with open_engine(state.config, engine, master=master, driver_memory=driver_memory) as chosen:
+            result = run_pipeline(
+                state.writable_home(),
+                state.config,
+                run_id=run_id,
+                model=model,
+                engine=chosen,
+                display=display,
+            )
         typer.echo(json.dumps(result.to_dict(), sort_keys=True) if as_json else result.summary())
 
     @pipeline.command("schedule")
@@ -244,37 +265,24 @@ def register(app: typer.Typer) -> None:
         ),
         max_runs: int | None = typer.Option(None, "--max-runs", min=1, help="Stop after this many runs."),
         model: str | None = typer.Option(None, "--model", help="Model to fit (default: [model] name)."),
+        engine: str | None = engine_option,
+        master: str | None = master_option,
+        driver_memory: str | None = memory_option,
     ) -> None:
         """Run the pipeline every interval until stopped (SIGTERM or Ctrl-C: the current run
         stops after its stage). Runs never overlap; a failed run is logged and counted."""
+        from recforge.cli.engines import open_engine
         from recforge.pipeline.holdout import parse_duration
         from recforge.pipeline.schedule import Scheduler
 
         state: State = ctx.obj
         _log_to_stderr(state.debug)
         seconds = parse_duration(every or state.config.pipeline.schedule_every)
-        scheduler = Scheduler(state.writable_home(), state.config, seconds, model=model, max_runs=max_runs)
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            logging.getLogger("recforge.pipeline").info(
-                "scheduler: %s received, stopping", signal.Signals(signum).name
+        with open_engine(state.config, engine, master=master, driver_memory=driver_memory) as chosen:
+            scheduler = Scheduler(
+                state.writable_home(), state.config, seconds, model=model, engine=chosen, max_runs=max_runs
             )
-            scheduler.stop()
-            for sig, handler in previous.items():  # a second signal acts at once
-                signal.signal(sig, handler)
-
-        for sig in previous:
-            signal.signal(sig, stop)
-        logging.getLogger("recforge.pipeline").info(
-            "scheduler: a pipeline run every %s on %s (pid %d)", _seconds(seconds), state.home, os.getpid()
-        )
-        try:
-            summary = scheduler.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        typer.echo(f"scheduler stopped: {summary.line()}")
+            _run_schedule(scheduler, state.home)
 
     @pipeline.command("status")
     def status(
@@ -315,6 +323,31 @@ def register(app: typer.Typer) -> None:
         _register_stage(pipeline, stage)
 
 
+def _run_schedule(scheduler: Any, home: Path) -> None:
+    """Run the loop until it is told to stop (SIGTERM, SIGINT), then print its counts."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("recforge.pipeline").info(
+            "scheduler: %s received, stopping", signal.Signals(signum).name
+        )
+        scheduler.stop()
+        for sig, handler in previous.items():  # a second signal acts at once
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    logging.getLogger("recforge.pipeline").info(
+        "scheduler: a pipeline run every %s on %s (pid %d)", _seconds(scheduler.every), home, os.getpid()
+    )
+    try:
+        summary = scheduler.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo(f"scheduler stopped: {summary.line()}")
+
+
 def _register_stage(pipeline: typer.Typer, stage: str) -> None:
     def command(
         ctx: typer.Context,
@@ -323,7 +356,12 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
         ),
         model: str | None = typer.Option(None, "--model", help="Model to fit (train only)."),
         as_json: bool = typer.Option(False, "--json", help="Print the stage's result as JSON."),
+        engine: str | None = typer.Option(None, "--engine", help="local or spark (default: [engine] name)."),
+        master: str | None = typer.Option(
+            None, "--master", help="Spark master URL (default: [engine] master)."
+        ),
     ) -> None:
+        from recforge.cli.engines import open_engine
         from recforge.errors import RecforgeError
         from recforge.pipeline.runner import run_stage
 
@@ -331,7 +369,10 @@ def _register_stage(pipeline: typer.Typer, stage: str) -> None:
         if model is not None and stage != "train":
             raise RecforgeError("--model applies to the train stage only")
         _log_to_stderr(state.debug)
-        run, result = run_stage(state.writable_home(), state.config, stage, run_id=run_id, model=model)
+        with open_engine(state.config, engine, master=master) as chosen:
+            run, result = run_stage(
+                state.writable_home(), state.config, stage, run_id=run_id, model=model, engine=chosen
+            )
         if as_json:
             typer.echo(json.dumps({"run_id": run.id, "stage": stage, "result": result}, sort_keys=True))
         else:
@@ -358,6 +399,11 @@ def _holdout_metrics(config: Config, model: str) -> dict[str, Any]:
 def _names(text: str | None) -> list[str]:
     """``"als, bpr"`` as ``["als", "bpr"]`` (empty for ``None``)."""
     return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def _debug(ctx: typer.Context) -> bool:
+    state: State = ctx.obj
+    return state.debug
 
 
 def _stage_note(stage: str, result: dict[str, Any]) -> str:

@@ -40,6 +40,8 @@ __all__ = ["DEFAULT_METRICS", "Evaluator", "ValidationCallback", "compare", "eva
 DEFAULT_METRICS: tuple[str, ...] = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr", "coverage")
 
 Data: TypeAlias = Interactions | sp.spmatrix | sp.sparray
+#: How the lists of some users are computed: ``(model, dense user indices, k) -> ids [n, k]``
+Lists: TypeAlias = Callable[[Recommender, np.ndarray, int], np.ndarray]
 
 
 class Evaluator:
@@ -97,9 +99,13 @@ class Evaluator:
         return f"Evaluator(k={self.k}, users={len(self.users)}, relevant={self.relevant.nnz})"
 
     # scoring ------------------------------------------------------------------------------------
-    def recommend(self, model: Recommender) -> np.ndarray:
-        """The served top-``k`` (dense item indices, padding ``-1``) of every evaluated user."""
+    def recommend(self, model: Recommender, lists: Lists | None = None) -> np.ndarray:
+        """The served top-``k`` (dense item indices, padding ``-1``) of every evaluated user:
+        ``model.recommend(users, k, filter_seen=True)``, or ``lists(model, users, k)`` when given
+        (the same lists computed elsewhere, e.g. on a Spark cluster)."""
         self.check_model(model)
+        if lists is not None:
+            return np.asarray(lists(model, self.users, self.k))
         ids, _ = model.recommend(self.users, k=self.k, filter_seen=True)
         return np.asarray(ids)
 
@@ -108,10 +114,18 @@ class Evaluator:
         result = metrics_at_k(self.recommend(model), self.relevant, self.k, self.metrics)
         return {name: float(value) for name, value in result.items()}
 
-    def evaluate(self, model: Recommender, name: str | None = None, *, per_user: bool = False) -> Evaluation:
-        """Score ``model`` and describe it: metrics, users, timings (and per-user values)."""
+    def evaluate(
+        self,
+        model: Recommender,
+        name: str | None = None,
+        *,
+        per_user: bool = False,
+        lists: Lists | None = None,
+    ) -> Evaluation:
+        """Score ``model`` and describe it: metrics, users, timings (and per-user values);
+        ``lists`` as in :meth:`recommend`."""
         start = time.perf_counter()
-        ids = self.recommend(model)
+        ids = self.recommend(model, lists)
         recommended = time.perf_counter()
         means = metrics_at_k(ids, self.relevant, self.k, self.metrics)
         values = metrics_at_k(ids, self.relevant, self.k, self.metrics, per_user=True) if per_user else None

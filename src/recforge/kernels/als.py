@@ -55,6 +55,7 @@ __all__ = [
     "als_exact",
     "als_exact_reference",
     "als_loss",
+    "als_loss_part",
     "als_loss_reference",
     "als_nnls",
     "als_nnls_reference",
@@ -1094,6 +1095,43 @@ def als_loss(
     norms_y = np.einsum("ij,ij->i", Y64, Y64, dtype=np.float64)
     penalty = float(np.asarray(user_lam, np.float64) @ norms_x + np.asarray(item_lam, np.float64) @ norms_y)
     return total + penalty
+
+
+def als_loss_part(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    lam: np.ndarray,
+    alpha: float,
+    unobserved: float,
+    implicit: bool,
+    entries: bool = True,
+) -> float:
+    """The part of :func:`als_loss` that belongs to the rows of a CSR block (rows ``X``, its
+    indices pointing into ``Y``; ``lam`` the rows' regularisation): their penalty
+    ``sum_u lam_u |x_u|^2`` and, with ``entries``, their entries' terms. For distributed
+    training (Spark's blocks): the parts of every user block (with entries) and every item
+    block (without), plus ``unobserved * sum(X^T X * Y^T Y)`` for implicit feedback, add up to
+    :func:`als_loss`."""
+    total = 0.0
+    if entries:
+        rows = np.empty(len(indptr) - 1, dtype=np.float64)
+        _loss_rows(
+            indptr,
+            indices,
+            data,
+            np.asarray(X),
+            np.asarray(Y),
+            float(alpha),
+            float(unobserved),
+            bool(implicit),
+            rows,
+        )
+        total = float(np.sum(rows))
+    norms = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    return total + float(np.asarray(lam, np.float64) @ norms)
 
 
 def als_loss_reference(

@@ -3,8 +3,9 @@ dense Gram matrix ``W^T W`` (EASE).
 
 For a users x items matrix ``W`` the cosine of items ``i`` and ``j`` is
 ``S_ij = (W[:, i] . W[:, j]) / (|W[:, i]| |W[:, j]|)``. :func:`column_dot_topn` takes columns
-already scaled to unit length, so ``S_ij`` is a plain dot product, and keeps for each item ``i``
-the ``n`` largest positive ``S_ij`` with ``j != i`` (ties: the lower ``j`` first).
+already scaled to unit length (:func:`column_norms`, :func:`scale_columns`), so ``S_ij`` is a
+plain dot product, and keeps for each item ``i`` the ``n`` largest positive ``S_ij`` with
+``j != i`` (ties: the lower ``j`` first).
 
 How: for item ``i``, walk its users ``u`` (the CSC of ``W``) and each of their items ``j`` (the
 CSR), adding ``W_ui W_uj`` into a dense float64 accumulator of length ``n_items``; the touched
@@ -12,6 +13,11 @@ entries (found with a per-item stamp) go through a bounded heap of size ``n``; t
 is cleared along the touched list. The work is ``sum_u |row u|^2``, the memory one accumulator
 per chunk of items. Items are split into chunks of equal work (:func:`work_chunks`) that run in
 parallel.
+
+The kernel computes the lists of any subset of the items (``targets``) from the rows of the
+users who have them: Spark's ItemKNN (:mod:`recforge.spark.itemknn`) runs it per block of
+items on the rows shipped to that block. ``S_ij`` is summed over ``i``'s users in increasing
+order either way, so a block gets the same bits as the whole.
 
 :func:`column_gram` walks the same way into a dense float64 accumulator per item and writes
 the item's row of the lower triangle of ``W^T W``: the Gram matrix EASE inverts, for half of
@@ -27,14 +33,18 @@ import scipy.sparse as sp
 from recforge._numba import kernel, prange
 
 __all__ = [
+    "balanced_bounds",
     "column_dot_topn",
     "column_dot_topn_reference",
     "column_gram",
     "column_gram_reference",
+    "column_norms",
     "cosine_topn",
     "cosine_topn_reference",
     "item_gram",
     "mirror_lower",
+    "neighbour_matrix",
+    "scale_columns",
     "work_chunks",
 ]
 
@@ -69,36 +79,41 @@ def column_dot_topn(
     t_indptr: np.ndarray,
     t_indices: np.ndarray,
     t_data: np.ndarray,
+    targets: np.ndarray,
+    n_columns: int,
     n_neighbors: int,
     chunk_bounds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``n_neighbors`` columns by dot product for every column of a CSR matrix.
+    """Top-``n_neighbors`` columns by dot product for the columns ``targets`` of a CSR matrix.
 
-    ``indptr/indices/data`` is the users x items CSR, ``t_*`` the same matrix as CSC (its
-    transpose in CSR form). Returns ``ids`` int32 and ``scores`` float32, both
-    ``[n_items, n_neighbors]``, best first, only positive dot products, padded with ``-1`` /
-    ``0``. Items ``chunk_bounds[c]:chunk_bounds[c + 1]`` form chunk ``c``.
+    ``indptr/indices/data`` is the users x items CSR (``n_columns`` items); ``t_*`` holds the
+    target columns as rows (CSR): row ``r`` is column ``targets[r]``, its indices the CSR's
+    rows in increasing order (for every column, ``t_*`` is the CSC, its transpose in CSR form).
+    Returns ``ids`` int32 and ``scores`` float32, both ``[len(targets), n_neighbors]``, best
+    first, only positive dot products, never the column itself, padded with ``-1`` / ``0``.
+    Targets ``chunk_bounds[c]:chunk_bounds[c + 1]`` form chunk ``c``.
     """
-    n_items = t_indptr.shape[0] - 1
-    ids = np.full((n_items, n_neighbors), -1, np.int32)
-    scores = np.zeros((n_items, n_neighbors), np.float32)
+    n_targets = t_indptr.shape[0] - 1
+    ids = np.full((n_targets, n_neighbors), -1, np.int32)
+    scores = np.zeros((n_targets, n_neighbors), np.float32)
     n_chunks = chunk_bounds.shape[0] - 1
     for c in prange(n_chunks):
-        acc = np.zeros(n_items, np.float64)
-        stamp = np.full(n_items, -1, np.int64)  # stamp[j] == i: j already touched for item i
-        touched = np.empty(n_items, np.int64)
+        acc = np.zeros(n_columns, np.float64)
+        stamp = np.full(n_columns, -1, np.int64)  # stamp[j] == r: j already touched for target r
+        touched = np.empty(n_columns, np.int64)
         heap_scores = np.empty(max(n_neighbors, 1), np.float64)
         heap_ids = np.empty(max(n_neighbors, 1), np.int64)
-        for i in range(chunk_bounds[c], chunk_bounds[c + 1]):
+        for r in range(chunk_bounds[c], chunk_bounds[c + 1]):
+            i = targets[r]
             n_touched = 0
-            for p in range(t_indptr[i], t_indptr[i + 1]):
+            for p in range(t_indptr[r], t_indptr[r + 1]):
                 # unsigned indices: no negative-index wraparound test in the hot loop (2x)
                 u = np.uint64(t_indices[p])
                 weight = np.float64(t_data[p])
                 for q in range(indptr[u], indptr[u + np.uint64(1)]):
                     j = np.uint64(indices[q])
-                    if stamp[j] != i:
-                        stamp[j] = i
+                    if stamp[j] != r:
+                        stamp[j] = r
                         touched[n_touched] = j
                         n_touched += 1
                     acc[j] += weight * data[q]
@@ -129,8 +144,8 @@ def column_dot_topn(
             # pop worst-first into the row from the back: best ends up first
             while size > 0:
                 size -= 1
-                ids[i, size] = heap_ids[0]
-                scores[i, size] = heap_scores[0]
+                ids[r, size] = heap_ids[0]
+                scores[r, size] = heap_scores[0]
                 heap_scores[0] = heap_scores[size]
                 heap_ids[0] = heap_ids[size]
                 _sift_down(heap_scores, heap_ids, size, 0)
@@ -144,17 +159,19 @@ def column_dot_topn_reference(
     t_indptr: np.ndarray,
     t_indices: np.ndarray,
     t_data: np.ndarray,
+    targets: np.ndarray,
+    n_columns: int,
     n_neighbors: int,
     chunk_bounds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`column_dot_topn` from the dense ``W.T @ W`` (float64)."""
-    n_items = len(t_indptr) - 1
     n_users = len(indptr) - 1
-    W = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items)).toarray().astype(np.float64)
-    dots = W.T @ W
-    np.fill_diagonal(dots, 0.0)
-    ids = np.full((n_items, n_neighbors), -1, np.int32)
-    scores = np.zeros((n_items, n_neighbors), np.float32)
+    W = sp.csr_matrix((data, indices, indptr), shape=(n_users, n_columns)).toarray().astype(np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    dots = W[:, targets].T @ W
+    dots[np.arange(len(targets)), targets] = 0.0
+    ids = np.full((len(targets), n_neighbors), -1, np.int32)
+    scores = np.zeros((len(targets), n_neighbors), np.float32)
     order = np.argsort(-dots, axis=1, kind="stable")[:, :n_neighbors]
     top = np.take_along_axis(dots, order, axis=1)
     keep = top > 0
@@ -164,13 +181,33 @@ def column_dot_topn_reference(
     return ids, scores
 
 
+def column_norms(indices: np.ndarray, data: np.ndarray, n_columns: int) -> np.ndarray:
+    """The L2 norm of every column of a CSR matrix's entries (``indices``, ``data``), float64;
+    each column's squares summed in the order its entries come (row order for a CSR)."""
+    return np.sqrt(np.bincount(indices, weights=np.square(data, dtype=np.float64), minlength=n_columns))
+
+
+def scale_columns(indices: np.ndarray, data: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """The entries divided by their column's norm, as float32."""
+    return (data / norms[indices]).astype(np.float32)
+
+
 def _unit_columns(matrix: sp.csr_matrix) -> sp.csr_matrix:
     """``matrix`` (float32) with every non-empty column scaled to unit L2 norm."""
     m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
     m.eliminate_zeros()
-    norms = np.sqrt(np.bincount(m.indices, weights=np.square(m.data, dtype=np.float64), minlength=m.shape[1]))
-    m.data = (m.data / norms[m.indices]).astype(np.float32)
+    m.data = scale_columns(m.indices, m.data, column_norms(m.indices, m.data, m.shape[1]))
     return m
+
+
+def balanced_bounds(work: np.ndarray, chunks: int) -> np.ndarray:
+    """Bounds of at most ``chunks`` runs of consecutive targets of about equal ``work``."""
+    n = len(work)
+    cumulative = np.concatenate([[0.0], np.cumsum(work)])
+    marks = np.linspace(0.0, cumulative[-1], max(1, min(chunks, n)) + 1)
+    bounds = np.unique(np.searchsorted(cumulative, marks)).astype(np.int64)
+    bounds[0], bounds[-1] = 0, n
+    return bounds
 
 
 def cosine_topn(matrix: sp.csr_matrix, n_neighbors: int, chunks: int = 64) -> sp.csr_matrix:
@@ -188,18 +225,27 @@ def cosine_topn(matrix: sp.csr_matrix, n_neighbors: int, chunks: int = 64) -> sp
     transposed.sort_indices()
     n_items = unit.shape[1]
     n = min(int(n_neighbors), max(n_items - 1, 0))
-    bounds = work_chunks(unit, chunks)
     t = transposed
     ids, scores = column_dot_topn(
-        unit.indptr, unit.indices, unit.data, t.indptr, t.indices, t.data, n, bounds
+        unit.indptr,
+        unit.indices,
+        unit.data,
+        t.indptr,
+        t.indices,
+        t.data,
+        np.arange(n_items, dtype=np.int64),
+        n_items,
+        n,
+        work_chunks(unit, chunks),
     )
-    return _to_csr(ids, scores, n_items)
+    return neighbour_matrix(ids, scores, n_items)
 
 
 def work_chunks(matrix: sp.csr_matrix, chunks: int, lower: bool = False) -> np.ndarray:
     """Boundaries (int64) of at most ``chunks`` ranges of items of about equal work for the
-    walks of this module: item ``i`` costs ``1 +`` the sum over its users of the length of
-    their rows (``lower``: of the rows' prefixes up to ``i``; indices sorted)."""
+    walks of this module (:func:`balanced_bounds`): item ``i`` costs ``1 +`` the sum over its
+    users of the length of their rows (``lower``: of the rows' prefixes up to ``i``; indices
+    sorted)."""
     n_items = matrix.shape[1]
     lengths = np.diff(matrix.indptr)
     users_of_entry = np.repeat(np.arange(matrix.shape[0]), lengths)
@@ -208,11 +254,7 @@ def work_chunks(matrix: sp.csr_matrix, chunks: int, lower: bool = False) -> np.n
     else:
         cost = lengths.astype(np.float64)[users_of_entry]
     work = np.bincount(matrix.indices, weights=cost, minlength=n_items) + 1.0
-    cumulative = np.concatenate([[0.0], np.cumsum(work)])
-    targets = np.linspace(0.0, cumulative[-1], max(1, min(chunks, n_items)) + 1)
-    bounds = np.unique(np.searchsorted(cumulative, targets)).astype(np.int64)
-    bounds[0], bounds[-1] = 0, n_items
-    return bounds
+    return balanced_bounds(work, chunks)
 
 
 @kernel(parallel=True)
@@ -289,12 +331,23 @@ def cosine_topn_reference(matrix: sp.csr_matrix, n_neighbors: int) -> sp.csr_mat
     n = min(int(n_neighbors), max(n_items - 1, 0))
     bounds = np.array([0, n_items], np.int64)
     ids, scores = column_dot_topn_reference(
-        unit.indptr, unit.indices, unit.data, t.indptr, t.indices, t.data, n, bounds
+        unit.indptr,
+        unit.indices,
+        unit.data,
+        t.indptr,
+        t.indices,
+        t.data,
+        np.arange(n_items, dtype=np.int64),
+        n_items,
+        n,
+        bounds,
     )
-    return _to_csr(ids, scores, n_items)
+    return neighbour_matrix(ids, scores, n_items)
 
 
-def _to_csr(ids: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
+def neighbour_matrix(ids: np.ndarray, scores: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """The items x items CSR of neighbour lists ``ids`` / ``scores`` ``[n_items, n]`` (row ``i``:
+    item ``i``'s neighbours, padding ``-1`` dropped), column indices sorted, float32."""
     keep = ids >= 0
     rows = np.nonzero(keep)[0]
     out = sp.csr_matrix((scores[keep], (rows, ids[keep])), shape=(n_items, n_items), dtype=np.float32)

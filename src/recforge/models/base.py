@@ -203,10 +203,10 @@ class Recommender(ABC):
         self.cold_map_ = None
         self._fit(interactions, callback)
         if catalog is not None and len(catalog):
-            self._fit_cold_start(catalog)
+            self.fit_cold_start(catalog)
         return self
 
-    def _fit_cold_start(self, catalog: Catalog) -> None:  # noqa: B027 - optional hook
+    def fit_cold_start(self, catalog: Catalog) -> None:  # noqa: B027 - optional hook
         """Give the catalog's items without events what the model can (factor models: factors)."""
 
     @property
@@ -570,7 +570,7 @@ class FactorRecommender(Recommender):
         """The item vectors whose cosine is ``similar_items``' score (the factors by default)."""
         return self.item_factors_
 
-    def _fit_cold_start(self, catalog: Catalog) -> None:
+    def fit_cold_start(self, catalog: Catalog) -> None:
         """Factors for the catalog's items without events, from the map fitted on the others."""
         rows = self.items_.lookup(list(catalog.item_ids))
         counts = np.bincount(np.asarray(self.seen_.indices), minlength=len(self.items_))

@@ -45,13 +45,20 @@ from recforge.kernels.similarity import cosine_topn
 from recforge.models.base import FitProgress, Recommender
 from recforge.topk import select_topk
 
-__all__ = ["ItemKNN", "knn_weights"]
+__all__ = ["ItemKNN", "knn_weights", "user_weights"]
 
 
 def knn_weights(r: np.ndarray) -> np.ndarray:
     """``1 + ln r`` where ``r >= 1``, ``r`` where ``r < 1`` (float32; see the module docstring)."""
     r = np.asarray(r, dtype=np.float32)
     return np.where(r >= 1, 1 + np.log(np.maximum(r, 1)), r).astype(np.float32)
+
+
+def user_weights(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Each user's row of :func:`knn_weights` of ``r``, scaled to unit L2 norm (float32 CSR, the
+    structure of ``matrix``). Row by row: a block of complete rows gets the bits of the whole."""
+    weights = sp.csr_matrix((knn_weights(matrix.data), matrix.indices, matrix.indptr), shape=matrix.shape)
+    return _normalise_rows(weights)
 
 
 def _normalise_rows(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -85,9 +92,7 @@ class ItemKNN(Recommender):
         check_number("num_threads", self.num_threads, integer=True, low=0)
 
     def _fit(self, interactions: Interactions, callback: Callable[[FitProgress], bool | None] | None) -> None:
-        matrix = interactions.matrix
-        weights = sp.csr_matrix((knn_weights(matrix.data), matrix.indices, matrix.indptr), shape=matrix.shape)
-        self.user_weights_ = _normalise_rows(weights)
+        self.user_weights_ = user_weights(interactions.matrix)
         with thread_limits(self.num_threads):
             chunks = 8 * num_threads(self.num_threads)
             self.similarity_ = cosine_topn(self.user_weights_, int(self.neighbors), chunks=chunks)

@@ -24,6 +24,7 @@ from typing import Any
 from recforge._progress import Display
 from recforge.config import Config
 from recforge.errors import RecforgeError
+from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.lock import PipelineLock, lock_path
 from recforge.pipeline.stages import STAGE_FUNCTIONS, Context
 from recforge.pipeline.state import STAGES, Run, list_runs, now_iso
@@ -123,6 +124,7 @@ def run_pipeline(
     *,
     run_id: str | None = None,
     model: str | None = None,
+    engine: Engine | None = None,
     should_stop: Callable[[], bool] | None = None,
     display: Display = "auto",
 ) -> RunResult:
@@ -130,17 +132,18 @@ def run_pipeline(
 
     ``run_id`` names the run (resuming it, stages already done skipped, when it exists);
     ``model`` overrides ``[model] name``; ``display`` is how the fit shows its progress
-    (:func:`recforge._progress.fit_report`); ``should_stop`` is asked before each stage, and a
+    (:func:`recforge._progress.fit_report`); ``engine`` is where the stages that grow with the
+    data run (default: this machine); ``should_stop`` is asked before each stage, and a
     run told to stop is left ``open`` (resumable) after the stage in progress. A stage that
     raises marks the run ``failed`` and the exception propagates. Raises
     :class:`~recforge.pipeline.lock.PipelineBusy` when another process holds the lock.
     """
     started = time.perf_counter()
-    ctx = Context(Path(home), config, model=model, display=display)
+    ctx = Context(Path(home), config, model=model, display=display, engine=engine or LocalEngine())
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         run = Run.open_or_create(ctx.home, run_id) if run_id else Run.create(ctx.home)
-        log.info("run %s: started", run.id)
+        log.info("run %s: started (engine %s)", run.id, ctx.engine.name)
         for stage in STAGES:
             if should_stop is not None and should_stop():
                 run.update(status="open", pid=None)
@@ -158,15 +161,17 @@ def run_stage(
     run_id: str | None = None,
     model: str | None = None,
     display: Display = "auto",
+    engine: Engine | None = None,
 ) -> tuple[Run, dict[str, Any]]:
-    """Execute one stage under the pipeline lock; returns the run and the stage's result.
+    """Execute one stage under the pipeline lock (on ``engine``, default this machine); returns
+    the run and the stage's result.
 
     Without ``run_id`` the stage joins the newest run, unless that run has finished or already
     did this stage, in which case a new run starts.
     """
     if stage not in STAGE_FUNCTIONS:
         raise RecforgeError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    ctx = Context(Path(home), config, model=model, display=display)
+    ctx = Context(Path(home), config, model=model, display=display, engine=engine or LocalEngine())
     with PipelineLock(lock_path(home, config)):
         _mark_interrupted(ctx.home)
         if run_id:
@@ -192,7 +197,9 @@ def _execute(ctx: Context, run: Run, stage: str) -> dict[str, Any]:
             f"(recforge pipeline {missing[0]} --run-id {run.id})"
         )
     run.update(status="running", pid=os.getpid(), error=None)
-    run.set_stage(stage, status="running", started=now_iso(), finished=None, error=None)
+    run.set_stage(
+        stage, status="running", started=now_iso(), finished=None, error=None, engine=ctx.engine.name
+    )
     started = time.perf_counter()
     try:
         result = STAGE_FUNCTIONS[stage](ctx, run)

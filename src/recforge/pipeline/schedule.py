@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recforge.config import Config
+from recforge.pipeline.engine import Engine
 from recforge.pipeline.lock import PipelineBusy
 from recforge.pipeline.runner import RunResult, run_pipeline
 
@@ -49,7 +50,8 @@ class ScheduleSummary:
 
 
 class Scheduler:
-    """Runs :func:`~recforge.pipeline.runner.run_pipeline` every ``every`` seconds."""
+    """Runs :func:`~recforge.pipeline.runner.run_pipeline` every ``every`` seconds, on ``engine``
+    (default: this machine; one engine, e.g. one Spark session, serves every run)."""
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class Scheduler:
         every: float,
         *,
         model: str | None = None,
+        engine: Engine | None = None,
         max_runs: int | None = None,
         on_result: Callable[[str, RunResult | None, BaseException | None], None] | None = None,
     ) -> None:
@@ -67,6 +70,7 @@ class Scheduler:
         self.config = config
         self.every = float(every)
         self.model = model
+        self.engine = engine
         self.max_runs = max_runs
         self.on_result = on_result
         self.summary = ScheduleSummary()
@@ -97,7 +101,9 @@ class Scheduler:
 
     def _tick(self) -> None:
         try:
-            result = run_pipeline(self.home, self.config, model=self.model, should_stop=self._stop.is_set)
+            result = run_pipeline(
+                self.home, self.config, model=self.model, engine=self.engine, should_stop=self._stop.is_set
+            )
         except PipelineBusy as busy:
             self.summary.counts["skipped"] += 1
             log.info("scheduler: skipped a run: %s", busy)

@@ -57,6 +57,7 @@ from recforge.evaluation.report import Evaluation, Report
 from recforge.evaluation.splits import Split
 from recforge.models.base import Recommender
 from recforge.models.popular import Popular
+from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.holdout import Holdout, holdout_from_config, split_events
 from recforge.pipeline.training import make_model, model_params
 
@@ -135,12 +136,15 @@ def score_published(
     *,
     candidate: tuple[str, dict[str, Any], str, Evaluation],
     name: str = "published",
+    engine: Engine | None = None,
 ) -> PublishedScore | None:
     """Score the published version on the candidate's holdout (see the module doc); ``None``
     when nothing is published. ``candidate`` is ``(model name, constructor parameters as its
     saved ``model.json`` records them, config hash, its evaluation)``, for the
     same-configuration shortcut. A published version that cannot be read or refitted gets no
-    score (``method = "none"``) and a note saying why, so that it never blocks the pipeline."""
+    score (``method = "none"``) and a note saying why, so that it never blocks the pipeline. A
+    refit and its lists run on ``engine`` (default: this machine)."""
+    engine = LocalEngine() if engine is None else engine
     version = registry.current()
     if version is None:
         return None
@@ -165,11 +169,11 @@ def score_published(
             return PublishedScore(
                 version, same, "same-config", f"{why}; its configuration is the candidate's"
             )
-        model: Recommender = make_model(model_name, params).fit(train)
+        model: Recommender = engine.fit_model(model_name, params, train).model
     except (OSError, KeyError, ValueError, TypeError, RecforgeError) as error:
         message = " ".join(str(error).split())
         return PublishedScore(version, None, "none", f"{version} could not be scored: {message}")
-    evaluation = evaluator.evaluate(model, name)
+    evaluation = evaluator.evaluate(model, name, lists=engine.recommend)
     return PublishedScore(
         version, evaluation, "refit", f"{why}; its configuration was refitted on this train part"
     )

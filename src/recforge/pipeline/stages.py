@@ -32,6 +32,10 @@ The stages:
 ``tune``
     Every ``[pipeline] tune_every`` runs, tunes on the build's train part and records the
     choice (:mod:`~recforge.pipeline.tune_stage`); otherwise skips.
+
+The stages that grow with the data (build, train, evaluate's lists, precompute) run on the
+run's engine (:mod:`~recforge.pipeline.engine`: this machine, or a Spark cluster), given to the
+:class:`Context` by whoever starts the run; the others are bookkeeping on this machine.
 ``train``
     Fits the model (``[model] name``, parameters from ``[model.<name>]``; the tuned choice
     instead while ``tune_every`` is positive and one exists) on the build's train part. When a
@@ -48,7 +52,9 @@ The stages:
     The candidate's lists and a new model version holding them, its metrics, data window and
     gate decision (:func:`~recforge.pipeline.versions.store_version`); a rejected candidate
     gets status ``rejected`` with the reason, and is kept (for inspection, or a manual
-    ``recforge models publish``), never served.
+    ``recforge models publish``), never served. When ``serving.store`` is a Redis list store,
+    an accepted candidate's lists are copied there too, from where the engine computed them
+    (Spark: from the executors), so servers find them loaded when it is published.
 ``publish``
     An accepted candidate becomes the published version (atomic ``CURRENT``).
 ``prune``
@@ -75,7 +81,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,24 +89,23 @@ import pyarrow as pa
 
 from recforge._files import commit_dir, temporary_dir, write_json_atomic
 from recforge._progress import Display, fit_report
-from recforge._time import iso, parse_time
+from recforge._time import parse_time
 from recforge.artifacts import ModelRegistry, VersionInfo
 from recforge.config import Config
 from recforge.data.ingest import ingest_file
 from recforge.data.interactions import Interactions
-from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.evaluation.protocol import Evaluator
 from recforge.evaluation.report import Evaluation, Report
+from recforge.lists import is_redis_url
 from recforge.models.base import Recommender
-from recforge.models.popular import Popular
-from recforge.pipeline.engine import LocalEngine
+from recforge.pipeline.engine import Engine, LocalEngine
 from recforge.pipeline.gate import GateDecision, decide
-from recforge.pipeline.holdout import holdout_from_config, split_events
+from recforge.pipeline.holdout import holdout_from_config
 from recforge.pipeline.scoring import score_published
 from recforge.pipeline.state import Run, list_runs
-from recforge.pipeline.training import make_model, train_key, training_catalog
+from recforge.pipeline.training import train_key, training_catalog
 from recforge.pipeline.tune_stage import model_choice, tune_build
 from recforge.pipeline.versions import store_version
 
@@ -131,7 +135,8 @@ _SKIP_SUFFIXES = (".part", ".tmp")
 
 @dataclass
 class Context:
-    """What every stage gets: the home, the settings, and an optional model override."""
+    """What every stage gets: the home, the settings, an optional model override, and the
+    engine the stages that grow with the data run on."""
 
     home: Path
     config: Config
@@ -140,6 +145,8 @@ class Context:
     #: How fits show their progress (:func:`recforge._progress.fit_report`): a bar on a
     #: terminal, log lines otherwise; ``"quiet"``: nothing.
     display: Display = "auto"
+    #: Where the build, the fit, evaluation's lists and the precomputed lists are computed.
+    engine: Engine = field(default_factory=LocalEngine)
     registry: ModelRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -247,17 +254,12 @@ def build(ctx: Context, run: Run) -> dict[str, Any]:
         log.info("build: unchanged events and settings, reusing build %s", fingerprint)
         return {**summary, "fingerprint": fingerprint, "path": str(final), "reused": True}
     started = time.perf_counter()
-    read_at = datetime.now(UTC)  # events stamped later (clock skew) wait for the next build
-    events = store.scan(CONTENT_COLUMNS, end=read_at + timedelta(microseconds=1), skip_prefix=prefix)
-    if events.num_rows == 0:
-        raise RecforgeError(f"no events to build from in {store.root} (load-test and erased ones are not)")
-    split = split_events(events, holdout, ctx.config)
-    del events
+    split = ctx.engine.split(ctx.home, holdout, ctx.config)
     summary = {
-        "split": _jsonable(split.summary()),
+        "split": _jsonable(split.summary),
         "holdout": holdout.describe(),
-        "cut": split.params.get("cut"),  # none for a per-user holdout
-        "read_at": iso(read_at),
+        "cut": split.summary.get("cut"),  # none for a per-user holdout
+        "read_at": split.summary.get("read_at"),
         "events": content["events"],
         "train": _part(split.train),
         "test": _part(split.test),
@@ -314,7 +316,7 @@ def find_version(registry: ModelRegistry, key: str) -> VersionInfo | None:
 def train(ctx: Context, run: Run) -> dict[str, Any]:
     built = run.result("build")
     name, params, source = model_choice(ctx.home, ctx.config, ctx.model)
-    make_model(name, params)  # fail early on an unknown model or bad parameters
+    ctx.engine.model(name, params)  # fail early on an unknown model or bad parameters
     catalog = training_catalog(ctx.home, ctx.config)
     data_key = built["fingerprint"] + ("" if catalog is None else f"+catalog:{catalog.fingerprint()}")
     key = train_key(data_key, name, params, ctx.config)
@@ -332,14 +334,20 @@ def train(ctx: Context, run: Run) -> dict[str, Any]:
     data = _load_build(built, "train")
     started = time.perf_counter()
     with fit_report(f"train: {name}", ctx.display, emit=fit_log.info) as report:
-        model = make_model(name, params).fit(data, report, catalog=catalog)
+        fit = ctx.engine.fit_model(name, params, data, report, catalog=catalog)
     seconds = time.perf_counter() - started
     tmp = temporary_dir(staged)
-    model.save(tmp)
+    fit.model.save(tmp)
     commit_dir(tmp, staged)
     log.info("train: fitted %s on %s pairs in %.1f s", name, f"{data.nnz:,}", seconds)
     training = {"iterations": report.history} if report.history else None
-    return {**base, "model_dir": str(staged), "fit_seconds": round(seconds, 3), "training": training}
+    return {
+        **base,
+        "model_dir": str(staged),
+        "fit_seconds": round(seconds, 3),
+        "training": training,
+        **fit.extra,
+    }
 
 
 def _staged_model(trained: dict[str, Any]) -> Recommender:
@@ -364,11 +372,12 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
     data = _load_build(built, "train").with_items(model.items_)
     test = _load_build(built, "test").with_items(model.items_)
     evaluator = Evaluator(data, test, k)
-    candidate = evaluator.evaluate(model, "candidate")
+    lists = ctx.engine.recommend
+    candidate = evaluator.evaluate(model, "candidate", lists=lists)
     if model.name == "popular":  # the candidate is the baseline
         popular = dataclasses.replace(candidate, name="popular")
     else:
-        popular = evaluator.evaluate(Popular().fit(data), "popular")
+        popular = evaluator.evaluate(ctx.engine.fit_model("popular", {}, data).model, "popular", lists=lists)
     cut = parse_time(built["cut"]) if built.get("cut") else None
     candidate_params = json.loads((Path(trained["model_dir"]) / "model.json").read_text())["params"]
     published = score_published(
@@ -377,6 +386,7 @@ def evaluate(ctx: Context, run: Run) -> dict[str, Any]:
         data,
         cut,
         candidate=(model.name, candidate_params, ctx.config.output_hash(), candidate),
+        engine=ctx.engine,
     )
     evaluations: list[Evaluation] = [popular, candidate]
     if published is not None and published.evaluation is not None:
@@ -448,7 +458,7 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
     k = int(evaluated["k"])
     metrics = {f"{name}@{k}": value for name, value in evaluated["metrics"]["candidate"].items()}
     info = store_version(
-        LocalEngine(),
+        ctx.engine,
         ctx.registry,
         model,
         data,
@@ -468,6 +478,9 @@ def precompute(ctx: Context, run: Run) -> dict[str, Any]:
             "gate": verdict.to_dict(),
             **({"training": trained["training"]} if trained.get("training") else {}),
         },
+        store=ctx.config.serving.store
+        if verdict.accepted and is_redis_url(ctx.config.serving.store)
+        else None,
     )
     seconds = time.perf_counter() - started
     if not verdict.accepted:

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from recforge.artifacts import Artifact
 from recforge.config import Config
 from recforge.errors import RecforgeError
-from recforge.lists import RedisLists
+from recforge.lists import RedisLists, is_redis_url
 from recforge.serving.fresh import FreshEvents, MemoryFreshEvents, RedisFreshEvents
 from recforge.serving.stores import ListStore, MmapListStore, open_redis_store
 
-__all__ = ["Backend", "is_redis_url", "open_backend"]
+__all__ = ["Backend", "open_backend"]
 
 
 @dataclass
@@ -28,10 +28,6 @@ class Backend:
 
     def close(self) -> None:
         self.fresh.close()
-
-
-def is_redis_url(store: str) -> bool:
-    return store.startswith(("redis://", "rediss://", "unix://"))
 
 
 def open_backend(config: Config) -> Backend:

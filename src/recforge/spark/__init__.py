@@ -5,6 +5,8 @@ when a Spark feature is used, with a clear error when it is missing. The same mo
 come out as from local training, so the same server serves them.
 
 * :class:`SparkALS` (:mod:`recforge.spark.als`): ALS fitted on a DataFrame of (user, item, value).
+* :class:`SparkItemKNN` (:mod:`recforge.spark.itemknn`): ItemKNN's neighbour lists as a blocked
+  sparse product, the same bits as a local fit.
 * :func:`recommend_all_users`, :func:`similar_items_all_items` (:mod:`recforge.spark.topk`): top-K
   lists for every user / item, item factors broadcast, written as Parquet; :func:`write_redis`
   copies them from the executors straight into the Redis list store, :func:`lists_array`
@@ -25,6 +27,7 @@ from typing import Any
 __all__ = [
     "RedisTarget",
     "SparkALS",
+    "SparkItemKNN",
     "lists_array",
     "managed_session",
     "recommend_all_users",
@@ -35,6 +38,7 @@ __all__ = [
 
 _WHERE = {
     "SparkALS": "recforge.spark.als",
+    "SparkItemKNN": "recforge.spark.itemknn",
     "RedisTarget": "recforge.spark.topk",
     "recommend_all_users": "recforge.spark.topk",
     "similar_items_all_items": "recforge.spark.topk",

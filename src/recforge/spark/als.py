@@ -36,7 +36,14 @@ failed task is retried by Spark and recomputes the same bits.
 Differences from local ``ALS.fit``: the input is pairs, not ``Interactions``. For implicit
 feedback, duplicate pairs are summed and pairs whose sum is not positive are dropped (as
 ``Interactions.from_events`` does); for explicit ratings duplicates are summed too and every
-pair is kept. ``seen_`` holds the pairs trained on. There is no per-iteration callback.
+pair is kept. ``seen_`` holds the pairs trained on.
+
+**Progress.** Each iteration is logged (logger ``recforge.spark``) with its seconds, and with a
+``callback`` (as ``ALS.fit`` takes one) also with the objective ``L`` after it: the solve tasks
+add up their rows' parts of it (:func:`recforge.kernels.als.als_loss_part`, on what they already
+hold) and hand them to the driver with the Gram job, so the loss costs no extra job. The
+callback's :class:`~recforge.models.base.FitProgress` carries the unfitted model (the factors
+stay on the executors until the end); returning ``True`` stops after that iteration.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +60,12 @@ import scipy.sparse as sp
 
 from recforge._validation import check_number, check_random_state
 from recforge.data.vocabulary import Vocabulary
+from recforge.kernels import als as kernels
 from recforge.models.als import ALS
 from recforge.models.als_solve import HalfStep, check_failures, initial_factors
+from recforge.models.base import FitProgress
 from recforge.spark import blocks
+from recforge.spark.pairs import indexed_pairs, ratings_frame, vocabulary
 from recforge.spark.session import (
     block_of,
     check_executors,
@@ -67,7 +77,7 @@ from recforge.spark.session import (
 
 if TYPE_CHECKING:
     from pyspark import RDD, SparkContext
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 __all__ = ["SparkALS"]
 
@@ -141,31 +151,56 @@ class SparkALS:
         user_col: str = "user",
         item_col: str = "item",
         value_col: str | None = "value",
+        callback: Callable[[FitProgress], bool | None] | None = None,
     ) -> ALS:
         """Fit on ``ratings``; ids are strings or integers (integers become their decimal
         strings, as event ids are), ``value_col`` a number (``None``: every row counts 1).
-        Returns the fitted ``ALS``."""
-        model = self._validate_params()
+        ``callback`` as in :meth:`ALS.fit <recforge.ALS.fit>` (module doc). Returns the fitted
+        ``ALS``."""
+        self._validate_params()
         require_pyspark()
         spark = ratings.sparkSession
-        sc = spark.sparkContext
+        check_executors(spark.sparkContext)
+        started = time.perf_counter()
+        frame = ratings_frame(ratings, user_col, item_col, value_col)
+        try:
+            users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
+            log.info(
+                "SparkALS: %s users x %s items, vocabularies in %.1f s",
+                f"{len(users):,}",
+                f"{len(items):,}",
+                time.perf_counter() - started,
+            )
+            return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items, callback)
+        finally:
+            frame.unpersist()
+
+    def fit_indexed(
+        self,
+        pairs: DataFrame,
+        users: Vocabulary,
+        items: Vocabulary,
+        callback: Callable[[FitProgress], bool | None] | None = None,
+    ) -> ALS:
+        """Fit on indexed pairs ``(u int, i int, value double)`` (:mod:`recforge.spark.pairs`)
+        whose indices point into ``users`` and ``items``; the model's vocabularies are those."""
+        model = self._validate_params()
+        require_pyspark()
+        sc = pairs.sparkSession.sparkContext
         check_executors(sc)
         started = time.perf_counter()
-        frame = _ratings_frame(ratings, user_col, item_col, value_col)
-        users, items = _vocabulary(frame, "user"), _vocabulary(frame, "item")
-        indexed = _indexed(spark, frame, users, items)
         layout = _Layout(len(users), len(items), int(self.num_user_blocks), int(self.num_item_blocks))
-        data = _BlockData.build(indexed, layout, bool(model.implicit))
+        data = _BlockData.build(pairs, layout, bool(model.implicit))
         log.info(
-            "SparkALS: %d users x %d items in %d x %d blocks, built in %.1f s",
-            len(users),
-            len(items),
+            "SparkALS: %s users x %s items in %d x %d blocks, built in %.1f s",
+            f"{len(users):,}",
+            f"{len(items):,}",
             layout.user_blocks,
             layout.item_blocks,
             time.perf_counter() - started,
         )
         try:
-            iterations = _Iterations(model, self.checkpoint_interval, sc, layout, data)
+            iterations = _Iterations(model, self.checkpoint_interval, sc, layout, data, callback)
             user_factors, item_factors = iterations.run()
             seen = data.seen(layout)
         finally:
@@ -176,66 +211,6 @@ class SparkALS:
         model.user_factors_ = user_factors
         model.item_factors_ = item_factors
         return model
-
-
-# input ---------------------------------------------------------------------------------------
-def _ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: str | None) -> DataFrame:
-    """``(user string, item string, value double)``, checked: no null ids, finite values."""
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    fields = {f.name: f.dataType for f in ratings.schema.fields}
-    for column in (user_col, item_col, value_col):
-        if column is not None and column not in fields:
-            raise ValueError(f"the ratings have no column {column!r}; columns: {sorted(fields)}")
-    for column in (user_col, item_col):
-        if not isinstance(fields[column], T.StringType | T.IntegralType):
-            raise ValueError(
-                f"ids must be strings or integers; {column!r} is {fields[column].simpleString()}"
-            )
-    if value_col is not None and not isinstance(fields[value_col], T.NumericType):
-        raise ValueError(f"values must be numbers; {value_col!r} is {fields[value_col].simpleString()}")
-    value = F.col(value_col).cast("double") if value_col is not None else F.lit(1.0)
-    frame = ratings.select(
-        F.col(user_col).cast("string").alias("user"),
-        F.col(item_col).cast("string").alias("item"),
-        value.alias("value"),
-    )
-    finite = (
-        F.col("value").isNotNull() & ~F.isnan("value") & ~F.col("value").isin(float("inf"), float("-inf"))
-    )
-    row = frame.agg(
-        F.count(F.lit(1)),
-        F.count_if(F.col("user").isNull() | F.col("item").isNull()),
-        F.count_if(~finite),
-    ).first()
-    assert row is not None
-    total, null_ids, bad_values = int(row[0]), int(row[1]), int(row[2])
-    if total == 0:
-        raise ValueError("the ratings are empty")
-    if null_ids:
-        raise ValueError(f"{null_ids} ratings have a null user or item id")
-    if bad_values:
-        raise ValueError(f"{bad_values} ratings have a null, NaN or infinite value")
-    return frame
-
-
-def _vocabulary(frame: DataFrame, column: str) -> Vocabulary:
-    """The sorted distinct ids of ``column`` (``Vocabulary.from_values``, as local training)."""
-    return Vocabulary.from_values(frame.select(column).distinct().toArrow().column(0))
-
-
-def _indexed(spark: SparkSession, frame: DataFrame, users: Vocabulary, items: Vocabulary) -> DataFrame:
-    """``(u int, i int, value double)``: dense indices by broadcast joins with the vocabularies."""
-    import pyarrow as pa
-    from pyspark.sql import functions as F
-
-    def index(vocab: Vocabulary, name: str) -> DataFrame:
-        table = pa.table({name: vocab.array, f"{name}_index": np.arange(len(vocab), dtype=np.int32)})
-        return F.broadcast(spark.createDataFrame(table))
-
-    joined = frame.join(index(users, "user"), "user").join(index(items, "item"), "item")
-    return joined.select(F.col("user_index").alias("u"), F.col("item_index").alias("i"), "value")
 
 
 # blocks --------------------------------------------------------------------------------------
@@ -432,10 +407,19 @@ def _ship_task(items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, blocks.S
     yield from blocks.ship(factors, out)
 
 
+@dataclass(frozen=True)
+class _Solved(blocks.FactorBlock):
+    """A block's new factors with its part of the loss (:func:`kernels.als_loss_part`), when
+    asked for: the block's penalty, plus its entries' terms on the item half."""
+
+    loss: float = 0.0
+
+
 def _solve_task(
-    step: HalfStep, threads: int, failures: Any, items: Iterator[tuple[int, Any]]
+    step: HalfStep, threads: int, failures: Any, loss: str, items: Iterator[tuple[int, Any]]
 ) -> Iterator[tuple[int, blocks.FactorBlock]]:
-    """Executor: a destination block's new factors from what was shipped to it."""
+    """Executor: a destination block's new factors from what was shipped to it, and with
+    ``loss`` (``"penalty"`` or ``"entries"``) its part of the objective."""
     inject_failure("solve")
     shipped: list[blocks.Shipped] = []
     in_block = previous = None
@@ -451,21 +435,45 @@ def _solve_task(
     solved, failed = blocks.solve_block(in_block, shipped, previous, step, task_threads(threads))
     if failed:
         failures.add(failed)
+    if loss:
+        entries = loss == "entries"
+        Y = blocks.gather(in_block, shipped, step.factors, step.dtype) if entries else solved.values[:0]
+        part = kernels.als_loss_part(
+            in_block.indptr,
+            in_block.indices,
+            in_block.data,
+            solved.values,
+            Y,
+            step.row_regularization(in_block.indptr, in_block.data),
+            step.alpha,
+            step.unobserved,
+            step.implicit,
+            entries=entries,
+        )
+        solved = _Solved(solved.block, solved.values, part)
     yield in_block.block, solved
 
 
-def _gram_part(kv: tuple[int, blocks.FactorBlock]) -> tuple[int, np.ndarray]:
+_Part = tuple[np.ndarray | None, float]
+
+
+def _gram_part(implicit: bool, kv: tuple[int, blocks.FactorBlock]) -> tuple[int, _Part]:
+    """A block's part of the Gram matrix (implicit feedback; else ``None``) and of the loss."""
     from recforge._numba import thread_limits
 
+    loss = float(getattr(kv[1], "loss", 0.0))
+    if not implicit:
+        return kv[0], (None, loss)
     with thread_limits(blas_threads=1):
-        return blocks.gram_part(kv[1])
+        block, gram = blocks.gram_part(kv[1])
+    return block, (gram, loss)
 
 
-def _add_part(parts: dict[int, np.ndarray], part: tuple[int, np.ndarray]) -> dict[int, np.ndarray]:
+def _add_part(parts: dict[int, _Part], part: tuple[int, _Part]) -> dict[int, _Part]:
     return {**parts, part[0]: part[1]}
 
 
-def _merge_parts(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+def _merge_parts(a: dict[int, _Part], b: dict[int, _Part]) -> dict[int, _Part]:
     return {**a, **b}
 
 
@@ -477,9 +485,16 @@ class _Iterations:
     """The driver's loop: two half-iterations per iteration, one Spark job per half."""
 
     def __init__(
-        self, model: ALS, checkpoint_interval: int | None, sc: SparkContext, layout: _Layout, data: _BlockData
+        self,
+        model: ALS,
+        checkpoint_interval: int | None,
+        sc: SparkContext,
+        layout: _Layout,
+        data: _BlockData,
+        callback: Callable[[FitProgress], bool | None] | None = None,
     ) -> None:
         self.model = model
+        self.callback = callback
         self.checkpoint_interval = checkpoint_interval
         self.sc = sc
         self.layout = layout
@@ -514,32 +529,48 @@ class _Iterations:
             )
         start = time.perf_counter()
         data = self.data
+        track = self.callback is not None
         try:
-            item_gram = self._gram(V)
+            item_gram, _ = self._gram(V, False)
             for iteration in range(model.iterations):
                 checkpoint = can_checkpoint and interval is not None and (iteration + 1) % interval == 0
                 item_step = template.with_gram(item_gram, layout.n_items)
                 U_new = self._half(
-                    V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint
+                    V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint, "penalty"
                 )
-                user_step = template.with_gram(self._gram(U_new), layout.n_users)  # computes U_new
+                user_gram, user_loss = self._gram(U_new, track)  # the job that computes U_new
+                user_step = template.with_gram(user_gram, layout.n_users)
                 U.unpersist()
                 U = U_new
                 V_new = self._half(
-                    U, data.user_out, V, data.item_in, layout.item_blocks, user_step, checkpoint
+                    U, data.user_out, V, data.item_in, layout.item_blocks, user_step, checkpoint, "entries"
                 )
-                item_gram = self._gram(V_new)  # the job that computes V_new
+                item_gram, item_loss = self._gram(V_new, track)  # the job that computes V_new
                 V.unpersist()
                 V = V_new
                 self._check_failures()
                 if checkpoint:
                     self._forget_checkpoints(keep=(U, V))
+                elapsed = time.perf_counter() - start
+                if not track:
+                    log.info("SparkALS: iteration %d/%d, %.1f s", iteration + 1, model.iterations, elapsed)
+                    continue
+                loss = user_loss + item_loss
+                if user_gram is not None and item_gram is not None:
+                    loss += model.unobserved_weight * float(np.sum(user_gram * item_gram))
                 log.info(
-                    "SparkALS: iteration %d/%d, %.1f s",
+                    "SparkALS: iteration %d/%d, loss %.6g, %.1f s",
                     iteration + 1,
                     model.iterations,
-                    time.perf_counter() - start,
+                    loss,
+                    elapsed,
                 )
+                assert self.callback is not None
+                progress = FitProgress(
+                    iteration + 1, model.iterations, elapsed, model, functools.partial(float, loss)
+                )
+                if self.callback(progress):
+                    break
             users, items = self._collect(U, layout.n_users), self._collect(V, layout.n_items)
             return self._final_basis(users, items, user_step)
         finally:
@@ -553,22 +584,30 @@ class _Iterations:
         ]
         return self.sc.parallelize(parts, n_blocks).partitionBy(n_blocks, block_of).persist()
 
-    def _gram(self, factors: RDD[Any]) -> np.ndarray | None:
+    def _gram(self, factors: RDD[Any], loss: bool) -> tuple[np.ndarray | None, float]:
         """``G = sum_b Y_b^T Y_b`` of a side's factors by ``treeAggregate`` (implicit feedback;
-        ``None`` for explicit ratings, after computing ``factors``). The parts travel whole and
-        are summed here in block order, so the result does not depend on task timing."""
-        if not self.template.implicit:
+        ``None`` for explicit ratings), and with ``loss`` the sum of the blocks' loss parts, after
+        computing ``factors``. The parts travel whole and are summed here in block order, so the
+        result does not depend on task timing."""
+        implicit = self.template.implicit
+        if not implicit and not loss:
             materialize(factors)
-            return None
-        zero: dict[int, np.ndarray] = {}
-        parts = factors.map(_gram_part).treeAggregate(zero, _add_part, _merge_parts, depth=2)
+            return None, 0.0
+        zero: dict[int, _Part] = {}
+        parts = factors.map(functools.partial(_gram_part, implicit)).treeAggregate(
+            zero, _add_part, _merge_parts, depth=2
+        )
         n_blocks = factors.getNumPartitions()
         if sorted(parts) != list(range(n_blocks)):
             raise RuntimeError(f"the Gram matrix needs a part from each of {n_blocks} blocks")
-        total = np.zeros((self.template.factors, self.template.factors))
+        total = np.zeros((self.template.factors, self.template.factors)) if implicit else None
+        loss_sum = 0.0
         for block in range(n_blocks):
-            total += parts[block]
-        return total
+            gram, part = parts[block]
+            if total is not None and gram is not None:
+                total += gram
+            loss_sum += part
+        return total, loss_sum
 
     def _half(
         self,
@@ -579,12 +618,15 @@ class _Iterations:
         n_dst: int,
         step: HalfStep,
         checkpoint: bool,
+        loss: str,
     ) -> RDD[Any]:
-        """The ``dst`` side's new factors (cached, not yet computed) against ``src``."""
+        """The ``dst`` side's new factors (cached, not yet computed) against ``src``, with their
+        ``loss`` part when a callback follows the fit."""
         shipped = zip_partitions(src_out, src).mapPartitions(_ship_task)  # keys: destination blocks
         shipped = shipped.partitionBy(n_dst, block_of)
         inputs = [shipped, dst_in, dst] if step.warm_start else [shipped, dst_in]
-        solve = functools.partial(_solve_task, step, int(self.model.num_threads), self.failures)
+        loss = loss if self.callback is not None else ""
+        solve = functools.partial(_solve_task, step, int(self.model.num_threads), self.failures, loss)
         solved = zip_partitions(*inputs).mapPartitions(solve, preservesPartitioning=True).persist()
         if checkpoint:
             solved.checkpoint()

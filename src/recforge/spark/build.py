@@ -1,11 +1,13 @@
 """Spark's build: the event store's segments become ``(user, item, value)`` pairs.
 
-* :func:`events_frame` reads the event store's Parquet segments with Spark, as they are, keeps
-  the events a local build reads (none after the as-of time, no load-test events, no erased
-  ones: :func:`readable_events`) and aggregates them into pairs with the weighting of
-  ``[weighting]`` as of that time: the same ``r_ui`` as
-  :func:`recforge.data.build.build_interactions` (implicit feedback), or the latest ``rating``
-  event's value per pair (explicit ratings);
+* :func:`store_frame` reads the event store's Parquet segments with Spark, in place, optionally
+  with each event's position in the store's order (segment, row: what "the later event" means);
+* :func:`readable_events` keeps the events a local build reads (none after the as-of time, no
+  load-test events, no erased ones);
+* :func:`events_frame` aggregates them into pairs with the weighting of ``[weighting]`` as of
+  that time: the same ``r_ui`` as :func:`recforge.data.build.build_interactions` (implicit
+  feedback), or the latest ``rating`` event's value per pair (explicit ratings,
+  :func:`latest_ratings`);
 * :func:`weighted_pairs` sums an event DataFrame's strengths per pair under a
   :class:`~recforge.weighting.Weighting`;
 * :func:`strength_column` is the per-event strength ``w(t) * v * 0.5 ** (age / half_life)`` as a
@@ -27,7 +29,37 @@ from recforge.weighting import SECONDS_PER_DAY, Weighting
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["events_frame", "readable_events", "strength_column", "weighted_pairs"]
+__all__ = [
+    "events_frame",
+    "latest_ratings",
+    "readable_events",
+    "store_frame",
+    "strength_column",
+    "weighted_pairs",
+]
+
+#: the columns :func:`store_frame` adds with ``order=True``: the segment's first sequence number
+#: and the row within it (the store's order, segments in commit order)
+ORDER_COLUMNS = ("segment", "row")
+
+
+def store_frame(spark: SparkSession, home: str | Path, *, order: bool = False) -> DataFrame:
+    """The event store's live segments as one DataFrame (the event schema's columns), read in
+    place; with ``order``, also :data:`ORDER_COLUMNS`."""
+    from pyspark.sql import functions as F
+
+    store = EventStore(home)
+    segments = store.segments()
+    if not segments:
+        raise RecforgeError(f"no events in {Path(home) / 'events'}; ingest some first (recforge ingest FILE)")
+    events = spark.read.parquet(*(str(s.path) for s in segments))
+    if not order:
+        return events
+    return events.select(
+        "*",
+        F.regexp_extract(F.col("_metadata.file_name"), r"^seg-(\d+)-", 1).cast("long").alias("segment"),
+        F.col("_metadata.row_index").alias("row"),
+    )
 
 
 def events_frame(
@@ -39,21 +71,12 @@ def events_frame(
 ) -> DataFrame:
     """``(user, item, value)`` per pair from the event store's segments as of ``as_of``
     (default: now; see the module doc)."""
-    from pyspark.sql import functions as F
-
-    store = EventStore(home)
-    segments = store.segments()
-    if not segments:
-        raise RecforgeError(f"no events in {Path(home) / 'events'}; ingest some first (recforge ingest FILE)")
     as_of = as_of or datetime.now(UTC)
     events = readable_events(
-        spark, spark.read.parquet(*(str(s.path) for s in segments)), store, config, as_of
+        spark, store_frame(spark, home, order=not implicit), EventStore(home), config, as_of
     )
     if not implicit:
-        ratings = events.filter(F.col("event_type") == "rating")
-        return ratings.groupBy(F.col("user_id").alias("user"), F.col("item_id").alias("item")).agg(
-            F.max_by("value", "timestamp").alias("value")
-        )
+        return latest_ratings(events).select("user", "item", "value")
     return weighted_pairs(events, config.weighting.value().as_of(as_of))
 
 
@@ -82,6 +105,19 @@ def readable_events(
         )
         events = events.join(F.broadcast(t), erased, "left_anti")
     return events
+
+
+def latest_ratings(events: DataFrame) -> DataFrame:
+    """``(user, item, value)``: per pair of ``events`` (with :data:`ORDER_COLUMNS`) the value of
+    its newest ``rating`` event, ties in time going to the later one in the store's order, as
+    :meth:`recforge.Interactions.from_events` builds ``ratings``."""
+    from pyspark.sql import functions as F
+
+    ratings = events.filter(F.col("event_type") == "rating")
+    newest = F.struct(F.unix_micros(F.col("timestamp")), *(F.col(c) for c in ORDER_COLUMNS))
+    return ratings.groupBy(F.col("user_id").alias("user"), F.col("item_id").alias("item")).agg(
+        F.max_by("value", newest).alias("value")
+    )
 
 
 def weighted_pairs(events: DataFrame, weighting: Weighting) -> DataFrame:

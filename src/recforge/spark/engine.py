@@ -1,44 +1,66 @@
-"""The Spark engine: ``recforge train | precompute --engine spark``.
+"""The Spark engine: every stage that grows with the data on a Spark cluster.
 
-:class:`SparkEngine` implements :class:`recforge.pipeline.engine.Engine` on a Spark session:
+:class:`SparkEngine` implements :class:`recforge.pipeline.engine.Engine` on a Spark session
+(``recforge pipeline run --engine spark``, ``[engine] name = "spark"``, ``recforge train |
+precompute --engine spark``):
 
-* :meth:`~SparkEngine.fit` reads the event store's Parquet segments with Spark, as they are,
-  aggregates them into ``(user, item, value)`` pairs (:func:`~recforge.spark.build.events_frame`:
-  the ``r_ui`` of the local build, or the latest rating per pair for explicit ALS) and fits
-  :class:`~recforge.spark.SparkALS` on them (``[model.als]``'s parameters, plus the SparkALS ones);
-* :meth:`~SparkEngine.lists` computes the lists with the distributed top-K, writes them as
-  Parquet (``<home>/spark/lists/<uuid>``, deleted afterwards) and reads them back as the
-  artifact's arrays; copying them into a Redis list store is done from the executors, straight
-  from that Parquet.
+* :meth:`~SparkEngine.split`: the temporal holdout split of the event store's segments, read in
+  place (:func:`~recforge.spark.holdout.holdout_split`), into the CSR matrices and
+  vocabularies of the build;
+* :meth:`~SparkEngine.fit_model`: ALS with :class:`~recforge.spark.SparkALS` and ItemKNN with
+  :class:`~recforge.spark.SparkItemKNN` on a build's train part (its pairs shipped to the
+  executors, the build's vocabularies kept); models without a distributed trainer (``bpr``,
+  ``popular``) are fitted on the driver, and the log says so;
+* :meth:`~SparkEngine.recommend`: an evaluation's lists on the executors
+  (:func:`~recforge.spark.topk.recommend_lists`);
+* :meth:`~SparkEngine.lists`: the precomputed lists with the distributed top-K, written as
+  Parquet (``<home>/spark/lists/<uuid>``, deleted afterwards) and read back as the artifact's
+  arrays; copying them into a Redis list store is done from the executors, from that Parquet;
+* :meth:`~SparkEngine.fit` (``recforge train``): ALS or ItemKNN straight from the event store's
+  segments (:func:`~recforge.spark.build.events_frame`).
+
+The blocks of SparkALS and SparkItemKNN come from ``[model.<name>]`` (:data:`SPARK_PARAMS`),
+else one per core of the cluster (``defaultParallelism``). A fit records its iterations
+(``loss``, ``seconds``) in what it returns, for the run record and the version's manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from recforge._time import iso
+from recforge.catalog import Catalog
 from recforge.config import Config
 from recforge.data.interactions import Interactions
 from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
 from recforge.models.als import ALS
-from recforge.models.base import FactorRecommender, Recommender
-from recforge.pipeline.engine import ComputedLists, Engine, Fit, FitCallback
+from recforge.models.base import FitProgress, Recommender
+from recforge.models.itemknn import ItemKNN
+from recforge.pipeline.engine import Built, ComputedLists, Engine, Fit, FitCallback, catalog_extra
+from recforge.pipeline.holdout import Holdout
 from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import item_source, popular_list
 from recforge.spark.als import SparkALS
 from recforge.spark.build import events_frame
+from recforge.spark.holdout import holdout_split
+from recforge.spark.itemknn import SparkItemKNN
+from recforge.spark.pairs import interactions_frame
 from recforge.spark.session import managed_session
 from recforge.spark.topk import (
     RedisTarget,
     lists_array,
     recommend_all_users,
+    recommend_lists,
     similar_items_all_items,
     write_redis,
 )
@@ -48,12 +70,17 @@ if TYPE_CHECKING:
 
 __all__ = ["SPARK_PARAMS", "SparkEngine"]
 
-#: SparkALS parameters a ``[model.als]`` section may also set
-SPARK_PARAMS = ("num_user_blocks", "num_item_blocks", "checkpoint_interval")
+log = logging.getLogger("recforge.spark")
+
+#: the Spark settings a ``[model.<name>]`` section may hold besides the model's parameters
+SPARK_PARAMS: dict[str, tuple[str, ...]] = {
+    "als": ("num_user_blocks", "num_item_blocks", "checkpoint_interval"),
+    "itemknn": ("num_user_blocks", "num_item_blocks"),
+}
 
 
 class SparkEngine(Engine):
-    """Training and precomputation on ``spark`` (see the module doc)."""
+    """The stages that grow with the data on ``spark`` (see the module doc)."""
 
     name = "spark"
 
@@ -62,34 +89,88 @@ class SparkEngine(Engine):
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, master: str = "local[2]", driver_memory: str = "4g") -> Iterator[SparkEngine]:
-        """An engine on the active session, or on a new one on ``master`` stopped on exit."""
-        with managed_session(master, driver_memory=driver_memory) as spark:
+    def open(cls, master: str = "local[2]", **options: Any) -> Iterator[SparkEngine]:
+        """An engine on the active session, or on a new one on ``master`` (``options`` as
+        :func:`~recforge.spark.session.spark_session` takes them) stopped on exit."""
+        with managed_session(master, **options) as spark:
             yield cls(spark)
 
+    # the pipeline's stages ------------------------------------------------------------------
+    def split(self, home: Path, holdout: Holdout, config: Config) -> Built:
+        return holdout_split(self.spark, home, holdout, config)
+
+    def model(self, name: str, params: dict[str, Any]) -> Recommender:
+        own = SPARK_PARAMS.get(name, ())
+        return make_model(name, {k: v for k, v in params.items() if k not in own})
+
+    def fit_model(
+        self,
+        name: str,
+        params: dict[str, Any],
+        train: Interactions,
+        callback: FitCallback | None = None,
+        catalog: Catalog | None = None,
+    ) -> Fit:
+        model = self.model(name, params)
+        if catalog is not None and not isinstance(model, (ALS, ItemKNN)):
+            log.info("spark: %s has no distributed trainer; fitting it on the driver", name)
+            return Fit(model.fit(train, callback, catalog=catalog), train, catalog_extra(catalog))
+        if catalog is not None:  # every catalog item listed; new arrivals get factors below
+            train = train.with_items(catalog.item_ids)
+        settings = self._settings(name, params)
+        record = _Record(callback)
+        if isinstance(model, ALS):
+            pairs = interactions_frame(self.spark, train, ratings=not model.implicit)
+            fitted: Recommender = SparkALS(model, **settings).fit_indexed(
+                pairs, train.users, train.items, record
+            )
+            fitted.seen_ = train.matrix  # explicit fits train on the ratings; what was seen is r's
+        elif isinstance(model, ItemKNN):
+            pairs = interactions_frame(self.spark, train)
+            fitted = SparkItemKNN(model, **settings).fit_indexed(pairs, train.users, train.items)
+        else:
+            log.info("spark: %s has no distributed trainer; fitting it on the driver", name)
+            return Fit(model.fit(train, callback), train)
+        if catalog is not None and len(catalog):
+            fitted.fit_cold_start(catalog)  # on the driver: a ridge map over the item factors
+        return Fit(fitted, train, {**record.extra(settings), **catalog_extra(catalog)})
+
+    def recommend(self, model: Recommender, users: np.ndarray, k: int) -> np.ndarray:
+        return recommend_lists(self.spark, model, users, k)
+
+    # recforge train | precompute ---------------------------------------------------------------
     def fit(self, home: Path, config: Config, model: str, callback: FitCallback | None = None) -> Fit:
-        if model != "als":
-            raise RecforgeError(f"the Spark engine trains ALS only, not {model!r} (use --engine local)")
         params = model_params(config, model)
-        spark_params = {k: params.pop(k) for k in SPARK_PARAMS if k in params}
-        als = make_model(model, params)
-        assert isinstance(als, ALS)
+        estimator = self.model(model, params)
+        settings = self._settings(model, params)
+        record = _Record(callback)
         read_at = datetime.now(UTC)  # the as-of time of the build, and when its events were read
-        pairs = events_frame(self.spark, home, config, implicit=bool(als.implicit), as_of=read_at)
-        fitted = SparkALS(als, **spark_params).fit(pairs)
-        info = {"events": None, "as_of": iso(read_at), "read_at": iso(read_at)}
+        if isinstance(estimator, ALS):
+            pairs = events_frame(self.spark, home, config, implicit=bool(estimator.implicit), as_of=read_at)
+            fitted: ALS | ItemKNN = SparkALS(estimator, **settings).fit(pairs, callback=record)
+        elif isinstance(estimator, ItemKNN):
+            pairs = events_frame(self.spark, home, config, as_of=read_at)
+            fitted = SparkItemKNN(estimator, **settings).fit(pairs)
+        else:
+            raise RecforgeError(
+                f"the Spark engine trains als and itemknn from the event store, not {model!r} "
+                "(use --engine local, or the pipeline, which fits it on the driver)"
+            )
         return Fit(
             fitted,
-            Interactions(fitted.seen_, fitted.users_, fitted.items_, info=info),
-            {"spark_params": {k: spark_params.get(k) for k in SPARK_PARAMS}},
+            Interactions(
+                fitted.seen_,
+                fitted.users_,
+                fitted.items_,
+                info={"events": None, "as_of": iso(read_at), "read_at": iso(read_at)},
+            ),
+            record.extra(settings),
         )
 
     @contextlib.contextmanager
     def lists(
         self, model: Recommender, interactions: Interactions, config: Config
     ) -> Iterator[ComputedLists]:
-        if not isinstance(model, FactorRecommender):
-            raise RecforgeError(f"the Spark engine precomputes factor models only, not {model.name!r}")
         settings = config.pipeline
         scratch = Path(config.home) / "spark" / "lists" / uuid.uuid4().hex
         try:
@@ -101,9 +182,45 @@ class SparkEngine(Engine):
                 popular_list(interactions, settings.k_popular),
                 item_source(model),
             )
+            log.info(
+                "spark: lists of %s users x %d, %s items x %d",
+                f"{len(model.users_):,}",
+                settings.k_users,
+                f"{len(model.items_):,}",
+                settings.k_items,
+            )
             yield _SparkLists(lists, users, items)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _settings(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The Spark settings of model ``name``: from ``params``, blocks defaulting to the
+        cluster's cores."""
+        own = SPARK_PARAMS.get(name, ())
+        cores = max(1, int(self.spark.sparkContext.defaultParallelism))
+        settings = {key: cores for key in own if key.endswith("_blocks")}
+        settings.update({k: v for k, v in params.items() if k in own})
+        return settings
+
+
+class _Record:
+    """A fit callback keeping each iteration's loss and seconds, passing them on to ``then``."""
+
+    def __init__(self, then: FitCallback | None) -> None:
+        self.then = then
+        self.iterations: list[dict[str, float]] = []
+
+    def __call__(self, progress: FitProgress) -> bool | None:
+        self.iterations.append(
+            {"iteration": progress.iteration, "loss": progress.loss(), "seconds": round(progress.elapsed, 3)}
+        )
+        return self.then(progress) if self.then is not None else None
+
+    def extra(self, settings: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"spark_params": settings}
+        if self.iterations:
+            out["training"] = {"iterations": self.iterations}
+        return out
 
 
 class _SparkLists(ComputedLists):

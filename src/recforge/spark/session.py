@@ -10,14 +10,17 @@ numba's on-disk cache of compiled kernels, so they load them instead of compilin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recforge._files import write_text_atomic
 from recforge.errors import RecforgeError
 
 if TYPE_CHECKING:
@@ -26,9 +29,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAIL_ONCE",
+    "LOG_LEVELS",
     "block_of",
     "check_executors",
     "inject_failure",
+    "log_config",
     "managed_session",
     "require_java",
     "require_pyspark",
@@ -71,18 +76,55 @@ def _source_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
 
+#: Spark's log levels (``[engine] log_level``)
+LOG_LEVELS = ("ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+
+_LOG4J2 = """# written by recforge.spark.session: Spark's own messages at {level} and above, on stderr
+rootLogger.level = {level}
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+# the JVM of a session started from Python: a level of its own, else Spark announces one
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = {level}
+"""
+
+
+def log_config(level: str) -> Path:
+    """A log4j2 configuration file for Spark's JVMs at ``level`` (one of :data:`LOG_LEVELS`):
+    in place of Spark's default profile, whose start-up warnings are noise for a user."""
+    level = level.upper()
+    if level not in LOG_LEVELS:
+        raise RecforgeError(f"the Spark log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    text = _LOG4J2.format(level=level)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"recforge-spark-log4j2-{digest}.properties"
+    if not path.exists():
+        write_text_atomic(path, text)
+    return path
+
+
 def spark_session(
     master: str = "local[2]",
     *,
     app_name: str = "recforge",
     driver_memory: str = "4g",
+    executor_memory: str | None = None,
+    log_level: str | None = "ERROR",
+    checkpoint_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,
 ) -> SparkSession:
     """A ``SparkSession`` (``getOrCreate``) set up for recforge.
 
     Sets ``PYSPARK_PYTHON`` to this interpreter when unset, and in local mode adds recforge's
-    source directory to the workers' ``PYTHONPATH``; ``driver_memory`` only takes effect when
-    this starts the JVM. ``config`` entries are passed to the builder last.
+    source directory to the workers' ``PYTHONPATH``; ``driver_memory`` (and the other JVM
+    options) only take effect when this starts the JVM. ``log_level``: Spark's own messages
+    below it are not shown (``None``: Spark's defaults, warnings included). ``checkpoint_dir``:
+    where RDDs are checkpointed (SparkALS cuts its lineage there; on a cluster, a directory every
+    node sees), unless one is set. ``config`` entries are passed to the builder last.
     """
     require_pyspark()
     from pyspark.sql import SparkSession
@@ -97,12 +139,23 @@ def spark_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
     )
+    if executor_memory is not None:
+        builder = builder.config("spark.executor.memory", executor_memory)
+    if log_level is not None:
+        option = f"-Dlog4j2.configurationFile=file:{log_config(log_level)}"
+        builder = builder.config("spark.driver.extraJavaOptions", option)
+        builder = builder.config("spark.executor.extraJavaOptions", option)
     if master.startswith("local"):
         path = os.pathsep.join(p for p in (_source_root(), os.environ.get("PYTHONPATH", "")) if p)
         builder = builder.config("spark.executorEnv.PYTHONPATH", path)
     for key, value in (config or {}).items():
         builder = builder.config(key, str(value))
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if log_level is not None:
+        session.sparkContext.setLogLevel(log_level.upper())
+    if checkpoint_dir is not None and not session.sparkContext._jsc.sc().getCheckpointDir().isDefined():
+        session.sparkContext.setCheckpointDir(str(checkpoint_dir))
+    return session
 
 
 @contextlib.contextmanager

@@ -1,11 +1,13 @@
-"""Batch top-K on Spark: the model's item factors broadcast, the bounded top-K kernel per partition.
+"""Batch top-K on Spark: a model's item side broadcast, its users in chunks, its own top-K per task.
 
-The driver cuts the rows to score (users, or items for similar items) into chunks of
-``chunk_rows``: each chunk carries its rows' factors and, for users, their seen items (CSR),
-as one Arrow row. Spark spreads the chunks over its tasks; each task runs the same kernel as
-local precomputation (:func:`recforge.topk.recommend_all`, or
-:func:`~recforge.topk.similar_items_all` for cosine neighbours) against the broadcast item
-factors, pinned to the task's cores, and emits one output row per user (or item)::
+Any fitted recforge model works (``ALS``, ``BPR``, ``ItemKNN``, ``Popular``): the driver splits
+it in two. What it holds per user (its rows of :data:`USER_STATE`, the seen items, the ids) is
+cut into chunks of ``chunk_rows`` users, one pickled row each of a DataFrame that Spark spreads
+over its tasks; everything else (item factors, ``ItemKNN``'s neighbour lists, popularity) is
+broadcast once. Each task puts a chunk back into the broadcast model, a model of just those
+users, and calls its public ``recommend`` (or ``similar_items`` for a chunk of items), pinned
+to the task's cores: the code local precomputation runs, so the same lists. It emits one
+output row per user (or item)::
 
     user (or item) string    the external id
     index int                its dense index in the model's vocabulary
@@ -13,15 +15,19 @@ factors, pinned to the task's cores, and emits one output row per user (or item)
     scores list<float>       their scores
 
 Item indices, not ids, because that is what the model artifact and the Redis list store hold
-(``model.items_`` names them). Memory per task is one chunk plus the kernel's tiles, never a
-users x items matrix. :func:`write_redis` copies such lists straight from the executors into the
-Redis list store serving reads (:mod:`recforge.lists`); :func:`lists_array` reads them
-back as the artifact's padded ``[n, k]`` arrays.
+(``model.items_`` names them). Memory per task is one chunk plus the model's top-K buffers (for
+factor models the bounded tiles of :mod:`recforge.topk`), never a users x items matrix.
+:func:`write_redis` copies such lists straight from the executors into the Redis list store
+serving reads (:mod:`recforge.lists`); :func:`lists_array` reads them back as the artifact's
+padded ``[n, k]`` arrays; :func:`recommend_lists` collects the lists of some users (an
+evaluation's) on the driver.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,32 +37,30 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from recforge.data.vocabulary import Vocabulary
 from recforge.lists import encode_rows, redis_client, redis_key, translate_errors
-from recforge.models.base import FactorRecommender
+from recforge.models.base import Recommender
 from recforge.spark.session import check_executors, inject_failure, require_pyspark, task_threads
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
+    "USER_STATE",
     "RedisTarget",
     "lists_array",
     "recommend_all_users",
+    "recommend_lists",
     "similar_items_all_items",
     "write_redis",
 ]
 
-#: rows per chunk (one Arrow row, one unit of work for a task)
+#: rows per chunk (one DataFrame row, one unit of work for a task)
 CHUNK_ROWS = 8192
-_CHUNK_SCHEMA = pa.schema(
-    [
-        ("start", pa.int64()),
-        ("rows", pa.int64()),
-        ("factors", pa.large_binary()),
-        ("seen_indptr", pa.large_binary()),
-        ("seen_indices", pa.large_binary()),
-    ]
-)
+#: what a fitted model holds per user, row ``u`` for user ``u`` (besides ``seen_``): factor
+#: models' ``user_factors_``, ``ItemKNN``'s ``user_weights_``; these travel in chunks
+USER_STATE = ("user_factors_", "user_weights_")
+_CHUNK_SCHEMA = pa.schema([("payload", pa.large_binary())])
 
 
 def _lists_schema(key: str) -> str:
@@ -80,18 +84,41 @@ class RedisTarget:
         return redis_key(self.prefix, self.version, part)
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """Rows of a model's users (or items): dense indices, external ids, per-user state."""
+
+    index: np.ndarray
+    ids: pa.Array
+    state: dict[str, Any]
+    seen: sp.csr_matrix | None
+
+    def user_view(self, shell: Recommender, threads: int) -> Recommender:
+        """The broadcast model with these users only (row ``r``: ``index[r]``)."""
+        view = copy.copy(shell)
+        for name, value in self.state.items():
+            setattr(view, name, value)
+        view.users_ = Vocabulary(self.ids)
+        view.seen_ = (
+            self.seen if self.seen is not None else sp.csr_matrix((len(self.index), len(shell.items_)))
+        )
+        view.num_threads = task_threads(threads)
+        return view
+
+
 # driver -------------------------------------------------------------------------------------
 def recommend_all_users(
     spark: SparkSession,
-    model: FactorRecommender,
+    model: Recommender,
     k: int = 10,
     *,
     filter_seen: bool = True,
+    users: np.ndarray | None = None,
     path: str | Path | None = None,
     chunk_rows: int = CHUNK_ROWS,
     num_threads: int = 0,
 ) -> DataFrame:
-    """Top-``k`` items for every user of a fitted factor model (``ALS``, ``BPR``), as
+    """Top-``k`` items for every user of a fitted model (or the dense indices ``users``), as
     ``recommend(filter_seen=...)`` computes them, one output row per user (module doc).
 
     With ``path`` the lists are written there as Parquet (overwriting) and the returned frame
@@ -99,13 +126,13 @@ def recommend_all_users(
     (``0``: ``spark.task.cpus``).
     """
     model._check_fitted()
-    seen = model.seen_ if filter_seen else None
-    chunks = _chunks(spark, np.asarray(model.user_factors_), seen, chunk_rows)
+    rows = np.arange(len(model.users_), dtype=np.int32) if users is None else np.asarray(users, np.int32)
+    chunks = _user_chunks(spark, model, rows, filter_seen, chunk_rows)
     task = functools.partial(
         _recommend_task,
-        spark.sparkContext.broadcast(np.ascontiguousarray(model.item_factors_, dtype=np.float32)),
-        spark.sparkContext.broadcast(model.users_.array),
+        spark.sparkContext.broadcast(_item_side(model)),
         int(k),
+        filter_seen,
         int(num_threads),
     )
     return _finish(spark, chunks.mapInArrow(task, _lists_schema("user")), path)
@@ -113,26 +140,48 @@ def recommend_all_users(
 
 def similar_items_all_items(
     spark: SparkSession,
-    model: FactorRecommender,
+    model: Recommender,
     k: int = 10,
     *,
     path: str | Path | None = None,
     chunk_rows: int = CHUNK_ROWS,
     num_threads: int = 0,
 ) -> DataFrame:
-    """The ``k`` cosine neighbours of every item (never the item itself), as
+    """The ``k`` most similar items of every item (never the item itself), as the model's
     ``similar_items`` computes them, one output row per item (module doc)."""
     model._check_fitted()
-    items = np.ascontiguousarray(model.item_factors_, dtype=np.float32)
-    chunks = _chunks(spark, items, None, chunk_rows)
+    n = len(model.items_)
+    payloads = [
+        _Chunk(
+            np.arange(start, min(start + chunk_rows, n), dtype=np.int32),
+            _slice(model.items_, start, chunk_rows),
+            {},
+            None,
+        )
+        for start in range(0, n, _positive(chunk_rows))
+    ]
     task = functools.partial(
-        _similar_task,
-        spark.sparkContext.broadcast(items),
-        spark.sparkContext.broadcast(model.items_.array),
-        int(k),
-        int(num_threads),
+        _similar_task, spark.sparkContext.broadcast(_item_side(model)), int(k), int(num_threads)
     )
-    return _finish(spark, chunks.mapInArrow(task, _lists_schema("item")), path)
+    return _finish(spark, _frame(spark, payloads).mapInArrow(task, _lists_schema("item")), path)
+
+
+def recommend_lists(
+    spark: SparkSession, model: Recommender, users: np.ndarray, k: int, *, chunk_rows: int = CHUNK_ROWS
+) -> np.ndarray:
+    """The top-``k`` (seen items filtered) of the dense user indices ``users``, computed on the
+    executors and collected: ``int32 [len(users), k]``, padding ``-1``, row for row ``users``
+    (what :meth:`Evaluator.recommend <recforge.evaluation.Evaluator.recommend>` computes)."""
+    users = np.asarray(users, dtype=np.int32)
+    lists = recommend_all_users(spark, model, k, users=users, chunk_rows=chunk_rows)
+    ids = np.full((len(users), k), -1, dtype=np.int32)
+    table = lists.select("index", "items", "scores").toArrow()
+    if table.num_rows:
+        position = np.full(len(model.users_), -1, dtype=np.int64)
+        position[users] = np.arange(len(users))
+        where = position[table.column("index").to_numpy()]
+        ids[where] = _padded(table.column("items"), table.column("scores"), k)[0]
+    return ids
 
 
 def write_redis(lists: DataFrame, target: RedisTarget, part: str) -> int:
@@ -183,35 +232,51 @@ def _padded(items: Any, scores: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out_ids, out_scores
 
 
-def _chunks(
-    spark: SparkSession, factors: np.ndarray, seen: sp.csr_matrix | None, chunk_rows: int
-) -> DataFrame:
-    """One Arrow row per chunk of ``chunk_rows`` rows: their factors and seen items (CSR)."""
-    require_pyspark()
-    check_executors(spark.sparkContext)
+def _positive(chunk_rows: int) -> int:
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    factors = np.ascontiguousarray(factors, dtype=np.float32)
-    n = len(factors)
-    starts = list(range(0, n, chunk_rows))
-    columns: dict[str, list[Any]] = {name: [] for name in _CHUNK_SCHEMA.names}
-    for start in starts:
-        stop = min(start + chunk_rows, n)
-        columns["start"].append(start)
-        columns["rows"].append(stop - start)
-        columns["factors"].append(factors[start:stop].tobytes())
-        if seen is None:
-            indptr, indices = np.zeros(stop - start + 1, np.int64), np.zeros(0, np.int32)
-        else:
-            part = seen[start:stop]
-            if not part.has_sorted_indices:
-                part = part.sorted_indices()
-            indptr, indices = part.indptr.astype(np.int64), part.indices.astype(np.int32)
-        columns["seen_indptr"].append(indptr.tobytes())
-        columns["seen_indices"].append(indices.tobytes())
-    table = pa.table(columns, schema=_CHUNK_SCHEMA)
-    frame = spark.createDataFrame(table)
-    return frame.repartition(max(1, len(starts)))
+    return int(chunk_rows)
+
+
+def _slice(vocab: Vocabulary, start: int, rows: int) -> pa.Array:
+    return vocab.array.slice(start, rows)
+
+
+def _item_side(model: Recommender) -> Recommender:
+    """A shallow copy of ``model`` without what it holds per user: what every task shares."""
+    shell = copy.copy(model)
+    for name in (*USER_STATE, "seen_", "users_"):
+        if hasattr(shell, name):
+            setattr(shell, name, None)
+    return shell
+
+
+def _user_chunks(
+    spark: SparkSession, model: Recommender, users: np.ndarray, filter_seen: bool, chunk_rows: int
+) -> DataFrame:
+    """One pickled :class:`_Chunk` per ``chunk_rows`` of ``users``: their per-user state."""
+    step = _positive(chunk_rows)
+    state = [name for name in USER_STATE if hasattr(model, name)]
+    payloads = []
+    for start in range(0, len(users), step):
+        rows = users[start : start + step]
+        payloads.append(
+            _Chunk(
+                rows,
+                pa.array(model.users_.ids(rows), pa.large_string()),
+                {name: getattr(model, name)[rows] for name in state},
+                model.seen_[rows] if filter_seen else None,
+            )
+        )
+    return _frame(spark, payloads)
+
+
+def _frame(spark: SparkSession, payloads: list[_Chunk]) -> DataFrame:
+    require_pyspark()
+    check_executors(spark.sparkContext)
+    blobs = [pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL) for p in payloads]
+    table = pa.table({"payload": pa.array(blobs, pa.large_binary())}, schema=_CHUNK_SCHEMA)
+    return spark.createDataFrame(table).repartition(max(1, len(blobs)))
 
 
 def _finish(spark: SparkSession, lists: DataFrame, path: str | Path | None) -> DataFrame:
@@ -229,25 +294,21 @@ def _width(lists: DataFrame) -> int:
 
 
 # executors ----------------------------------------------------------------------------------
-def _chunk_arrays(row: dict[str, Any], n_items: int, f: int) -> tuple[np.ndarray, sp.csr_matrix]:
-    """A chunk's factors ``[rows, f]`` and seen items (CSR ``[rows, n_items]``)."""
-    n = int(row["rows"])
-    factors = np.frombuffer(row["factors"], dtype=np.float32).reshape(n, f)
-    indptr = np.frombuffer(row["seen_indptr"], dtype=np.int64)
-    indices = np.frombuffer(row["seen_indices"], dtype=np.int32)
-    seen = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n, n_items))
-    return factors, seen
+def _chunks_of(batches: Iterable[pa.RecordBatch]) -> Iterator[_Chunk]:
+    for batch in batches:
+        for payload in batch.column("payload").to_pylist():
+            yield pickle.loads(payload)
 
 
-def _lists_batch(key: str, ids: pa.Array, start: int, top: np.ndarray, values: np.ndarray) -> pa.RecordBatch:
+def _lists_batch(key: str, chunk: _Chunk, top: np.ndarray, values: np.ndarray) -> pa.RecordBatch:
     """Output rows for a chunk: padding (``-1``) dropped, lists ragged."""
     valid = top >= 0
     offsets = np.zeros(len(top) + 1, dtype=np.int32)
     np.cumsum(valid.sum(axis=1), out=offsets[1:])
     return pa.RecordBatch.from_arrays(
         [
-            ids.slice(start, len(top)).cast(pa.string()),
-            pa.array(np.arange(start, start + len(top), dtype=np.int32)),
+            chunk.ids.cast(pa.string()),
+            pa.array(chunk.index.astype(np.int32)),
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(top[valid].astype(np.int32))),
             pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[valid].astype(np.float32))),
         ],
@@ -256,40 +317,24 @@ def _lists_batch(key: str, ids: pa.Array, start: int, top: np.ndarray, values: n
 
 
 def _recommend_task(
-    items: Any, users: Any, k: int, threads: int, batches: Iterable[pa.RecordBatch]
+    shell: Any, k: int, filter_seen: bool, threads: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    from recforge.topk import recommend_all
-
     inject_failure("topk")
-    item_factors: np.ndarray = items.value
-    for batch in batches:
-        for row in batch.to_pylist():
-            factors, exclude = _chunk_arrays(row, *item_factors.shape)
-            top, values = recommend_all(
-                factors, item_factors, k, exclude, num_threads=task_threads(threads), progress=False
-            )
-            yield _lists_batch("user", users.value, int(row["start"]), top, values)
+    for chunk in _chunks_of(batches):
+        view = chunk.user_view(shell.value, threads)
+        top, values = view.recommend(np.arange(len(chunk.index), dtype=np.int32), k, filter_seen=filter_seen)
+        yield _lists_batch("user", chunk, top, values)
 
 
 def _similar_task(
-    items: Any, names: Any, k: int, threads: int, batches: Iterable[pa.RecordBatch]
+    shell: Any, k: int, threads: int, batches: Iterable[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    from recforge.topk import similar_items_all
-
     inject_failure("topk")
-    item_factors: np.ndarray = items.value
-    for batch in batches:
-        for row in batch.to_pylist():
-            start, n = int(row["start"]), int(row["rows"])
-            top, values = similar_items_all(
-                item_factors,
-                k,
-                items=np.arange(start, start + n, dtype=np.int64),
-                symmetric=False,
-                num_threads=task_threads(threads),
-                progress=False,
-            )
-            yield _lists_batch("item", names.value, start, top, values)
+    model = copy.copy(shell.value)
+    model.num_threads = task_threads(threads)
+    for chunk in _chunks_of(batches):
+        top, values = model.similar_items(chunk.index, k)
+        yield _lists_batch("item", chunk, top, values)
 
 
 def _redis_task(
