@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from recforge import ALS
+from recforge import ALS, Weighting
 from recforge.cli.main import main
 from recforge.data.generate import generate_events
 from recforge.data.interactions import Interactions
@@ -93,7 +93,7 @@ def rating_events(users: int = 120, items: int = 50, seed: int = 0) -> pa.Table:
 
 def test_predict_and_rating_errors_match_a_direct_computation():
     events = rating_events()
-    data = Interactions.from_events(events)
+    data = Interactions.from_events(events, Weighting(half_life_days=None))  # ratings do not fade
     model = ALS(factors=4, implicit=False, regularization=0.1, iterations=10, random_state=0).fit(data)
     users, items = data.users.ids(np.arange(5)), data.items.ids(np.arange(5))
     expected = (model.user_factors_[:5] * model.item_factors_[:5]).sum(axis=1)

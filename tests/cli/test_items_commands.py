@@ -20,7 +20,7 @@ def test_generate_ingest_items_train_export(tmp_path, capsys):
     events = tmp_path / "events.parquet"
     sizes = ["--users", "300", "--items", "80", "--events", "8000", "--categories", "4"]
     code, out, _ = run(capsys, "generate", "--out", str(events), *sizes, "--new-items", "5", "--seed", "1")
-    assert code == 0 and "and 85 items to" in out
+    assert code == 0 and ", 85 items to" in out
     items = tmp_path / "events.items.csv"
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,available\nx1,maybe\nx2,false\n")

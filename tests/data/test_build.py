@@ -96,6 +96,7 @@ def test_a_build_is_as_of_a_time_not_of_its_newest_event(tmp_path):
             "event_type": ["view", "view"],
             "value": [1.0, 1.0],
             "timestamp": [datetime(9999, 1, 1, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC)],
+            "recommendation_id": [None, None],
         },
         schema=EVENT_SCHEMA,
     )

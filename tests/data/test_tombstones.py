@@ -33,6 +33,7 @@ def events(rows):
             "event_type": ["view"] * len(rows),
             "value": [1.0] * len(rows),
             "timestamp": [T0 + timedelta(days=r[3]) for r in rows],
+            "recommendation_id": [None] * len(rows),
         },
         schema=EVENT_SCHEMA,
     )

@@ -49,11 +49,14 @@ def test_new_items_rank_by_their_attributes(tmp_path):
     catalog = Catalog.from_records(generate_catalog(600, seed=2, categories=12).to_pylist())
     held = {f"i{j}" for j in np.random.default_rng(1).choice(600, 60, replace=False)}
     cold_events = pc.is_in(events.column("item_id"), value_set=pa.array(sorted(held)))
-    train = Interactions.from_events(events.filter(pc.invert(cold_events)))
+    as_of = pc.max(events.column("timestamp")).as_py()
+    train = Interactions.from_events(events.filter(pc.invert(cold_events)), as_of=as_of)
     model = ALS(factors=16, iterations=10, regularization=1.0, random_state=0).fit(train, catalog=catalog)
     assert set(model.items_.ids(model.cold_items_).tolist()) == held
     assert model.cold_map_ is not None
-    test = Interactions.from_events(events.filter(cold_events), users=model.users_, items=model.items_)
+    test = Interactions.from_events(
+        events.filter(cold_events), users=model.users_, items=model.items_, as_of=as_of
+    )
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0).astype(np.int32)
     ids, _ = model.recommend(users, k=10, items=model.cold_items_)
     ndcg = metrics_at_k(ids, test.matrix[users], 10, ["ndcg"])["ndcg"]

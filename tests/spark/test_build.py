@@ -83,12 +83,12 @@ def test_spark_pairs_equal_the_local_build(spark, home, config):
     base = pa.concat_tables(
         [
             generate_events(users=60, items=25, events=n, days=30, seed=seed)
-            for n, seed in ((1_200, 11), (300, 12))
+            for n, seed in ((1_200, 11), (300, 12), (200, 13))  # 13: the segment written before issue 18
         ]
     )
     user, item = base.column("user_id"), base.column("item_id")
     erased = pc.or_(pc.equal(user, "u3"), pc.and_(pc.equal(user, "u4"), pc.equal(item, "i1")))
-    assert local.info["events"] == 1_500 - pc.sum(erased).as_py() and "u3" not in local.users.ids().tolist()
+    assert local.info["events"] == 1_700 - pc.sum(erased).as_py() and "u3" not in local.users.ids().tolist()
     pairs = events_frame(spark, home, config, as_of=AS_OF).toPandas()
     rows = local.users.lookup(pairs["user"].tolist())
     cols = local.items.lookup(pairs["item"].tolist())

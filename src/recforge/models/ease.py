@@ -106,7 +106,10 @@ class EASE(Recommender):
         block = np.asarray(self.weights_[np.ix_(items, targets)], dtype=np.float64)
         return (block * np.asarray(values, dtype=np.float64)[:, None]).T
 
-    def _similar(self, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _similar(
+        self, items: np.ndarray, k: int, include_items: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``B`` (the item's weights as a one-item history), among ``include_items``."""
         n = len(self.items_)
         block = max(1, BLOCK_SCORES // max(n, 1))
         ids = np.empty((len(items), k), dtype=np.int32)
@@ -118,7 +121,11 @@ class EASE(Recommender):
             )
             stop = start + len(rows)
             ids[start:stop], scores[start:stop] = select_topk(
-                np.asarray(self.weights_[rows], dtype=np.float32), k, itself, num_threads=self.num_threads
+                np.asarray(self.weights_[rows], dtype=np.float32),
+                k,
+                itself,
+                include_items=include_items,
+                num_threads=self.num_threads,
             )
         return ids, scores
 
