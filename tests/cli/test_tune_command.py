@@ -116,12 +116,32 @@ def test_the_study_resumes_and_refuses_another_setup(capsys, home, one_thread):
         (["--holdout", "2"], "holdout fraction must lie in (0, 1)"),
         (["--timeout", "soon"], "is not a duration"),
         (["--study", "../escape"], "study name '../escape' must be"),
+        (["--fix", "colour=red"], "unknown parameter 'colour' for model als; valid: factors"),
+        (["--fix", "factors=-3"], "--set for model als: factors"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(capsys, home, args, message):
     code, _, err = run(capsys, "--home", str(home), "tune", *args)
     assert code == 2
     assert err.startswith("recforge: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_fixed_parameters_are_held_out_of_the_search(tmp_path, capsys, home, one_thread):
+    """Issue 20: ``tune --fix factors=8 --fix iterations=3``: every trial fits that value, the
+    others are searched, and the written config keeps it."""
+    config, report = tmp_path / "tuned.toml", tmp_path / "tuning.json"
+    code, out, err = run(
+        capsys, "--home", str(home), "--config", one_thread, "tune", "--trials", "3", "--holdout", "20%",
+        "--no-weights", "--no-half-life", "--fix", "factors=8", "--fix", "iterations=3",
+        "--write-config", str(config), "--json", str(report),
+    )  # fmt: skip
+    assert code == 0, err
+    trials = json.loads(report.read_text())["trials"]
+    assert len(trials) == 3
+    assert all("factors" not in t["params"] and "iterations" not in t["params"] for t in trials)
+    assert len({t["params"]["regularization"] for t in trials}) > 1  # the rest is searched
+    written = tomllib.loads(config.read_text())["model"]["als"]
+    assert written["factors"] == 8 and written["iterations"] == 3
 
 
 def test_an_empty_store_is_an_error(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""``--set KEY=VALUE``: a model's hyperparameters from the command line, no TOML file needed.
+"""``--set KEY=VALUE`` (and ``tune --fix``): a model's hyperparameters from the command line, no
+TOML file needed.
 
 Each assignment sets ``[model.<name>] KEY`` for the command's model (or models: ``NAME.KEY``
 targets one of them). ``VALUE`` is read as a TOML
@@ -18,7 +19,7 @@ from recforge.config import Config
 from recforge.errors import RecforgeError
 from recforge.models.registry import MODELS
 
-__all__ = ["parse_assignments", "with_params_for"]
+__all__ = ["assigned_params", "parse_assignments", "with_params_for"]
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -34,17 +35,26 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 
 def with_params_for(config: Config, models: list[str], assignments: list[str]) -> Config:
-    """A copy of ``config`` whose ``[model.<name>]`` tables hold the assignments too (checked).
+    """A copy of ``config`` whose ``[model.<name>]`` tables hold the assignments too (checked;
+    see :func:`assigned_params`)."""
+    if not assignments:
+        return config
+    updated = copy.deepcopy(config)
+    for name, params in assigned_params(config, models, assignments).items():
+        updated.model.params.setdefault(name, {}).update(params)
+    return updated
+
+
+def assigned_params(config: Config, models: list[str], assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """The assignments per model, checked against ``config``'s parameters of each.
 
     ``KEY=VALUE`` goes to every model in ``models`` that takes ``KEY`` (an error when none
     does); ``NAME.KEY=VALUE`` to the model ``NAME`` only."""
-    if not assignments:
-        return config
     for name in models:
         if name not in MODELS:
             raise RecforgeError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     valid = {name: _parameters(name) for name in models}
-    updated = copy.deepcopy(config)
+    assigned: dict[str, dict[str, Any]] = {}
     for key, value in parse_assignments(assignments).items():
         target, _, leaf = key.rpartition(".")
         if target and target not in valid:
@@ -55,13 +65,13 @@ def with_params_for(config: Config, models: list[str], assignments: list[str]) -
             listed = ", ".join(valid[where]) or "none"
             raise RecforgeError(f"unknown parameter {leaf!r} for model {where}; valid: {listed}")
         for name in takers:
-            updated.model.params.setdefault(name, {})[leaf] = value
-    for name in models:
+            assigned.setdefault(name, {})[leaf] = value
+    for name, params in assigned.items():
         try:
-            MODELS[name].cls(**updated.model.params.get(name, {}))._validate_params()
+            MODELS[name].cls(**{**config.model.params.get(name, {}), **params})._validate_params()
         except ValueError as error:
             raise RecforgeError(f"--set for model {name}: {error}") from None
-    return updated
+    return assigned
 
 
 def _parameters(model: str) -> list[str]:

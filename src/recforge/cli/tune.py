@@ -58,6 +58,12 @@ def register(app: typer.Typer) -> None:
         write_config: Path | None = typer.Option(
             None, "--write-config", help="Write the best configuration here (a config file for train)."
         ),
+        fix: list[str] = typer.Option(
+            [],
+            "--fix",
+            help="Hold a hyperparameter at a value instead of searching it: --fix factors=64 (repeatable; "
+            "NAME.KEY=VALUE for one family of --model auto).",
+        ),
         json_out: Path | None = typer.Option(None, "--json", help="Write every trial as JSON here."),
         plot_out: Path | None = typer.Option(
             None, "--plot", help="Draw the trials' metrics against each other and each parameter (PNG) here."
@@ -66,7 +72,10 @@ def register(app: typer.Typer) -> None:
         """Tune a model (or every family: --model auto) and the event weighting on a holdout of
         the stored events for a time budget (Optuna TPE, poor trials pruned); print the best
         trials with their metrics."""
+        from recforge.cli.overrides import assigned_params
         from recforge.errors import RecforgeError
+        from recforge.evaluation.tuning import AUTO
+        from recforge.models.registry import automl_models
         from recforge.pipeline.holdout import parse_duration, parse_holdout
         from recforge.pipeline.store_tuning import tune_store, tuned_config
 
@@ -75,6 +84,9 @@ def register(app: typer.Typer) -> None:
             raise RecforgeError(f"--trials must be at least 1, got {trials}")
         if k is not None and k < 1:
             raise RecforgeError(f"--k must be at least 1, got {k}")
+        name = model or state.config.model.name
+        families = automl_models() if name == AUTO else [name]
+        hold = assigned_params(state.config, families, fix) if fix else None
         tuning = tune_store(
             state.existing_home(),
             state.config,
@@ -91,6 +103,7 @@ def register(app: typer.Typer) -> None:
             tune_weights=weights,
             tune_half_life=half_life,
             random_state=random_state,
+            hold=hold,
         )
         result = tuning.result
         split = tuning.split

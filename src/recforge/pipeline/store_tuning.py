@@ -92,12 +92,14 @@ def tune_store(
     tune_half_life: bool = True,
     random_state: int = 0,
     show_progress: bool | None = None,
+    hold: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> StoreTuning:
     """Tune ``model`` (default ``[model] name``; ``"auto"``: across model families) on a holdout
     of the stored events (see the module doc): the temporal ``holdout`` (default
     ``[pipeline]``'s), or with ``per_user`` a per-user random holdout of that fraction of each
     user's events (seeded by ``seed``). ``trials=None``: as many as fit in ``timeout``
-    (default ``[pipeline] tune_budget``)."""
+    (default ``[pipeline] tune_budget``). ``hold``: per model family, parameters held at these
+    values (taken out of its search space; ``recforge tune --fix``)."""
     name = model or config.model.name
     families = automl_models() if name == AUTO else [name]
     for family in families:
@@ -144,10 +146,13 @@ def tune_store(
         current_weights = weights_space.current()
         if not weights_space.search_space:
             weights_space = None
-    fixed, initial = {}, {}
+    fixed, initial, spaces = {}, {}, {}
     for family in families:
+        held = dict((hold or {}).get(family, {}))
+        spaces[family] = {k: v for k, v in default_search_space(family).items() if k not in held}
         fixed[family], point = current_configuration(config, family)
-        initial[family] = [{**point, **current_weights}]
+        fixed[family].update(held)
+        initial[family] = [{**{k: v for k, v in point.items() if k not in held}, **current_weights}]
     started = time.perf_counter()
     try:
         result = tune(
@@ -159,6 +164,7 @@ def tune_store(
             trials=trials,
             timeout=timeout,
             random_state=random_state,
+            search_space=spaces if name == AUTO else spaces[name],
             fixed_params=fixed if name == AUTO else fixed[name],
             storage=path,
             study_name=study,
