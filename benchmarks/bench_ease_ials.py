@@ -2,18 +2,22 @@
 (issue 16), on ml-1m-pairs (6,040 users x 3,706 items, 1,000,209 pairs, ``r = 1``).
 
     PYTHONPATH=src python benchmarks/bench_ease_ials.py [--threads 2] [--rounds 3]
-        [--previous ../main/src] [--json out.json]
+        [--previous /tmp/prev/src] [--json out.json]
+
+    # the tree before issue 16 (main just before its merge), for --previous:
+    mkdir -p /tmp/prev && git archive 8e9bd35 src | tar -x -C /tmp/prev
 
 * EASE (``regularization=500``): the whole ``fit`` (Gram matrix by the numba walk, LAPACK's
   Cholesky inverse in float32, B), on 1 and on ``--threads`` threads, best of ``--rounds``; the
   inverse's ``n^3`` flops give its GFLOP/s.
-* ALS, 64 factors, 15 iterations, 2 numba threads, BLAS pinned to 1: seconds per iteration
+* ALS, 64 factors, 15 iterations, ``--threads`` numba threads, BLAS pinned to 1: seconds per iteration
   (``FitProgress.elapsed`` after the last iteration / 15) for CG (3 steps) and Cholesky, with the
   defaults (``regularization_scaling="none"``, ``unobserved_weight=1``: today's ALS) and with
   ``regularization_scaling="frequency", regularization_exponent=1, unobserved_weight=0.1``;
   and, for the same defaults, the tree at ``--previous`` (the code before these parameters
-  existed). Every configuration runs in its own process, the configurations alternate, and
-  each keeps its best of ``--rounds`` (the machine is shared).
+  existed; without ``--previous`` that comparison is left out). Every configuration runs in
+  its own process, the configurations alternate, and each keeps its best of ``--rounds`` (the
+  machine is shared).
 """
 
 from __future__ import annotations
@@ -81,23 +85,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--previous", default=str(HERE.parents[1] / "main" / "src"))
+    parser.add_argument("--previous", help="src of a tree before issue 16 (see the module doc)")
     parser.add_argument("--json")
     args = parser.parse_args()
-    here, previous = HERE.parent / "src", Path(args.previous)
+    here = HERE.parent / "src"
     frequency = {
         "regularization_scaling": "frequency",
         "regularization_exponent": 1.0,
         "unobserved_weight": 0.1,
     }
     cases: list[tuple[str, Path, dict[str, Any]]] = [
-        ("ease, 1 thread", here, {"model": "ease", "threads": 1}),
-        (f"ease, {args.threads} threads", here, {"model": "ease", "threads": args.threads}),
+        ("ease, 1 thread", here, {"model": "ease", "threads": 1})
     ]
+    if args.threads != 1:
+        cases.append((f"ease, {args.threads} threads", here, {"model": "ease", "threads": args.threads}))
     for solver in ("cg", "cholesky"):
         base = {"solver": solver, "regularization": 0.1}
         cases += [
-            (f"als {solver}, previous tree", previous, {"model": "als", "params": base}),
+            *(
+                [(f"als {solver}, previous tree", Path(args.previous), {"model": "als", "params": base})]
+                if args.previous
+                else []
+            ),
             (f"als {solver}, defaults", here, {"model": "als", "params": base}),
             (
                 f"als {solver}, frequency",
