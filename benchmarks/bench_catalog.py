@@ -67,7 +67,7 @@ def part_exactness(args: argparse.Namespace) -> dict:
     from recforge.serving.stores import MmapListStore
 
     home = args.home
-    served = load_served_model(ModelRegistry(home).open(), MmapListStore, CatalogStore(home))
+    served = load_served_model(ModelRegistry(home).open(), MmapListStore, catalog=CatalogStore(home))
     state = served.catalog.state
     names = sorted(state.members)
     rng = np.random.default_rng(0)

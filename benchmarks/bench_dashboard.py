@@ -142,7 +142,7 @@ def stage_pages(home: Path, args: argparse.Namespace) -> list[dict]:
     users, items = sample_ids(home, args.requests)
     results = []
     for start in ("cold", "restart"):
-        server = serving_bench.Server(home, free_port(), server_env(True))
+        server = serving_bench.Server(home, free_port(), **server_env(True))
         try:
             server.wait_ready(timeout=600)
             base = f"http://127.0.0.1:{server.port}"
@@ -247,7 +247,7 @@ def stage_p99(home: Path, args: argparse.Namespace) -> list[dict]:
     for round_ in range(args.rounds):
         shift = round_ % len(variants)  # each variant takes each place in the order in turn
         for variant in variants[shift:] + variants[:shift]:
-            server = serving_bench.Server(home, free_port(), server_env(variant != "without"))
+            server = serving_bench.Server(home, free_port(), **server_env(variant != "without"))
             stop = threading.Event()
             viewed: list[float] = []
             try:

@@ -19,6 +19,8 @@ from recforge.data.generate import generate_events
 from recforge.data.store import EventStore
 from recforge.precompute import precompute
 from recforge.serving import create_app
+from recforge.serving.model import load_served_model
+from recforge.serving.stores import MmapListStore
 from tests.serving.brute import brute_force
 from tests.serving.conftest import API_KEY, make_config
 from tests.serving.factors import ToyFactors
@@ -341,3 +343,19 @@ def test_a_model_without_factors_is_filtered_exactly_too(home):
         assert similar.json()["source"] == "cooccurrence" and set(ids_of(similar)) <= set(
             state.names(state.eligible[category], served.items)
         )
+
+
+def test_a_model_loaded_outside_a_server_reads_its_catalog(home):
+    """``load_served_model`` as the catalog benchmark calls it (no server): the store's
+    categories and sold-out items are in the state at once. (The benchmark passed the store in
+    the place of the impression log once an argument was added before it; the optional
+    arguments are keyword-only now.)"""
+    artifact = ModelRegistry(home).open()
+    store = CatalogStore(home)
+    served = load_served_model(artifact, MmapListStore, catalog=store)
+    state = served.catalog.state
+    stats = store.stats()
+    assert sorted(state.members) == sorted(stats["categories"]) and len(state.members) == CATEGORIES
+    assert int((~state.available).sum()) == stats["items"] - stats["available"] > 0
+    with pytest.raises(TypeError):
+        load_served_model(artifact, MmapListStore, None, store)  # type: ignore[misc]

@@ -138,6 +138,7 @@ def data_read_us(manifest: dict[str, Any]) -> int | None:
 def load_served_model(
     artifact: Artifact,
     open_lists: Callable[[Artifact], ListStore],
+    *,
     impressions: ImpressionLog | None = None,
     catalog: CatalogStore | None = None,
 ) -> ServedModel:
@@ -282,7 +283,9 @@ class ModelHolder:
         started = time.perf_counter()
         try:
             artifact = self.registry.open(name, verify=True)
-            served = load_served_model(artifact, self.open_lists, self.impressions, self.catalog)
+            served = load_served_model(
+                artifact, self.open_lists, impressions=self.impressions, catalog=self.catalog
+            )
             served.catalog.refresh()  # the changes made while it loaded
         except Exception as error:  # a bad version must not take the server down
             self._failed = (name, time.monotonic() + RETRY_SECONDS)
