@@ -36,6 +36,9 @@ def open_engine(
     if name == "local":
         yield LocalEngine()
         return
+    from recforge.spark.session import require_spark
+
+    require_spark()  # before the first line on the terminal: a missing JDK is one clear line
     from recforge.spark.engine import SparkEngine  # pyspark is optional: imported when chosen
 
     master = master or settings.master
