@@ -1,0 +1,93 @@
+"""A line on the terminal while Spark works and nothing else has said anything.
+
+Some of a stage's Spark jobs run for many seconds without a natural point to report (reading
+the segments, the vocabularies, building the blocks); on a loaded machine or a big cluster that
+is a silent terminal. :class:`Heartbeat` watches recforge's log: after ``every`` seconds without
+a line from any ``recforge`` logger, while a Spark job is active, it logs (``recforge.spark``)
+what Spark is doing from the context's status tracker::
+
+    spark: 6 s since the last line; stage 12 (toArrow at holdout.py:243): 1/2 tasks done
+
+so a user sees a line at least every ``every`` seconds (plus the time the status call takes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+
+__all__ = ["Heartbeat", "heartbeat"]
+
+log = logging.getLogger("recforge.spark")
+
+#: ``"<call> at /long/path/to/file.py:123"`` -> ``"<call> at file.py:123"``
+_CALL_SITE = re.compile(r" at \S*/")
+
+
+class _LastLine(logging.Handler):
+    """Remembers when a ``recforge`` logger last emitted a record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.at = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.at = time.monotonic()
+
+
+class Heartbeat:
+    """See the module doc; :meth:`beat` is one check, the thread of :func:`heartbeat` calls it."""
+
+    def __init__(self, sc: SparkContext, every: float = 5.0) -> None:
+        self.sc = sc
+        self.every = every
+        self.last = _LastLine()
+
+    def beat(self) -> str | None:
+        """The line to log now, if ``every`` seconds passed since the last one and a Spark stage
+        is active (the one with most tasks left)."""
+        silent = time.monotonic() - self.last.at
+        if silent < self.every:
+            return None
+        tracker = self.sc.statusTracker()
+        stages = [s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
+        if not stages:
+            return None
+        stage = max(stages, key=lambda s: (s.numTasks - s.numCompletedTasks, s.stageId))
+        return (
+            f"spark: {silent:.0f} s since the last line; stage {stage.stageId} "
+            f"({_CALL_SITE.sub(' at ', stage.name)}): {stage.numCompletedTasks}/{stage.numTasks} tasks done"
+        )
+
+
+@contextlib.contextmanager
+def heartbeat(sc: SparkContext, every: float = 5.0) -> Iterator[Heartbeat]:
+    """A :class:`Heartbeat` beating in a daemon thread for the duration of the context."""
+    beat = Heartbeat(sc, every)
+    root = logging.getLogger("recforge")
+    root.addHandler(beat.last)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(min(1.0, every / 2)):
+            with contextlib.suppress(Exception):  # a context stopping under us: nothing to say
+                line = beat.beat()
+                if line is not None:
+                    log.info("%s", line)
+
+    thread = threading.Thread(target=run, name="recforge-spark-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield beat
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        root.removeHandler(beat.last)

@@ -1,0 +1,33 @@
+"""A silent Spark job still puts a line on the terminal every few seconds (issue 19)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import pytest
+
+from recforge.spark.heartbeat import heartbeat
+
+pytestmark = pytest.mark.spark
+
+
+def slow(rows):
+    time.sleep(2.5)
+    yield from rows
+
+
+def test_a_silent_job_gets_a_line_every_few_seconds(spark, caplog):
+    caplog.set_level(logging.INFO, logger="recforge")
+    with heartbeat(spark.sparkContext, every=1.0) as beat:
+        assert beat.beat() is None  # a line was just "seen": nothing to say yet
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).collect()
+    lines = [r.getMessage() for r in caplog.records if r.name == "recforge.spark"]
+    assert lines, "no heartbeat while the job ran"
+    assert all(line.startswith("spark: ") and "since the last line; stage " in line for line in lines)
+    assert any("(collect at test_heartbeat.py:" in line and "/2 tasks done" in line for line in lines)
+    # the lines are at least a second apart: each one counts as the last line
+    times = [r.created for r in caplog.records if r.name == "recforge.spark"]
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(times))
+    assert beat.last not in logging.getLogger("recforge").handlers  # gone with the context
