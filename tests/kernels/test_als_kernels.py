@@ -182,17 +182,21 @@ def test_loss_parts_of_row_blocks_add_up_to_the_loss(implicit, scale):
     their penalty only, and the Gram product for implicit feedback."""
     m, X, Y = problem(density=0.3, factors=6)
     t = m.T.tocsr()
+    user_lam, item_lam = lam(m, 0.3, scale, implicit, np.float64), lam(t, 0.3, scale, implicit, np.float64)
+    unobserved = 1.5
     total = sum(
-        K.als_loss_part(b.indptr, b.indices, b.data, X[rows], Y, 0.3, scale, 2.0, implicit)
+        K.als_loss_part(b.indptr, b.indices, b.data, X[rows], Y, user_lam[rows], 2.0, unobserved, implicit)
         for rows, b in ((r, m[r]) for r in np.array_split(np.arange(m.shape[0]), 3))
     )
     total += sum(
-        K.als_loss_part(b.indptr, b.indices, b.data, Y[rows], X, 0.3, scale, 2.0, implicit, entries=False)
+        K.als_loss_part(
+            b.indptr, b.indices, b.data, Y[rows], X, item_lam[rows], 2.0, unobserved, implicit, entries=False
+        )
         for rows, b in ((r, t[r]) for r in np.array_split(np.arange(t.shape[0]), 2))
     )
     if implicit:
-        total += float(np.sum((X.T.astype(np.float64) @ X) * (Y.T.astype(np.float64) @ Y)))
-    whole = K.als_loss(m.indptr, m.indices, m.data, X, Y, 0.3, scale, 2.0, implicit)
+        total += unobserved * float(np.sum((X.T.astype(np.float64) @ X) * (Y.T.astype(np.float64) @ Y)))
+    whole = K.als_loss(m.indptr, m.indices, m.data, X, Y, user_lam, item_lam, 2.0, unobserved, implicit)
     assert total == pytest.approx(whole, rel=1e-9)
 
 
