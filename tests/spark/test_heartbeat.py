@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 
 import pytest
 
-from recforge.spark.heartbeat import heartbeat
+from recforge.spark.heartbeat import heartbeat, waiting
 
 pytestmark = pytest.mark.spark
 
@@ -31,3 +32,14 @@ def test_a_silent_job_gets_a_line_every_few_seconds(spark, caplog):
     times = [r.created for r in caplog.records if r.name == "recforge.spark"]
     assert all(b - a >= 0.9 for a, b in itertools.pairwise(times))
     assert beat.last not in logging.getLogger("recforge").handlers  # gone with the context
+
+
+def test_before_there_is_a_context_the_wait_is_counted(caplog):
+    caplog.set_level(logging.INFO, logger="recforge")
+    with waiting("starting the session", every=0.2):
+        time.sleep(0.7)
+    lines = [r.getMessage() for r in caplog.records if r.name == "recforge.spark"]
+    assert len(lines) >= 2
+    assert all(re.fullmatch(r"spark: still starting the session \(\d+ s\)", line) for line in lines)
+    time.sleep(0.4)
+    assert len([r for r in caplog.records if r.name == "recforge.spark"]) == len(lines)  # stopped

@@ -9,6 +9,8 @@ what Spark is doing from the context's status tracker::
     spark: 6 s since the last line; stage 12 (toArrow at holdout.py:243): 1/2 tasks done
 
 so a user sees a line at least every ``every`` seconds (plus the time the status call takes).
+Before there is a context to ask (the JVM starting, executors registering), :func:`waiting`
+says how long it has been.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark import SparkContext
 
-__all__ = ["Heartbeat", "heartbeat"]
+__all__ = ["Heartbeat", "heartbeat", "waiting"]
 
 log = logging.getLogger("recforge.spark")
 
@@ -91,3 +93,22 @@ def heartbeat(sc: SparkContext, every: float = 5.0) -> Iterator[Heartbeat]:
         stop.set()
         thread.join(timeout=5)
         root.removeHandler(beat.last)
+
+
+@contextlib.contextmanager
+def waiting(what: str, every: float = 5.0) -> Iterator[None]:
+    """Log ``spark: still <what> (N s)`` every ``every`` seconds until the context exits."""
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def run() -> None:
+        while not stop.wait(every):
+            log.info("spark: still %s (%.0f s)", what, time.monotonic() - started)
+
+    thread = threading.Thread(target=run, name="recforge-spark-waiting", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
