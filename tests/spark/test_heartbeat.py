@@ -26,12 +26,24 @@ def test_a_silent_job_gets_a_line_every_few_seconds(spark, caplog):
         spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).collect()
     lines = [r.getMessage() for r in caplog.records if r.name == "recforge.spark"]
     assert lines, "no heartbeat while the job ran"
-    assert all(line.startswith("spark: ") and "since the last line; stage " in line for line in lines)
+    assert all(
+        re.match(r"spark: \d+ s since the last line; (stage \d+ \(|the driver is working)", x) for x in lines
+    )
     assert any("(collect at test_heartbeat.py:" in line and "/2 tasks done" in line for line in lines)
     # the lines are at least a second apart: each one counts as the last line
     times = [r.created for r in caplog.records if r.name == "recforge.spark"]
     assert all(b - a >= 0.9 for a, b in itertools.pairwise(times))
     assert beat.last not in logging.getLogger("recforge").handlers  # gone with the context
+
+
+def test_an_idle_driver_stays_quiet(spark, caplog):
+    """Long after the last Spark stage (a scheduler between runs), no line at all."""
+    caplog.set_level(logging.INFO, logger="recforge")
+    with heartbeat(spark.sparkContext, every=0.3) as beat:
+        time.sleep(1.5)
+        assert beat.beat() is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "recforge.spark"]
+    assert 1 <= len(lines) <= 3 and all("the driver is working" in line for line in lines)
 
 
 def test_before_there_is_a_context_the_wait_is_counted(caplog):

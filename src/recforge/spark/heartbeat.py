@@ -3,8 +3,8 @@
 Some of a stage's Spark jobs run for many seconds without a natural point to report (reading
 the segments, the vocabularies, building the blocks); on a loaded machine or a big cluster that
 is a silent terminal. :class:`Heartbeat` watches recforge's log: after ``every`` seconds without
-a line from any ``recforge`` logger, while a Spark job is active, it logs (``recforge.spark``)
-what Spark is doing from the context's status tracker::
+a line from any ``recforge`` logger it logs (``recforge.spark``) what Spark is doing, from the
+context's status tracker (or that no stage runs: the driver is working)::
 
     spark: 6 s since the last line; stage 12 (toArrow at holdout.py:243): 1/2 tasks done
 
@@ -52,17 +52,28 @@ class Heartbeat:
         self.sc = sc
         self.every = every
         self.last = _LastLine()
+        #: when a Spark stage was last seen running (opening counts as one)
+        self.active_at = time.monotonic()
 
     def beat(self) -> str | None:
-        """The line to log now, if ``every`` seconds passed since the last one and a Spark stage
-        is active (the one with most tasks left)."""
-        silent = time.monotonic() - self.last.at
-        if silent < self.every:
-            return None
+        """The line to log now, if ``every`` seconds passed since the last one: the active Spark
+        stage with most tasks left, or, within ``2 * every`` seconds of the last one seen, that the
+        driver is working (the driver's own part of a stage; later, nothing: an idle process,
+        such as a scheduler between runs, stays quiet)."""
+        now = time.monotonic()
         tracker = self.sc.statusTracker()
         stages = [s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
-        if not stages:
+        if stages:
+            self.active_at = now
+        silent = now - self.last.at
+        if silent < self.every:
             return None
+        if not stages:
+            if now - self.active_at > 2 * self.every:
+                return None
+            return (
+                f"spark: {silent:.0f} s since the last line; the driver is working (no Spark stage running)"
+            )
         stage = max(stages, key=lambda s: (s.numTasks - s.numCompletedTasks, s.stageId))
         return (
             f"spark: {silent:.0f} s since the last line; stage {stage.stageId} "
