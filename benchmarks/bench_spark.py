@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/bench_spark.py [--parts train,topk,quality,small]
         [--repeats 2] [--out benchmarks/results/spark.json] [--master local[2] | --cluster 2]
 
-One session (driver memory 4g) on ``--master`` (default ``local[2]``; ``--cluster N``: a
+One session (driver memory 4g, ``--driver-memory``) on ``--master`` (default ``local[2]``; ``--cluster N``: a
 standalone cluster of N one-core workers started for the run, ``tests/spark_cluster.py``, 1g
 executors), both libraries in it, alternating, best of ``--repeats``. Settings as in issue 9:
 rank 64, regularisation 0.01 scaled by each row's count (Spark's ``regParam``; recforge
@@ -261,6 +261,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "spark.json")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="4g")
     parser.add_argument("--cluster", type=int, default=0, help="start a standalone cluster of N workers")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace, parts: set[str]) -> None:
     spark = spark_session(
         args.master,
         app_name="bench-spark",
-        driver_memory="4g",
+        driver_memory=args.driver_memory,
         executor_memory="1g",
         config={"spark.scheduler.minRegisteredResourcesRatio": "1.0"},
     )
