@@ -3,7 +3,11 @@ prune) on synthetic events, per model, each in its own process on a fresh home, 
 without new data (the scheduled case: nothing to do).
 
     PYTHONPATH=src python benchmarks/bench_pipeline.py [--events 2000000] [--models popular,itemknn,als]
-        [--threads 1] [--repeats 1]
+        [--threads 1] [--repeats 1] [--engines local,spark] [--master local[2] | --cluster 2]
+
+``--engines``: each model's run on each engine (alternating); ``spark`` runs on ``--master``,
+or with ``--cluster N`` on a standalone cluster of N one-core workers started for the benchmark
+(``tests/spark_cluster.py``). Peak RSS is the pipeline's process only (not Spark's JVMs).
 
 Models not registered in this checkout are skipped. Prints one JSON line per run and a
 Markdown table: seconds per stage, total, peak RSS of the process.
@@ -12,6 +16,7 @@ Markdown table: seconds per stage, total, peak RSS of the process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,6 +35,7 @@ def child(args: argparse.Namespace) -> None:
     import numba
     from threadpoolctl import threadpool_limits
 
+    from recforge.cli.engines import open_engine
     from recforge.config import load_config
     from recforge.pipeline import run_pipeline
     from recforge.pipeline.state import Run
@@ -38,13 +44,17 @@ def child(args: argparse.Namespace) -> None:
     home = Path(args.home)
     (home / "inbox").mkdir(parents=True)
     shutil.copy(args.events_file, home / "inbox" / "events.parquet")
-    config = load_config(environ={}, overrides={"home": str(home), "model": {"name": args.model}})
-    with threadpool_limits(limits=args.threads):
+    overrides = {"home": str(home), "model": {"name": args.model}, "engine": {"executor_memory": "1g"}}
+    config = load_config(environ={}, overrides=overrides)
+    with (
+        threadpool_limits(limits=args.threads),
+        open_engine(config, args.engine, master=args.master, driver_memory="2g") as engine,
+    ):
         started = time.perf_counter()
-        first = run_pipeline(home, config)
+        first = run_pipeline(home, config, engine=engine)
         total = time.perf_counter() - started
         started = time.perf_counter()
-        again = run_pipeline(home, config)
+        again = run_pipeline(home, config, engine=engine)
         rerun = time.perf_counter() - started
     run = Run.load(first.path)
     built = run.result("build")
@@ -52,6 +62,7 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "model": args.model,
+                "engine": args.engine,
                 "threads": args.threads,
                 "events": built["events"],
                 "train": built["train"],
@@ -77,6 +88,10 @@ def main() -> None:
     parser.add_argument("--models", default="popular,itemknn,bpr,als")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--engines", default="local")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--cluster", type=int, default=0, help="start a standalone cluster of N workers")
+    parser.add_argument("--engine", default="local", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--events-file", help=argparse.SUPPRESS)
@@ -91,7 +106,14 @@ def main() -> None:
 
     models = [m for m in args.models.split(",") if m in MODELS]
     skipped = [m for m in args.models.split(",") if m not in MODELS]
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+    engines = args.engines.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp, contextlib.ExitStack() as stack:
+        if args.cluster:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.spark_cluster import standalone_cluster
+
+            cluster = stack.enter_context(standalone_cluster(Path(tmp) / "cluster", workers=args.cluster))
+            args.master = cluster.url
         events_file = Path(tmp) / "events.parquet"
         started = time.perf_counter()
         table = generate_events(
@@ -104,10 +126,11 @@ def main() -> None:
             print(f"# not in this checkout, skipped: {', '.join(skipped)}", file=sys.stderr)
         results = []
         for repeat in range(args.repeats):
-            for model in models:  # models alternate within each repeat
-                home = Path(tmp) / f"home-{model}-{repeat}"
+            for model, engine in ((m, e) for m in models for e in engines):  # alternating
+                home = Path(tmp) / f"home-{model}-{engine}-{repeat}"
                 command = [sys.executable, __file__, "--child", "--home", str(home), "--model", model,
-                           "--events-file", str(events_file), "--threads", str(args.threads)]  # fmt: skip
+                           "--events-file", str(events_file), "--threads", str(args.threads),
+                           "--engine", engine, "--master", args.master]  # fmt: skip
                 out = subprocess.run(
                     command, check=True, capture_output=True, text=True, env=os.environ
                 ).stdout
@@ -117,8 +140,9 @@ def main() -> None:
                 shutil.rmtree(home)
     best: dict[str, dict] = {}
     for result in results:
-        if result["model"] not in best or result["total"] < best[result["model"]]["total"]:
-            best[result["model"]] = result
+        key = f"{result['model']} ({result['engine']})"
+        if key not in best or result["total"] < best[key]["total"]:
+            best[key] = result
     print(
         "\n| model | "
         + " | ".join(STAGES)

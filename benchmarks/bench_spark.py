@@ -1,13 +1,14 @@
 """Spark benchmark: recforge.spark against ``pyspark.ml.recommendation.ALS``, side by side.
 
     PYTHONPATH=src python benchmarks/bench_spark.py [--parts train,topk,quality,small]
-        [--repeats 2] [--out benchmarks/results/spark.json]
+        [--repeats 2] [--out benchmarks/results/spark.json] [--master local[2] | --cluster 2]
 
-One ``local[2]`` session (driver memory 4g), both libraries in it, alternating, best of
-``--repeats``. Settings as in issue 9: rank 64, regularisation 0.01 scaled by each row's count
-(Spark's ``regParam``; recforge ``regularization_scaling="count"``), alpha 1, implicit
-feedback, 2 user and 2 item blocks; recforge solves by 3-step CG (its default), MLlib by
-Cholesky (its only solver).
+One session (driver memory 4g, ``--driver-memory``) on ``--master`` (default ``local[2]``; ``--cluster N``: a
+standalone cluster of N one-core workers started for the run, ``tests/spark_cluster.py``, 1g
+executors), both libraries in it, alternating, best of ``--repeats``. Settings as in issue 9:
+rank 64, regularisation 0.01 scaled by each row's count (Spark's ``regParam``; recforge
+``regularization_scaling="count"``), alpha 1, implicit feedback, 2 user and 2 item blocks;
+recforge solves by 3-step CG (its default), MLlib by Cholesky (its only solver).
 
 * ``train``: a 2,000,000-pair synthetic set of 200,000 users x 50,000 items
   (:func:`bench_als.synthetic` with ``nnz=2_000_000``: Zipf item popularity, lognormal user
@@ -259,20 +260,40 @@ def main() -> None:
     parser.add_argument("--parts", default="train,topk,quality,small")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "spark.json")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--cluster", type=int, default=0, help="start a standalone cluster of N workers")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
+    with contextlib.ExitStack() as stack:
+        if args.cluster:
+            sys.path.insert(0, str(REPO))
+            from tests.spark_cluster import standalone_cluster
 
+            root = Path(tempfile.mkdtemp(prefix="bench-spark-cluster-"))
+            stack.callback(shutil.rmtree, root, ignore_errors=True)
+            args.master = stack.enter_context(standalone_cluster(root, workers=args.cluster)).url
+        run(args, parts)
+
+
+def run(args: argparse.Namespace, parts: set[str]) -> None:
     from recforge.spark import spark_session
 
     memory = PeakMemory()
-    spark = spark_session("local[2]", app_name="bench-spark", driver_memory="4g")
+    spark = spark_session(
+        args.master,
+        app_name="bench-spark",
+        driver_memory=args.driver_memory,
+        executor_memory="1g",
+        config={"spark.scheduler.minRegisteredResourcesRatio": "1.0"},
+    )
     spark.sparkContext.setLogLevel("ERROR")
     scratch = Path(tempfile.mkdtemp(prefix="bench-spark-"))
     spark.sparkContext.setCheckpointDir(str(scratch / "checkpoints"))
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB",
         "spark": spark.version,
-        "master": "local[2]",
+        "master": args.master,
         "settings": {"rank": RANK, "regularization": REGULARIZATION, "alpha": ALPHA, "blocks": BLOCKS},
     }
     try:

@@ -50,6 +50,9 @@ class Cluster:
     web_port: int
     root: Path
     master: subprocess.Popen[bytes]
+    env: dict[str, str]
+    cores: int
+    memory: str
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def state(self) -> dict[str, object]:
@@ -61,6 +64,46 @@ class Cluster:
         workers = self.state().get("workers", [])
         assert isinstance(workers, list)
         return sum(1 for w in workers if w.get("state") == "ALIVE")
+
+    def start_worker(self, index: int) -> None:
+        """Start worker ``index`` (a new one, or in place of one that was killed)."""
+        spark_class = str(Path(self.env["SPARK_HOME"]) / "bin" / "spark-class")
+        command = [
+            spark_class,
+            "org.apache.spark.deploy.worker.Worker",
+            self.url,
+            "--cores",
+            str(self.cores),
+            "--memory",
+            self.memory,
+            "--host",
+            "127.0.0.1",
+            "--webui-port",
+            str(free_port()),
+            "--work-dir",
+            str(self.root / f"work-{index}"),
+        ]
+        process = _start(command, self.env, self.root / "logs" / f"worker-{index}.log")
+        if index < len(self.workers):
+            self.workers[index] = process
+        else:
+            self.workers.append(process)
+
+    def wait_until_alive(self, timeout: float = 120.0) -> None:
+        """Until the master lists every worker ``ALIVE`` (:class:`ClusterUnavailable` if a
+        daemon exits or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(p.poll() is not None for p in (self.master, *self.workers)):
+                raise ClusterUnavailable(f"a Spark daemon exited; see {self.root / 'logs'}")
+            with contextlib.suppress(OSError, ValueError):
+                if self.alive_workers() == len(self.workers):
+                    return
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(
+                    f"the workers did not register in {timeout:.0f} s; see {self.root / 'logs'}"
+                )
+            time.sleep(0.5)
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL worker ``index`` and everything it started (its executor, their Python
@@ -124,43 +167,11 @@ def standalone_cluster(
         env,
         root / "logs" / "master.log",
     )
-    cluster = Cluster(f"spark://127.0.0.1:{port}", web_port, root, master)
+    cluster = Cluster(f"spark://127.0.0.1:{port}", web_port, root, master, env, cores, memory)
     try:
         for index in range(workers):
-            cluster.workers.append(
-                _start(
-                    [
-                        spark_class,
-                        "org.apache.spark.deploy.worker.Worker",
-                        cluster.url,
-                        "--cores",
-                        str(cores),
-                        "--memory",
-                        memory,
-                        "--host",
-                        "127.0.0.1",
-                        "--webui-port",
-                        str(free_port()),
-                        "--work-dir",
-                        str(root / f"work-{index}"),
-                    ],
-                    env,
-                    root / "logs" / f"worker-{index}.log",
-                )
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            dead = [p for p in (master, *cluster.workers) if p.poll() is not None]
-            if dead:
-                raise ClusterUnavailable(f"a Spark daemon exited; see {root / 'logs'}")
-            with contextlib.suppress(OSError, ValueError):
-                if cluster.alive_workers() == workers:
-                    break
-            if time.monotonic() > deadline:
-                raise ClusterUnavailable(
-                    f"the workers did not register in {timeout:.0f} s; see {root / 'logs'}"
-                )
-            time.sleep(0.5)
+            cluster.start_worker(index)
+        cluster.wait_until_alive(timeout)
         yield cluster
     finally:
         for process in (*cluster.workers, master):

@@ -15,7 +15,7 @@ from recforge.spark import SparkALS, spark_session
 #: the settings of the fit (test_cluster.py fits the same locally)
 SETTINGS = {
     "factors": 8,
-    "iterations": 5,
+    "iterations": 4,
     "random_state": 0,
     "num_user_blocks": 3,
     "num_item_blocks": 2,
@@ -24,13 +24,13 @@ SETTINGS = {
 
 
 def pairs(spark):
-    """40,000 synthetic (user, item, value) rows in 4 partitions, the same every time."""
+    """10,000 synthetic (user, item, value) rows in 4 partitions, the same every time."""
     rng = np.random.default_rng(19)
-    n = 40_000
+    n = 10_000
     table = pa.table(
         {
-            "user": pa.array(np.char.add("u", rng.integers(0, 5_000, n).astype(str))),
-            "item": pa.array(np.char.add("i", (np.minimum(rng.zipf(1.3, n), 2_000) - 1).astype(str))),
+            "user": pa.array(np.char.add("u", rng.integers(0, 2_000, n).astype(str))),
+            "item": pa.array(np.char.add("i", (np.minimum(rng.zipf(1.3, n), 500) - 1).astype(str))),
             "value": rng.integers(1, 4, n).astype(np.float64),
         }
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -109,3 +109,29 @@ def test_missing_java_or_pyspark_is_one_clear_line(spark, home, capsys, monkeypa
     with pytest.raises(RecforgeError, match=r"pip install 'recforge\[spark\]'"):
         require_pyspark()
     assert main(["--home", str(home), "train", "--engine", "flink"]) == 2
+
+
+def test_weights_decayed_away_are_the_local_builds_error(spark, tmp_path, capsys):
+    """Events 20 years old with a 30-day half-life: every weight is below float32's range, so
+    the Spark engine fits nothing and says what the local build says, instead of training on
+    zeros."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    events = generate_events(users=40, items=20, events=300, seed=8)
+    years = pa.scalar(timedelta(days=7_300), pa.duration("us"))
+    events = events.set_column(
+        events.schema.get_field_index("timestamp"), "timestamp", pc.subtract(events["timestamp"], years)
+    )
+    home = tmp_path / "old"
+    EventStore(home).append(events)
+    args = ["--home", str(home)]
+    assert main([*args, "build"]) == 2
+    local = capsys.readouterr().err
+    assert main([*args, "train", "--engine", "spark", "--model", "itemknn"]) == 2
+    remote = capsys.readouterr().err
+    assert "every weight decayed to nothing" in remote
+    # the same newest event and advice (the as-of time and ages are each run's own "now")
+    newest = local.split("the newest event (")[1].split(")")[0]
+    assert f"the newest event ({newest})" in remote
+    assert local.split("build as of")[1] == remote.split("build as of")[1]

@@ -36,18 +36,26 @@ def open_engine(
     if name == "local":
         yield LocalEngine()
         return
+    from recforge.spark.session import require_spark
+
+    require_spark()  # before the first line on the terminal: a missing JDK is one clear line
     from recforge.spark.engine import SparkEngine  # pyspark is optional: imported when chosen
+    from recforge.spark.heartbeat import waiting
 
     master = master or settings.master
     log.info("spark: starting a session on %s", master)
     started = time.perf_counter()
-    with SparkEngine.open(
-        master,
-        driver_memory=driver_memory or settings.driver_memory,
-        executor_memory=settings.executor_memory,
-        log_level=settings.log_level,
-        checkpoint_dir=Path(config.home).resolve() / "spark" / "checkpoints",
-    ) as engine:
+    with contextlib.ExitStack() as stack:
+        with waiting("starting the session"):
+            engine = stack.enter_context(
+                SparkEngine.open(
+                    master,
+                    driver_memory=driver_memory or settings.driver_memory,
+                    executor_memory=settings.executor_memory,
+                    log_level=settings.log_level,
+                    checkpoint_dir=Path(config.home).resolve() / "spark" / "checkpoints",
+                )
+            )
         log.info(
             "spark: session ready in %.1f s (%d cores)",
             time.perf_counter() - started,

@@ -32,7 +32,7 @@ from recforge.data.schema import CONTENT_COLUMNS
 from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 
-__all__ = ["age_days", "build_interactions", "load_interactions", "save_interactions"]
+__all__ = ["age_days", "build_interactions", "decayed_away", "load_interactions", "save_interactions"]
 
 
 def build_interactions(
@@ -68,16 +68,22 @@ def build_interactions(
     weighting = config.weighting.value()
     interactions = Interactions.from_events(events, weighting, as_of=as_of)
     if interactions.nnz == 0 and interactions.info["vanished"]:
-        raise RecforgeError(
-            f"every weight decayed to nothing as of {iso(as_of)}: the newest event "
-            f"({interactions.info['last']}) is {age_days(interactions, as_of):,.0f} days older, "
-            f"{age_days(interactions, as_of) / (weighting.half_life_days or 1):,.0f} half-lives; build as "
-            f"of the data's end (--as-of {interactions.info['last']}) or set [weighting] half_life_days = 0"
-        )
+        raise decayed_away(interactions.info["last"], as_of, weighting.half_life_days)
     interactions.info["window_start"] = iso(start)
     interactions.info["window_end"] = iso(end)
     interactions.info["read_at"] = iso(read_at)
     return interactions
+
+
+def decayed_away(last: str, as_of: datetime, half_life_days: float | None) -> RecforgeError:
+    """The error of a build as of ``as_of`` whose every weight decayed below float32's range, the
+    newest event at ``last`` (ISO 8601)."""
+    age = max(0.0, (as_of - parse_time(last)).total_seconds() / 86_400.0)
+    return RecforgeError(
+        f"every weight decayed to nothing as of {iso(as_of)}: the newest event ({last}) is "
+        f"{age:,.0f} days older, {age / (half_life_days or 1):,.0f} half-lives; build as of the data's "
+        f"end (--as-of {last}) or set [weighting] half_life_days = 0"
+    )
 
 
 def age_days(interactions: Interactions, as_of: datetime) -> float:

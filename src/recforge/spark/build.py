@@ -122,7 +122,8 @@ def latest_ratings(events: DataFrame) -> DataFrame:
 
 def weighted_pairs(events: DataFrame, weighting: Weighting) -> DataFrame:
     """``(user, item, value)``: per (``user_id``, ``item_id``) pair of ``events`` (the event
-    schema's columns) the sum of :func:`strength_column`, positive sums only, as
+    schema's columns) the sum of :func:`strength_column`, the sums positive in float32 only (a
+    sum that decayed below float32's range is left out), as
     :meth:`recforge.Interactions.from_events` builds them. With decay the weighting's reference
     time must be set (:meth:`Weighting.as_of <recforge.weighting.Weighting.as_of>`)."""
     from pyspark.sql import functions as F
@@ -130,7 +131,7 @@ def weighted_pairs(events: DataFrame, weighting: Weighting) -> DataFrame:
     pairs = events.groupBy(F.col("user_id").alias("user"), F.col("item_id").alias("item")).agg(
         F.sum(strength_column(weighting)).alias("value")
     )
-    return pairs.filter(F.col("value") > 0)
+    return pairs.filter(F.col("value").cast("float") > 0)
 
 
 def strength_column(weighting: Weighting) -> Column:

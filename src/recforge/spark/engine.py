@@ -40,7 +40,9 @@ import numpy as np
 from recforge._time import iso
 from recforge.catalog import Catalog
 from recforge.config import Config
+from recforge.data.build import decayed_away
 from recforge.data.interactions import Interactions
+from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.lists import Lists, RedisLists
 from recforge.models.als import ALS
@@ -52,9 +54,10 @@ from recforge.pipeline.training import make_model, model_params
 from recforge.precompute import item_source, popular_list
 from recforge.spark.als import SparkALS
 from recforge.spark.build import events_frame
+from recforge.spark.heartbeat import heartbeat
 from recforge.spark.holdout import holdout_split
 from recforge.spark.itemknn import SparkItemKNN
-from recforge.spark.pairs import interactions_frame
+from recforge.spark.pairs import EmptyRatings, interactions_frame
 from recforge.spark.session import managed_session
 from recforge.spark.topk import (
     RedisTarget,
@@ -91,8 +94,10 @@ class SparkEngine(Engine):
     @contextlib.contextmanager
     def open(cls, master: str = "local[2]", **options: Any) -> Iterator[SparkEngine]:
         """An engine on the active session, or on a new one on ``master`` (``options`` as
-        :func:`~recforge.spark.session.spark_session` takes them) stopped on exit."""
-        with managed_session(master, **options) as spark:
+        :func:`~recforge.spark.session.spark_session` takes them) stopped on exit; while it is
+        open, a silent Spark job says what it is doing every few seconds
+        (:mod:`recforge.spark.heartbeat`)."""
+        with managed_session(master, **options) as spark, heartbeat(spark.sparkContext):
             yield cls(spark)
 
     # the pipeline's stages ------------------------------------------------------------------
@@ -145,17 +150,20 @@ class SparkEngine(Engine):
         settings = self._settings(model, params)
         record = _Record(callback)
         read_at = datetime.now(UTC)  # the as-of time of the build, and when its events were read
-        if isinstance(estimator, ALS):
-            pairs = events_frame(self.spark, home, config, implicit=bool(estimator.implicit), as_of=read_at)
-            fitted: ALS | ItemKNN = SparkALS(estimator, **settings).fit(pairs, callback=record)
-        elif isinstance(estimator, ItemKNN):
-            pairs = events_frame(self.spark, home, config, as_of=read_at)
-            fitted = SparkItemKNN(estimator, **settings).fit(pairs)
-        else:
+        if not isinstance(estimator, ALS | ItemKNN):
             raise RecforgeError(
                 f"the Spark engine trains als and itemknn from the event store, not {model!r} "
                 "(use --engine local, or the pipeline, which fits it on the driver)"
             )
+        implicit = not isinstance(estimator, ALS) or bool(estimator.implicit)
+        pairs = events_frame(self.spark, home, config, implicit=implicit, as_of=read_at)
+        try:
+            if isinstance(estimator, ALS):
+                fitted: ALS | ItemKNN = SparkALS(estimator, **settings).fit(pairs, callback=record)
+            else:
+                fitted = SparkItemKNN(estimator, **settings).fit(pairs)
+        except EmptyRatings:
+            raise _nothing_to_fit(home, config, read_at) from None
         return Fit(
             fitted,
             Interactions(
@@ -234,3 +242,12 @@ class _SparkLists(ComputedLists):
         for part, frame in self._frames.items():
             write_redis(frame, target, part)
         redis.finish(version, self.lists.popular)
+
+
+def _nothing_to_fit(home: Path, config: Config, as_of: datetime) -> RecforgeError:
+    """Why the store's events as of ``as_of`` gave no pair to fit: the local build's errors."""
+    stats = EventStore(home).stats()
+    half_life = config.weighting.value().half_life_days
+    if stats["events"] and stats["last"] and half_life is not None:
+        return decayed_away(stats["last"], as_of, half_life)
+    return RecforgeError(f"no events up to {iso(as_of)} in {home}; ingest some first (recforge ingest FILE)")

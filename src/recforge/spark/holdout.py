@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from recforge._time import iso_from_us, to_us
+from recforge._time import iso, iso_from_us, to_us
 from recforge.config import Config
 from recforge.data.interactions import FORMAT_VERSION, Interactions
 from recforge.data.store import EventStore
@@ -183,7 +183,9 @@ class _Split:
         )
         ratings = self._ratings(self.train, users, items) if has_ratings[0] else None
         train = Interactions.from_csr(matrix, users, items, ratings)
-        train = dataclasses.replace(train, info=_info(total - n_test, 0, train_first, train_last, applied))
+        as_of = _EPOCH + timedelta(microseconds=self.cut)
+        info = _info(total - n_test, 0, _vanished(matrix, train), train_first, train_last, applied, as_of)
+        train = dataclasses.replace(train, info=info)
 
         unweighted = dataclasses.replace(self.weighting, half_life_days=None)
         known = self._indexed(self._sums(self.test, unweighted), users, items)
@@ -191,7 +193,8 @@ class _Split:
         test_ratings = self._ratings(self.test, users, items) if has_ratings[1] else None
         test = Interactions.from_csr(test_matrix, users, items, test_ratings)
         dropped, only_users, only_items = self._unknown(users, items)
-        test = dataclasses.replace(test, info=_info(n_test, dropped, test_first, test_last, unweighted))
+        info = _info(n_test, dropped, _vanished(test_matrix, test), test_first, test_last, unweighted, None)
+        test = dataclasses.replace(test, info=info)
 
         summary: dict[str, Any] = {
             "method": "temporal",
@@ -274,13 +277,29 @@ class _Split:
         return int(row[0]), int(row[1]), int(row[2])
 
 
-def _info(events: int, dropped: int, first: int, last: int, applied: Weighting) -> dict[str, Any]:
+def _vanished(summed: sp.csr_matrix, part: Interactions) -> int:
+    """Pairs whose positive float64 sum rounds to 0 in float32 (as
+    :meth:`Interactions.from_events` counts them)."""
+    return int(np.count_nonzero(summed.data > 0)) - part.nnz
+
+
+def _info(
+    events: int,
+    dropped: int,
+    vanished: int,
+    first: int,
+    last: int,
+    applied: Weighting,
+    as_of: datetime | None,
+) -> dict[str, Any]:
     """What :meth:`Interactions.from_events` records in ``info``."""
     return {
         "format_version": FORMAT_VERSION,
         "events": events,
         "dropped": dropped,
+        "vanished": vanished,
         "first": iso_from_us(first),
         "last": iso_from_us(last),
+        "as_of": iso(as_of),
         **applied.describe(),
     }

@@ -16,6 +16,8 @@ vocabularies, so the model matches the build's holdout).
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +29,14 @@ from recforge.data.vocabulary import Vocabulary
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["indexed_pairs", "interactions_frame", "ratings_frame", "vocabulary"]
+log = logging.getLogger("recforge.spark")
+
+__all__ = ["EmptyRatings", "indexed_pairs", "interactions_frame", "ratings_frame", "vocabulary"]
+
+
+class EmptyRatings(ValueError):
+    """A DataFrame of ratings without a row (:func:`ratings_frame`)."""
+
 
 #: rows per partition of :func:`interactions_frame`'s DataFrame (at least two partitions)
 PARTITION_ROWS = 1 << 20
@@ -51,6 +60,7 @@ def ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: s
             )
     if value_col is not None and not isinstance(fields[value_col], T.NumericType):
         raise ValueError(f"values must be numbers; {value_col!r} is {fields[value_col].simpleString()}")
+    started = time.perf_counter()
     value = F.col(value_col).cast("double") if value_col is not None else F.lit(1.0)
     frame = ratings.select(
         F.col(user_col).cast("string").alias("user"),
@@ -67,10 +77,11 @@ def ratings_frame(ratings: DataFrame, user_col: str, item_col: str, value_col: s
     ).first()
     assert row is not None
     total, null_ids, bad_values = int(row[0]), int(row[1]), int(row[2])
+    log.info("spark: %s ratings read and checked in %.1f s", f"{total:,}", time.perf_counter() - started)
     if total == 0 or null_ids or bad_values:
         frame.unpersist()
     if total == 0:
-        raise ValueError("the ratings are empty")
+        raise EmptyRatings("the ratings are empty")
     if null_ids:
         raise ValueError(f"{null_ids} ratings have a null user or item id")
     if bad_values:

@@ -37,6 +37,7 @@ __all__ = [
     "managed_session",
     "require_java",
     "require_pyspark",
+    "require_spark",
     "spark_session",
     "task_threads",
     "zip_partitions",
@@ -69,6 +70,16 @@ def require_java() -> None:
         raise RecforgeError(
             f"recforge's Spark engine needs Java 17 ({where}): install a JDK 17 or set JAVA_HOME"
         )
+
+
+def require_spark() -> None:
+    """Raise a :class:`RecforgeError` (one line) when a Spark session cannot be had here:
+    pyspark missing, or no active session and no ``java`` to start one."""
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    if SparkSession.getActiveSession() is None:
+        require_java()
 
 
 def _source_root() -> str:
@@ -126,11 +137,9 @@ def spark_session(
     where RDDs are checkpointed (SparkALS cuts its lineage there; on a cluster, a directory every
     node sees), unless one is set. ``config`` entries are passed to the builder last.
     """
-    require_pyspark()
+    require_spark()
     from pyspark.sql import SparkSession
 
-    if SparkSession.getActiveSession() is None:
-        require_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
