@@ -83,8 +83,6 @@ __all__ = ["SparkALS"]
 
 log = logging.getLogger("recforge.spark")
 
-#: rows an input partition buffers before cutting them into partial rating blocks
-FLUSH_ROWS = 1 << 22
 _PAIR_SCHEMA = "pair int, part int, seq int, users binary, items binary, values binary"
 
 
@@ -253,7 +251,7 @@ def _pair_task(n_user_blocks: int, n_item_blocks: int, batches: Iterator[Any]) -
         if batch.num_rows:
             pending.append(batch)
             rows += batch.num_rows
-        if rows >= FLUSH_ROWS:
+        if rows >= blocks.FLUSH_ROWS:
             yield flush()
             pending, rows, seq = [], 0, seq + 1
     if pending:

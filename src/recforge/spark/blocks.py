@@ -66,6 +66,10 @@ __all__ = [
     "split_pairs",
 ]
 
+#: rows an input partition buffers before cutting them into pieces per destination block (ALS's
+#: rating blocks, ItemKNN's user blocks)
+FLUSH_ROWS = 1 << 22
+
 #: rows rotated per BLAS call (as local training rotates)
 ROTATE_ROWS = kernels.ROTATE_ROWS
 

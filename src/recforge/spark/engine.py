@@ -117,7 +117,7 @@ class SparkEngine(Engine):
         catalog: Catalog | None = None,
     ) -> Fit:
         model = self.model(name, params)
-        if catalog is not None and not isinstance(model, (ALS, ItemKNN)):
+        if not isinstance(model, (ALS, ItemKNN)):
             log.info("spark: %s has no distributed trainer; fitting it on the driver", name)
             return Fit(model.fit(train, callback, catalog=catalog), train, catalog_extra(catalog))
         if catalog is not None:  # every catalog item listed; new arrivals get factors below
@@ -130,12 +130,9 @@ class SparkEngine(Engine):
                 pairs, train.users, train.items, record
             )
             fitted.seen_ = train.matrix  # explicit fits train on the ratings; what was seen is r's
-        elif isinstance(model, ItemKNN):
+        else:
             pairs = interactions_frame(self.spark, train)
             fitted = SparkItemKNN(model, **settings).fit_indexed(pairs, train.users, train.items)
-        else:
-            log.info("spark: %s has no distributed trainer; fitting it on the driver", name)
-            return Fit(model.fit(train, callback), train)
         if catalog is not None and len(catalog):
             fitted.fit_cold_start(catalog)  # on the driver: a ridge map over the item factors
         return Fit(fitted, train, {**record.extra(settings), **catalog_extra(catalog)})

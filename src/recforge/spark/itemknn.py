@@ -63,8 +63,6 @@ __all__ = ["SparkItemKNN"]
 
 log = logging.getLogger("recforge.spark")
 
-#: rows an input partition buffers before cutting them into pieces per user block
-FLUSH_ROWS = 1 << 22
 #: chunks of equal work per thread in an item block's kernel call (as local fitting)
 CHUNKS_PER_THREAD = 8
 _CUT_SCHEMA = "block int, part int, seq int, users binary, items binary, values binary"
@@ -261,7 +259,7 @@ def _cut_task(n_user_blocks: int, batches: Iterator[Any]) -> Iterator[Any]:
         if batch.num_rows:
             pending.append(batch)
             rows += batch.num_rows
-        if rows >= FLUSH_ROWS:
+        if rows >= blocks.FLUSH_ROWS:
             yield flush()
             pending, rows, seq = [], 0, seq + 1
     if pending:
