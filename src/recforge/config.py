@@ -261,9 +261,12 @@ class ExperimentsConfig:
     #: Record every answer of the recommendation and similar-items routes as an impression
     #: (``<home>/impressions``); answers carry a ``recommendation_id`` either way.
     impressions: bool = True
-    #: Impressions are made durable in batches at least this often, in milliseconds: a server
-    #: killed at any moment loses at most its last ``flush_ms`` of impressions.
+    #: Impressions are written to the home in batches at least this often, in milliseconds: a
+    #: server killed at any moment loses at most its last ``flush_ms`` of impressions ...
     flush_ms: int = 200
+    #: ... and fsync'd at least this often: a machine that loses power loses at most its last
+    #: ``sync_ms + flush_ms`` of impressions.
+    sync_ms: int = 1000
     #: An event without a ``recommendation_id`` on an item shown to the same user at most this
     #: many hours before is attributed to the latest such impression.
     attribution_hours: float = 24.0

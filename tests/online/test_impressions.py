@@ -59,7 +59,7 @@ def test_records_are_durable_after_a_flush_and_sealed_on_stop(tmp_path):
     assert table.schema == IMPRESSION_SCHEMA
     assert table.column("recommendation_id").to_pylist() == [r.recommendation_id for r in rows]
     assert table.column("items").to_pylist()[3] == ["i3", "i0"]
-    assert sum(t.num_rows for t in written) == 500
+    assert sum(len(batch) for batch in written) == 500
     assert [p.suffix for p in store.parts().values()] == [".arrows"]
     log.stop()
     assert [p.suffix for p in store.parts().values()] == [".parquet"]
@@ -149,9 +149,40 @@ def test_scan_by_time(tmp_path):
     assert store.scan().num_rows == 5 and ImpressionStore(tmp_path / "none").scan().num_rows == 0
 
 
-def test_bad_flush_interval():
+def test_batches_are_written_every_flush_and_fsynced_every_sync_ms(tmp_path, monkeypatch):
+    """A written batch is readable at once (a killed server loses nothing written); the log is
+    fsync'd only every ``sync_ms``, not at every batch."""
+    synced: list[int] = []
+    monkeypatch.setattr(module.os, "fsync", synced.append)
+    store = ImpressionStore(tmp_path)
+    log = ImpressionLog(store, flush_ms=20, sync_ms=300)
+    store.root.mkdir()
+    log.record(impression(0))
+    log.flush()  # creates the log: its header and directory entry are fsync'd at once
+    opened = len(synced)
+    log.start()
+    for n in range(1, 10):
+        log.record(impression(n))
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while store.scan().num_rows < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.scan().num_rows == 10
+    assert len(synced) <= opened + 1  # ~10 batches in ~0.2 s, at most one sync after them
+    deadline = time.monotonic() + 10
+    while len(synced) < opened + 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(synced) == opened + 1  # within sync_ms of the last batch, then no more
+    time.sleep(0.4)
+    assert len(synced) == opened + 1
+    log.stop()
+
+
+def test_bad_flush_and_sync_intervals():
     with pytest.raises(ValueError, match="flush_ms"):
         ImpressionLog(ImpressionStore("x"), flush_ms=0)
+    with pytest.raises(ValueError, match="sync_ms"):
+        ImpressionLog(ImpressionStore("x"), flush_ms=10, sync_ms=0)
 
 
 def test_to_table_of_nothing():

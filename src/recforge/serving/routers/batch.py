@@ -49,8 +49,9 @@ def _answers(serving: Serving, served: ServedModel, asked: list[tuple[str, Serve
     results = []
     for user_id, arm, query in asked:
         state = arm.catalog.state
-        events = fresh_events(serving, arm, user_id)
-        answer = counted_answer(serving, arm, state, user_id, query, events)
+        erased = serving.erasures.of(user_id)
+        events = fresh_events(serving, arm, user_id, erased)
+        answer = counted_answer(serving, arm, state, user_id, query, events, erased)
         results.append(body("user_id", user_id, arm, state, answer))
     return Response(
         orjson.dumps({"model_version": served.version, "results": results}), media_type="application/json"

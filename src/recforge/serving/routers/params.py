@@ -46,6 +46,8 @@ def filters_of(request: Request) -> tuple[str | None, str | None]:
 
 
 _RESERVED = frozenset({"item_id", "score", "cold"})
+_NO_ITEMS = np.zeros(0, dtype=np.int32)
+_NO_ITEMS.flags.writeable = False
 
 
 def check_id(value: str, what: str, settings: Config) -> None:
@@ -65,7 +67,7 @@ def effective_k(k: int | None, settings: Config) -> int:
 def exclude_indices(exclude: str | None, served: ServedModel, settings: Config) -> np.ndarray:
     """The known item indices named by ``exclude``."""
     if not exclude:
-        return np.zeros(0, dtype=np.int32)
+        return _NO_ITEMS
     ids = [part for part in exclude.split(",") if part]
     limit = settings.serving.max_exclude
     if len(ids) > limit:

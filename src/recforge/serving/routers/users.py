@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from recforge.data.tombstones import Tombstone
 from recforge.lists import StoreUnavailable
 from recforge.serving import answers
 from recforge.serving.answers import Answer, explanations, render, user_answer, warn_store
@@ -67,13 +68,16 @@ async def recommendations(
     category, fields = filters_of(request)
     query = query_of(k, exclude, category, served, serving.config)
     wanted = fields_of(fields)
+    erased = serving.erasures.of(user_id)
     if serving.blocking_reads:
-        return await run_in_threadpool(_recommend, serving, served, user_id, query, wanted, explain)
-    events = fresh_events(serving, served, user_id)
+        return await run_in_threadpool(_recommend, serving, served, user_id, query, wanted, erased, explain)
+    events = fresh_events(serving, served, user_id, erased)
     if events or explain:  # a fold-in or an explanation (solves and scorings): off the event loop
-        return await run_in_threadpool(_answer, serving, served, user_id, query, wanted, events, explain)
+        return await run_in_threadpool(
+            _answer, serving, served, user_id, query, wanted, events, erased, explain
+        )
     # a list lookup, or an exact scoring of a category for a known vector (~0.1 ms): inline
-    return _answer(serving, served, user_id, query, wanted, events)
+    return _answer(serving, served, user_id, query, wanted, events, erased)
 
 
 def _recommend(
@@ -82,21 +86,24 @@ def _recommend(
     user_id: str,
     query: answers.Query,
     fields: tuple[str, ...],
+    erased: tuple[Tombstone, ...],
     explain: int,
 ) -> Response:
-    events = fresh_events(serving, served, user_id)
-    return _answer(serving, served, user_id, query, fields, events, explain)
+    events = fresh_events(serving, served, user_id, erased)
+    return _answer(serving, served, user_id, query, fields, events, erased, explain)
 
 
-def fresh_events(serving: Serving, served: ServedModel, user_id: str) -> list[FreshEvent]:
-    """The user's events newer than the model and not erased (none when the fresh-event store
-    is down)."""
+def fresh_events(
+    serving: Serving, served: ServedModel, user_id: str, erased: tuple[Tombstone, ...]
+) -> list[FreshEvent]:
+    """The user's events newer than the model and not covered by ``erased`` (the user's
+    tombstones; none when the fresh-event store is down)."""
     try:
         events = serving.fresh.get(user_id, served.cutoff_us)
     except StoreUnavailable as error:  # answer without fresh events rather than not at all
         warn_store(error)
         return []
-    return serving.erasures.keep(events, serving.erasures.of(user_id))
+    return serving.erasures.keep(events, erased)
 
 
 def _answer(
@@ -106,10 +113,11 @@ def _answer(
     query: answers.Query,
     fields: tuple[str, ...],
     events: list[FreshEvent],
+    erased: tuple[Tombstone, ...],
     explain: int = 0,
 ) -> Response:
     state = served.catalog.state
-    answer = counted_answer(serving, served, state, user_id, query, events)
+    answer = counted_answer(serving, served, state, user_id, query, events, erased)
     explained = explanations(served, user_id, answer, events, explain) if explain else None
     body = render("user_id", user_id, served, state, answer, fields, explained)
     return Response(body, media_type="application/json")
@@ -122,12 +130,13 @@ def counted_answer(
     user_id: str,
     query: answers.Query,
     events: list[FreshEvent],
+    erased: tuple[Tombstone, ...],
 ) -> Answer:
     """One user's answer (:func:`~recforge.serving.answers.user_answer`), counted in the metrics;
-    a user who erased events the version learned from is answered as an unknown one."""
+    a user who erased events the version learned from (``erased``: their tombstones, read once
+    per request) is answered as an unknown one."""
     metrics = serving.metrics
     started = time.perf_counter()
-    erased = serving.erasures.of(user_id)
     forget = bool(erased) and serving.erasures.forgets(served, erased)
     answer = user_answer(served, state, user_id, query, events, forget=forget)
     if answer.source == "foldin":
