@@ -12,7 +12,8 @@ an open-loop asyncio client in this process: request ``i`` is sent at ``t0 + i /
 the server does, over a pool of keep-alive connections. Latency is from sending to the last byte
 of the answer; the ``sched`` columns measure from the scheduled time (they add the generator's
 own lateness and any wait for a free connection, so they bound the send-based numbers from
-above).
+above). Every server gets 300 sequential recommendation requests before a measured load, not
+measured (:meth:`Server.warm_up`).
 
 Stages (``--stages``, all by default):
 
@@ -192,6 +193,16 @@ class Server:
                 break
             time.sleep(0.2)
         raise RuntimeError("the server did not become ready")
+
+    def warm_up(self, users: list[str], requests: int = 300) -> None:
+        """Sequential recommendation requests before a measured load (not measured): the first
+        answers of a process pay for lazy set-up (imports, the first writes of the impression
+        log), which is not the steady state a load test is after."""
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}") as client:
+            for user in users[:requests]:
+                client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.process.pid}/stat") as handle:
@@ -719,6 +730,7 @@ def stage_impressions(home: Path, users: list[str], args: argparse.Namespace) ->
             server = Server(home, args.port or free_port(), RECFORGE_EXPERIMENTS__IMPRESSIONS=flag)
             try:
                 server.wait_ready()
+                server.warm_up(users)
                 load = os.getloadavg()[0]
                 out = stage_precomputed(server.port, users, args, keep_bodies=10**9)
                 out["load_avg_1m_before"] = round(load, 2)
@@ -892,6 +904,7 @@ def main() -> None:
         server = Server(home, args.port or free_port(), tree=args.server_src)
         try:
             server.wait_ready()
+            server.warm_up(users)
             load_before = os.getloadavg()[0]
             cpu_before = server.cpu_seconds()
             if stage == "precomputed":
