@@ -94,6 +94,7 @@ class Tombstones:
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / FILE_NAME
+        self._where = str(self.path)
         self._lock = Path(root) / "_tombstones.lock"
         self._seen: tuple[int, int, int] | None = None
         self._cache: list[Tombstone] = []
@@ -144,7 +145,7 @@ class Tombstones:
 
     def _refresh(self) -> None:
         try:
-            info = os.stat(self.path)
+            info = os.stat(self._where)  # a str: no pathlib conversion on every request
         except FileNotFoundError:
             self._seen, self._cache, self._by_user = None, [], {}
             return

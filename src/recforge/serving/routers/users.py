@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.data.tombstones import Tombstone
@@ -33,6 +33,16 @@ EXPLAIN_DESCRIPTION = (
     "Add to each item the history items that contributed most to its score, with their shares "
     f"(0: none; at most {MAX_EXPLAIN})."
 )
+#: ``explain`` as the OpenAPI document shows it: read from the query string by the route, like
+#: ``category`` and ``fields`` (FastAPI's validation of a declared parameter costs microseconds
+#: on every request, whether or not it is given).
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "description": EXPLAIN_DESCRIPTION,
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
+}
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -41,7 +51,7 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     "/{user_id:id}/recommendations",
     response_model=None,
     responses={200: {"model": Recommendations}, **errors(401, 403, 404, 422, 503)},
-    openapi_extra={"parameters": FILTER_PARAMETERS},
+    openapi_extra={"parameters": [*FILTER_PARAMETERS, EXPLAIN_PARAMETER]},
     summary="Top-k items for a user",
 )
 async def recommendations(
@@ -50,7 +60,6 @@ async def recommendations(
     serving: Annotated[Serving, Depends(get_serving)],
     k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
     exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
-    explain: Annotated[int, Query(ge=0, le=MAX_EXPLAIN, description=EXPLAIN_DESCRIPTION)] = 0,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
     time-decayed popular items for everyone else; only available items, of the given
@@ -68,6 +77,7 @@ async def recommendations(
     category, fields = filters_of(request)
     query = query_of(k, exclude, category, served, serving.config)
     wanted = fields_of(fields)
+    explain = explain_of(request)
     erased = serving.erasures.of(user_id)
     if serving.blocking_reads:
         return await run_in_threadpool(_recommend, serving, served, user_id, query, wanted, erased, explain)
@@ -78,6 +88,21 @@ async def recommendations(
         )
     # a list lookup, or an exact scoring of a category for a known vector (~0.1 ms): inline
     return _answer(serving, served, user_id, query, wanted, events, erased)
+
+
+def explain_of(request: Request) -> int:
+    """``explain`` from the query string (0 when absent); 422 unless an integer in
+    ``[0, MAX_EXPLAIN]``."""
+    text = request.query_params.get("explain")
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPException(422, f"explain must be an integer, got {text[:20]!r}") from None
+    if not 0 <= value <= MAX_EXPLAIN:
+        raise HTTPException(422, f"explain must be between 0 and {MAX_EXPLAIN}, got {value}")
+    return value
 
 
 def _recommend(
