@@ -178,6 +178,27 @@ def test_batches_are_written_every_flush_and_fsynced_every_sync_ms(tmp_path, mon
     log.stop()
 
 
+def test_a_failed_fsync_is_tried_again(tmp_path, monkeypatch):
+    store = ImpressionStore(tmp_path)
+    log = ImpressionLog(store, flush_ms=10_000, sync_ms=10_000)  # flushed and synced by hand
+    log.start()
+    log.record(impression(0))
+    log.flush()
+    failures = iter([OSError("EIO")])
+
+    def fsync(fd: int) -> None:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(module.os, "fsync", fsync)
+    log.sync()
+    assert log._unsynced  # still owed
+    log.sync()
+    assert not log._unsynced
+    log.stop()
+
+
 def test_bad_flush_and_sync_intervals():
     with pytest.raises(ValueError, match="flush_ms"):
         ImpressionLog(ImpressionStore("x"), flush_ms=0)

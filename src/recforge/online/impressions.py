@@ -351,12 +351,13 @@ class ImpressionLog:
         """fsync what was written to the log."""
         if self._file is None:
             return
+        self._synced = time.monotonic()
         try:
             os.fsync(self._file.fileno())
-        except OSError as error:  # the rows stay in the page cache; the seal writes them again
+        except OSError as error:  # tried again after sync_ms (and the seal fsyncs its Parquet)
             log.error("could not fsync the impression log: %s", error)
+            return
         self._unsynced = False
-        self._synced = time.monotonic()
 
     def _open_log(self) -> None:
         self._token = f"{time.time_ns() // 1000:016x}-{secrets.token_hex(4)}"

@@ -160,7 +160,7 @@ class Metrics:
         )
         self.impressions = Counter(
             "recforge_impressions",
-            "Answers recorded durably as impressions, by model version and source.",
+            "Answers recorded as impressions (written to the home), by model version and source.",
             ["version", "source"],
             registry=registry,
         )
