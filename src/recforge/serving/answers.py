@@ -68,6 +68,7 @@ from recforge.serving.model import ServedModel
 from recforge.serving.ranking import Ranked
 
 __all__ = [
+    "NO_ITEMS",
     "Answer",
     "Query",
     "body",
@@ -81,7 +82,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("recforge.serving")
-_NONE = np.zeros(0, dtype=np.int32)
+#: No item indices (``Query.exclude`` when nothing is excluded).
+NO_ITEMS = np.zeros(0, dtype=np.int32)
 #: Seconds between two log lines about an unreachable store.
 WARN_EVERY = 10.0
 _warned = [0.0]
@@ -104,7 +106,7 @@ class Query:
     of ``categories`` (``None``: any), at most ``cap`` cold ones among the first ``k``."""
 
     k: int
-    exclude: np.ndarray = field(default_factory=lambda: _NONE)
+    exclude: np.ndarray = field(default_factory=lambda: NO_ITEMS)
     categories: tuple[str, ...] | None = None
     cap: int = 0
 
@@ -145,7 +147,7 @@ def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[at] == values
 
 
-def _keep(state: CatalogState, ids: np.ndarray, query: Query, drop: np.ndarray = _NONE) -> np.ndarray:
+def _keep(state: CatalogState, ids: np.ndarray, query: Query, drop: np.ndarray = NO_ITEMS) -> np.ndarray:
     """Which entries of a precomputed row (padding ``-1``) are eligible for the query."""
     valid = ids >= 0
     keep = valid.copy()
@@ -160,10 +162,10 @@ def _keep(state: CatalogState, ids: np.ndarray, query: Query, drop: np.ndarray =
     return keep
 
 
-def _extras(state: CatalogState, query: Query, drop: np.ndarray = _NONE) -> np.ndarray:
+def _extras(state: CatalogState, query: Query, drop: np.ndarray = NO_ITEMS) -> np.ndarray:
     """The eligible items the version does not know (arrived after training)."""
     if state.n_items == state.n_model:
-        return _NONE
+        return NO_ITEMS
     candidates = state.candidates(query.categories)
     if candidates is None:
         extras = state.n_model + np.flatnonzero(state.available[state.n_model :]).astype(np.int32)
@@ -203,7 +205,7 @@ def user_answer(
             if fast is not None:
                 return Answer.of("precomputed", fast)
             keep = _keep(state, row[0], query)
-            extras = _extras(state, query) if ranker.scores_extras(state) else _NONE
+            extras = _extras(state, query) if ranker.scores_extras(state) else NO_ITEMS
             ranked = ranker.from_list(state, row, keep, query.k, query.cap, extras=extras, user=user)
             if ranked is None:
                 candidates = _candidates(state, query, ranker.seen(user))
@@ -211,7 +213,7 @@ def user_answer(
             return Answer.of("precomputed", ranked)
     else:
         reason = "erased" if forget else "unknown_user"
-    return Answer.of("popular", _popular(served, state, query, _NONE), fallback=reason)
+    return Answer.of("popular", _popular(served, state, query, NO_ITEMS), fallback=reason)
 
 
 def _head(state: CatalogState, row: Pair, query: Query) -> Ranked | None:
@@ -272,7 +274,7 @@ def user_history(
     """The history a user is scored from: their training items (their trained ``r``, when the
     model knows the user) and the fresh events on known items; distinct item indices with
     ``r`` summed per item (float32), and how many fresh events were on known items."""
-    items = served.items.lookup([event.item_id for event in fresh]) if fresh else _NONE
+    items = served.items.lookup([event.item_id for event in fresh]) if fresh else NO_ITEMS
     known = items >= 0
     history = items[known]
     values = np.fromiter((event.r for event in fresh), dtype=np.float64, count=len(fresh))[known]
@@ -338,14 +340,14 @@ def item_answer(served: ServedModel, state: CatalogState, item_id: str, query: Q
     item = served.catalog.index(item_id)
     if item >= state.n_items:  # arrived after this state was read
         item = -1
-    drop = np.array([item], dtype=np.int32) if item >= 0 else _NONE
+    drop = np.array([item], dtype=np.int32) if item >= 0 else NO_ITEMS
     ranker = served.ranker
     reason = "unknown_item"
     if 0 <= item < state.n_model:
         row, reason = _stored(served.lists.item, item, item_id)
         if row is not None:
             keep = _keep(state, row[0], query, drop)
-            extras = _extras(state, query, drop) if ranker.scores_extras(state) else _NONE
+            extras = _extras(state, query, drop) if ranker.scores_extras(state) else NO_ITEMS
             ranked = ranker.from_list(
                 state,
                 row,
@@ -370,7 +372,7 @@ def item_answer(served: ServedModel, state: CatalogState, item_id: str, query: Q
 # categories --------------------------------------------------------------------------------------
 def category_popular(served: ServedModel, state: CatalogState, query: Query) -> Answer:
     """The category's available items by popularity (``query.categories`` names it)."""
-    return Answer.of("popular", _popular(served, state, query, _NONE))
+    return Answer.of("popular", _popular(served, state, query, NO_ITEMS))
 
 
 def category_latest(state: CatalogState, category: str, k: int) -> Answer:

@@ -7,15 +7,18 @@ from fastapi import HTTPException, Request
 
 from recforge.catalog.record import check_category
 from recforge.config import Config
-from recforge.serving.answers import Query
+from recforge.serving.answers import NO_ITEMS, Query
 from recforge.serving.model import ServedModel
 from recforge.serving.ranking import cold_cap
 
 __all__ = [
+    "EXPLAIN_PARAMETER",
     "FILTER_PARAMETERS",
+    "MAX_EXPLAIN",
     "check_id",
     "effective_k",
     "exclude_indices",
+    "explain_of",
     "fields_of",
     "filters_of",
     "query_of",
@@ -27,6 +30,12 @@ CATEGORY_DESCRIPTION = "Comma-separated categories: only items in any of them (a
 FIELDS_DESCRIPTION = "Comma-separated attributes to put in each item (e.g. title,price,image_url)."
 #: Most categories or fields one request names.
 MAX_NAMES = 64
+#: Most history items an explanation lists per recommended item.
+MAX_EXPLAIN = 20
+EXPLAIN_DESCRIPTION = (
+    "Add to each item the history items that contributed most to its score, with their shares "
+    f"(0: none; at most {MAX_EXPLAIN})."
+)
 
 #: ``category`` and ``fields`` as the OpenAPI document shows them. The routes read them from the
 #: query string themselves (:func:`filters_of`): FastAPI's validation of a declared parameter
@@ -39,15 +48,39 @@ FILTER_PARAMETERS = [
 ]  # fmt: skip
 
 
+#: ``explain`` as the OpenAPI document shows it, read by the route like ``category`` and ``fields``
+#: (:func:`explain_of`).
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "description": EXPLAIN_DESCRIPTION,
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
+}
+
+
 def filters_of(request: Request) -> tuple[str | None, str | None]:
     """``(category, fields)`` from the query string (``None`` where absent)."""
     params = request.query_params
     return params.get("category"), params.get("fields")
 
 
+def explain_of(request: Request) -> int:
+    """``explain`` from the query string (0 when absent); 422 unless an integer in
+    ``[0, MAX_EXPLAIN]``."""
+    text = request.query_params.get("explain")
+    if text is None:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPException(422, f"explain must be an integer, got {text[:20]!r}") from None
+    if not 0 <= value <= MAX_EXPLAIN:
+        raise HTTPException(422, f"explain must be between 0 and {MAX_EXPLAIN}, got {value}")
+    return value
+
+
 _RESERVED = frozenset({"item_id", "score", "cold"})
-_NO_ITEMS = np.zeros(0, dtype=np.int32)
-_NO_ITEMS.flags.writeable = False
 
 
 def check_id(value: str, what: str, settings: Config) -> None:
@@ -67,7 +100,7 @@ def effective_k(k: int | None, settings: Config) -> int:
 def exclude_indices(exclude: str | None, served: ServedModel, settings: Config) -> np.ndarray:
     """The known item indices named by ``exclude``."""
     if not exclude:
-        return _NO_ITEMS
+        return NO_ITEMS
     ids = [part for part in exclude.split(",") if part]
     limit = settings.serving.max_exclude
     if len(ids) > limit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.data.tombstones import Tombstone
@@ -18,31 +18,16 @@ from recforge.serving.live_catalog import CatalogState
 from recforge.serving.model import ServedModel
 from recforge.serving.routers.params import (
     EXCLUDE_DESCRIPTION,
+    EXPLAIN_PARAMETER,
     FILTER_PARAMETERS,
     K_DESCRIPTION,
     check_id,
+    explain_of,
     fields_of,
     filters_of,
     query_of,
 )
 from recforge.serving.schemas import Recommendations, errors
-
-#: Most history items an explanation lists per recommended item.
-MAX_EXPLAIN = 20
-EXPLAIN_DESCRIPTION = (
-    "Add to each item the history items that contributed most to its score, with their shares "
-    f"(0: none; at most {MAX_EXPLAIN})."
-)
-#: ``explain`` as the OpenAPI document shows it: read from the query string by the route, like
-#: ``category`` and ``fields`` (FastAPI's validation of a declared parameter costs microseconds
-#: on every request, whether or not it is given).
-EXPLAIN_PARAMETER = {
-    "name": "explain",
-    "in": "query",
-    "required": False,
-    "description": EXPLAIN_DESCRIPTION,
-    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_EXPLAIN, "default": 0},
-}
 
 router = APIRouter(prefix="/v1/users", tags=["recommendations"])
 
@@ -88,21 +73,6 @@ async def recommendations(
         )
     # a list lookup, or an exact scoring of a category for a known vector (~0.1 ms): inline
     return _answer(serving, served, user_id, query, wanted, events, erased)
-
-
-def explain_of(request: Request) -> int:
-    """``explain`` from the query string (0 when absent); 422 unless an integer in
-    ``[0, MAX_EXPLAIN]``."""
-    text = request.query_params.get("explain")
-    if text is None:
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise HTTPException(422, f"explain must be an integer, got {text[:20]!r}") from None
-    if not 0 <= value <= MAX_EXPLAIN:
-        raise HTTPException(422, f"explain must be between 0 and {MAX_EXPLAIN}, got {value}")
-    return value
 
 
 def _recommend(
