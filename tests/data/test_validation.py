@@ -4,9 +4,13 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recforge.config import DataConfig
+from recforge.data import validation
 from recforge.data.schema import EVENT_SCHEMA
 from recforge.data.validation import validate_records, validate_table
 
@@ -183,3 +187,16 @@ def test_the_accepted_time_window_moves_with_the_clock_and_the_settings():
     # a space or a non-ASCII letter is no control character
     good, rejected = check([{**GOOD, "user_id": "a b", "item_id": "é\u00a0ü"}])
     assert good.num_rows == 1 and not rejected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=20))
+def test_the_control_character_scan_agrees_with_the_regex(texts):
+    """The byte scan of the data buffer finds exactly the rows the regex finds, for any text
+    (C0, DEL, C1 and their UTF-8 neighbours), also in a slice of a buffer whose other rows
+    hold control characters."""
+    alone = pa.array(texts, pa.large_string())
+    sliced = pa.array(["\x85\x00", *texts, "\x7f"], pa.large_string()).slice(1, len(texts))
+    for strings in (alone, sliced):
+        expected = pc.match_substring_regex(strings, validation._CONTROL).fill_null(False).to_pylist()
+        assert validation._control(strings).tolist() == expected

@@ -363,6 +363,13 @@ def test_body_and_event_count_limits(home):
         ("/v1/users/u1/recommendations", {"k": "ten"}, "query.k: Input should be a valid integer"),
         ("/v1/users/u1/recommendations", {"k": "1.5"}, "query.k"),
         ("/v1/items/i1/similar", {"k": -3}, "query.k"),
+        ("/v1/items/i1/similar", {"k": "9" * 30}, "query.k: Input should be a valid integer"),
+        (
+            "/v1/users/u1/recommendations",
+            {"explain": 21},
+            "query.explain: Input should be less than or equal to 20",
+        ),
+        ("/v1/items/i1/similar", {"user_id": "u" * 300}, "user_id is longer than 256 characters"),
         ("/v1/users/" + "u" * 300 + "/recommendations", {}, "user_id is longer than 256 characters"),
         ("/v1/items/" + "i" * 257 + "/similar", {}, "item_id is longer than 256 characters"),
         ("/v1/users/u1/recommendations", {"exclude": ",".join(["i1"] * 1001)}, "at most 1000"),
@@ -373,6 +380,20 @@ def test_bad_parameters_are_422_with_a_message(client, path, params, message):
     response = client.get(path, params=params)
     assert response.status_code == 422
     assert message in response.json()["detail"]
+
+
+def test_the_openapi_document_lists_the_parameters_the_routes_read_themselves(client):
+    paths = client.get("/openapi.json").json()["paths"]
+
+    def names(path: str) -> list[str]:
+        return sorted(parameter["name"] for parameter in paths[path]["get"]["parameters"])
+
+    assert names("/v1/users/{user_id}/recommendations") == sorted(
+        ["user_id", "k", "exclude", "category", "fields", "explain"]
+    )
+    assert names("/v1/items/{item_id}/similar") == sorted(
+        ["item_id", "k", "exclude", "category", "fields", "user_id"]
+    )
 
 
 def test_odd_ids_are_answered(client):

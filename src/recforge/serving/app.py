@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from threadpoolctl import threadpool_limits
 
 from recforge._version import __version__
@@ -175,6 +176,8 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
         version=__version__,
         description="Recommendations, similar items and event intake over the published model.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks for providers on every request unless told not to
+        telemetry=_opentelemetry(config.serving.opentelemetry),
     )
     app.state.metrics = metrics
     routers = (
@@ -194,6 +197,11 @@ def create_app(config: Config, *, backend: Backend | None = None, watch: bool = 
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _opentelemetry(enabled: bool) -> TelemetryConfig | None:
+    """FastAPI's telemetry settings: its defaults when ``enabled``, else every signal off."""
+    return None if enabled else {"tracing": False, "metrics": False, "logs": False}
 
 
 def _loaded(metrics: Metrics, old: ServedModel | None, new: ServedModel) -> None:

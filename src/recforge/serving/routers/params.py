@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 
 from recforge.catalog.record import check_category
 from recforge.config import Config
@@ -13,14 +14,14 @@ from recforge.serving.ranking import cold_cap
 
 __all__ = [
     "EXPLAIN_PARAMETER",
-    "FILTER_PARAMETERS",
+    "LIST_PARAMETERS",
     "MAX_EXPLAIN",
     "check_id",
     "effective_k",
     "exclude_indices",
     "explain_of",
     "fields_of",
-    "filters_of",
+    "list_query",
     "query_of",
 ]
 
@@ -37,10 +38,15 @@ EXPLAIN_DESCRIPTION = (
     f"(0: none; at most {MAX_EXPLAIN})."
 )
 
-#: ``category`` and ``fields`` as the OpenAPI document shows them. The routes read them from the
-#: query string themselves (:func:`filters_of`): FastAPI's validation of a declared parameter
-#: costs ~20 us of CPU per request, a tenth of a whole precomputed answer.
-FILTER_PARAMETERS = [
+#: ``k``, ``exclude``, ``category`` and ``fields`` as the OpenAPI document shows them. The list
+#: routes read them from the query string themselves (:func:`list_query`): FastAPI's validation
+#: of declared parameters costs ~15 us of CPU per request, a tenth of a whole precomputed
+#: answer. A bad value still gets FastAPI's 422, naming ``query.<parameter>``.
+LIST_PARAMETERS = [
+    {"name": "k", "in": "query", "required": False, "description": K_DESCRIPTION,
+     "schema": {"type": "integer", "minimum": 1}},
+    {"name": "exclude", "in": "query", "required": False, "description": EXCLUDE_DESCRIPTION,
+     "schema": {"type": "string"}},
     {"name": "category", "in": "query", "required": False, "description": CATEGORY_DESCRIPTION,
      "schema": {"type": "string", "maxLength": 8192}},
     {"name": "fields", "in": "query", "required": False, "description": FIELDS_DESCRIPTION,
@@ -48,7 +54,7 @@ FILTER_PARAMETERS = [
 ]  # fmt: skip
 
 
-#: ``explain`` as the OpenAPI document shows it, read by the route like ``category`` and ``fields``
+#: ``explain`` as the OpenAPI document shows it, read by the route like the others
 #: (:func:`explain_of`).
 EXPLAIN_PARAMETER = {
     "name": "explain",
@@ -59,25 +65,45 @@ EXPLAIN_PARAMETER = {
 }
 
 
-def filters_of(request: Request) -> tuple[str | None, str | None]:
-    """``(category, fields)`` from the query string (``None`` where absent)."""
+def list_query(request: Request, served: ServedModel, settings: Config) -> tuple[Query, tuple[str, ...]]:
+    """The :class:`Query` of a list request's ``k``, ``exclude`` and ``category``, and the
+    attributes its ``fields`` names; 422 for a bad one."""
     params = request.query_params
-    return params.get("category"), params.get("fields")
+    k, exclude, category = _integer(request, "k", 1), params.get("exclude"), params.get("category")
+    return query_of(k, exclude, category, served, settings), fields_of(params.get("fields"))
 
 
 def explain_of(request: Request) -> int:
     """``explain`` from the query string (0 when absent); 422 unless an integer in
     ``[0, MAX_EXPLAIN]``."""
-    text = request.query_params.get("explain")
+    value = _integer(request, "explain", 0, MAX_EXPLAIN)
+    return 0 if value is None else value
+
+
+def _integer(request: Request, name: str, least: int, most: int | None = None) -> int | None:
+    """The integer query parameter ``name`` (``None`` when absent), within ``[least, most]``;
+    a :class:`RequestValidationError` (FastAPI's 422, with pydantic's wording) otherwise."""
+    text = request.query_params.get(name)
     if text is None:
-        return 0
+        return None
+    if len(text) > 20:  # no 4,000-digit parses
+        raise _invalid(name, _NOT_AN_INTEGER)
     try:
         value = int(text)
     except ValueError:
-        raise HTTPException(422, f"explain must be an integer, got {text[:20]!r}") from None
-    if not 0 <= value <= MAX_EXPLAIN:
-        raise HTTPException(422, f"explain must be between 0 and {MAX_EXPLAIN}, got {value}")
+        raise _invalid(name, _NOT_AN_INTEGER) from None
+    if value < least:
+        raise _invalid(name, f"Input should be greater than or equal to {least}")
+    if most is not None and value > most:
+        raise _invalid(name, f"Input should be less than or equal to {most}")
     return value
+
+
+_NOT_AN_INTEGER = "Input should be a valid integer, unable to parse string as an integer"
+
+
+def _invalid(name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": ("query", name), "msg": message}])
 
 
 _RESERVED = frozenset({"item_id", "score", "cold"})

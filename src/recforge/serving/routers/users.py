@@ -5,27 +5,23 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from recforge.data.tombstones import Tombstone
 from recforge.lists import StoreUnavailable
 from recforge.serving import answers
 from recforge.serving.answers import Answer, explanations, render, user_answer, warn_store
-from recforge.serving.deps import Serving, get_serving
+from recforge.serving.deps import Serving, serving_of
 from recforge.serving.fresh import FreshEvent
 from recforge.serving.live_catalog import CatalogState
 from recforge.serving.model import ServedModel
 from recforge.serving.routers.params import (
-    EXCLUDE_DESCRIPTION,
     EXPLAIN_PARAMETER,
-    FILTER_PARAMETERS,
-    K_DESCRIPTION,
+    LIST_PARAMETERS,
     check_id,
     explain_of,
-    fields_of,
-    filters_of,
-    query_of,
+    list_query,
 )
 from recforge.serving.schemas import Recommendations, errors
 
@@ -36,15 +32,12 @@ router = APIRouter(prefix="/v1/users", tags=["recommendations"])
     "/{user_id:id}/recommendations",
     response_model=None,
     responses={200: {"model": Recommendations}, **errors(401, 403, 404, 422, 503)},
-    openapi_extra={"parameters": [*FILTER_PARAMETERS, EXPLAIN_PARAMETER]},
+    openapi_extra={"parameters": [*LIST_PARAMETERS, EXPLAIN_PARAMETER]},
     summary="Top-k items for a user",
 )
 async def recommendations(
     request: Request,
     user_id: Annotated[str, Path(description="External user id (at most data.max_id_length characters).")],
-    serving: Annotated[Serving, Depends(get_serving)],
-    k: Annotated[int | None, Query(ge=1, description=K_DESCRIPTION)] = None,
-    exclude: Annotated[str | None, Query(description=EXCLUDE_DESCRIPTION)] = None,
 ) -> Response:
     """Precomputed for known users, folded in for users with events newer than the model,
     time-decayed popular items for everyone else; only available items, of the given
@@ -56,12 +49,11 @@ async def recommendations(
     fold-in (CPU-bound), an explanation and any Redis lookup (network I/O) run in the thread
     pool.
     """
+    serving = serving_of(request)
     serving.authorize_read(request)
     check_id(user_id, "user_id", serving.config)
     served = serving.served(user_id)
-    category, fields = filters_of(request)
-    query = query_of(k, exclude, category, served, serving.config)
-    wanted = fields_of(fields)
+    query, wanted = list_query(request, served, serving.config)
     explain = explain_of(request)
     erased = serving.erasures.of(user_id)
     if serving.blocking_reads:
