@@ -125,11 +125,9 @@ class Impression(NamedTuple):
 def to_table(rows: list[Impression]) -> pa.Table:
     """Impressions as an :data:`IMPRESSION_SCHEMA` table."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(IMPRESSION_SCHEMA)
+    # (integers convert to the timestamp type as microseconds directly)
     arrays = [
-        pa.array(values, type=pa.int64()).cast(field.type)
-        if field.name == "timestamp"
-        else pa.array(values, type=field.type)
-        for field, values in zip(IMPRESSION_SCHEMA, columns, strict=True)
+        pa.array(values, type=field.type) for field, values in zip(IMPRESSION_SCHEMA, columns, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=IMPRESSION_SCHEMA)
 
