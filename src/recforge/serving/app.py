@@ -2,10 +2,10 @@
 
 The lifespan opens the stores, loads the published model version once (and starts the thread
 that swaps in newer ones and follows experiments), and starts the event committer, the
-impression writer and the online-metrics export; routes get all of it through one
-dependency (:func:`recforge.serving.deps.get_serving`), which tests override. Work that holds
-the CPU or waits on the network (a fold-in, a Redis lookup, validating a body) runs in the
-thread pool; lookups in memory-mapped lists are microseconds and run on the event loop.
+impression writer and the online-metrics export; routes get all of it as one
+:class:`~recforge.serving.deps.Serving` object. Work that holds the CPU or waits on the network
+(a fold-in, a Redis lookup, validating a body) runs in the thread pool; lookups in
+memory-mapped lists are microseconds and run on the event loop.
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status for anything a client sent (422 with
 ``errors`` listing each bad parameter), 503 when no model is loaded or a store is down.
