@@ -1,11 +1,12 @@
 """The recforge retraining pipeline for Kubeflow Pipelines (kfp v2).
 
 One container component per stage, each running ``recforge pipeline <stage> --run-id <job id>``
-in the recforge image (``deploy/docker/Dockerfile`` builds it), chained in the stage order. All steps of a pipeline job share the job's
-id as the run id, so they add to one run record; a retried step finds its stage done and does
-nothing. The stages keep their state in the recforge home, which must therefore be a volume
-every step mounts at the same path (a ReadWriteMany PersistentVolumeClaim, e.g. with
-kfp-kubernetes: ``kubernetes.mount_pvc(task, pvc_name="recforge", mount_path="/data/recforge")``
+in the recforge image (``deploy/docker/Dockerfile`` builds it), chained in the stage order.
+All steps of a pipeline job share the job's id as the run id, so they add to one run record; a
+retried step finds its stage done and does nothing. The stages keep their state in the
+recforge home, which must therefore be a volume every step mounts at the same path (a
+ReadWriteMany PersistentVolumeClaim, e.g. with kfp-kubernetes:
+``kubernetes.mount_pvc(task, pvc_name="recforge", mount_path="/data/recforge")``
 on each task); the pipeline lock in the home keeps a job from overlapping a local scheduler.
 
 Compile (no cluster needed)::
