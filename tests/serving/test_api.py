@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.trace import NoOpTracer, TracerProvider
 
 from recforge.artifacts import ModelRegistry
 from recforge.data.store import EventStore
@@ -501,3 +503,25 @@ def test_an_ease_version_is_served_like_any_model(home):
         history = artifact.model.items_.lookup(posted)
         ids, _ = artifact.model.recommend_for_history(history, np.ones(3), k=6)
         assert items_of(response) == names(artifact, ids)
+
+
+class _RecordingTracerProvider(TracerProvider):
+    """A configured provider (so FastAPI's native telemetry is on) that notes each tracer asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_tracer(self, instrumenting_module_name, *args, **kwargs):
+        self.asked.append(instrumenting_module_name)
+        return NoOpTracer()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_fastapi_opentelemetry_only_when_configured(home, monkeypatch, enabled):
+    """With a global tracer provider configured, requests are traced only under
+    ``[serving] opentelemetry = true``; by default FastAPI never asks the provider for a tracer."""
+    provider = _RecordingTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    with TestClient(create_app(make_config(home, opentelemetry=enabled))) as client:
+        assert client.get("/v1/users/u1/recommendations").status_code == 200
+    assert bool(provider.asked) is enabled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import QueryParams
 
 from recforge.catalog.record import check_category
 from recforge.config import Config
@@ -69,21 +70,21 @@ def list_query(request: Request, served: ServedModel, settings: Config) -> tuple
     """The :class:`Query` of a list request's ``k``, ``exclude`` and ``category``, and the
     attributes its ``fields`` names; 422 for a bad one."""
     params = request.query_params
-    k, exclude, category = _integer(request, "k", 1), params.get("exclude"), params.get("category")
+    k, exclude, category = _integer(params, "k", 1), params.get("exclude"), params.get("category")
     return query_of(k, exclude, category, served, settings), fields_of(params.get("fields"))
 
 
 def explain_of(request: Request) -> int:
     """``explain`` from the query string (0 when absent); 422 unless an integer in
     ``[0, MAX_EXPLAIN]``."""
-    value = _integer(request, "explain", 0, MAX_EXPLAIN)
+    value = _integer(request.query_params, "explain", 0, MAX_EXPLAIN)
     return 0 if value is None else value
 
 
-def _integer(request: Request, name: str, least: int, most: int | None = None) -> int | None:
+def _integer(params: QueryParams, name: str, least: int, most: int | None = None) -> int | None:
     """The integer query parameter ``name`` (``None`` when absent), within ``[least, most]``;
     a :class:`RequestValidationError` (FastAPI's 422, with pydantic's wording) otherwise."""
-    text = request.query_params.get(name)
+    text = params.get(name)
     if text is None:
         return None
     if len(text) > 20:  # no 4,000-digit parses
