@@ -66,10 +66,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def random_pairs(
-    seed: int, n_users: int = 150, n_items: int = 60, nnz: int = 1500
+    seed: int, n_users: int = 150, n_items: int = 60, nnz: int = 1500, *, integer_ids: bool = False
 ) -> tuple[Any, Interactions]:
-    """Random ``(user, item, value)`` pairs as pandas rows (string ids, some duplicated) and the
-    same data as local ``Interactions`` (sorted vocabularies, duplicates summed), as local
+    """Random ``(user, item, value)`` pairs as pandas rows (string ids, or with ``integer_ids``
+    int64 users and int32 items; some pairs duplicated) and the same data as local
+    ``Interactions`` (sorted vocabularies of the ids as strings, duplicates summed), as local
     training sees them."""
     import pandas as pd
 
@@ -77,15 +78,19 @@ def random_pairs(
     users = rng.integers(0, n_users, nnz)
     items = rng.integers(0, n_items, nnz)
     values = rng.integers(1, 6, nnz).astype(np.float64)
-    frame = pd.DataFrame(
-        {"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items], "value": values}
-    )
-    user_vocab = Vocabulary.from_values(frame["user"].tolist())
-    item_vocab = Vocabulary.from_values(frame["item"].tolist())
+    if integer_ids:
+        frame = pd.DataFrame({"user": users, "item": items.astype(np.int32), "value": values})
+    else:
+        frame = pd.DataFrame(
+            {"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items], "value": values}
+        )
+    user_ids, item_ids = frame["user"].astype(str).tolist(), frame["item"].astype(str).tolist()
+    user_vocab = Vocabulary.from_values(user_ids)
+    item_vocab = Vocabulary.from_values(item_ids)
     matrix = sp.csr_matrix(
         (
             values.astype(np.float32),
-            (user_vocab.lookup(frame["user"].tolist()), item_vocab.lookup(frame["item"].tolist())),
+            (user_vocab.lookup(user_ids), item_vocab.lookup(item_ids)),
         ),
         shape=(len(user_vocab), len(item_vocab)),
     )

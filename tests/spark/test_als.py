@@ -43,22 +43,26 @@ def failed_tasks(sc, group: str) -> int:
 @pytest.mark.spark
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "params",
+    ("params", "integer_ids"),
     [
-        {"solver": "cg"},
-        {"solver": "cholesky", "implicit": False, "regularization_scaling": "count"},
+        ({"solver": "cg"}, False),
+        ({"solver": "cg"}, True),  # ids looked up by value, vocabularies of their strings
+        ({"solver": "cholesky", "implicit": False, "regularization_scaling": "count"}, False),
         # Rendle et al.'s regularisation (issue 16): a0 G, frequency-scaled lambda, normal start
-        {
-            "solver": "cholesky",
-            "regularization_scaling": "frequency",
-            "regularization_exponent": 0.7,
-            "unobserved_weight": 0.1,
-        },
+        (
+            {
+                "solver": "cholesky",
+                "regularization_scaling": "frequency",
+                "regularization_exponent": 0.7,
+                "unobserved_weight": 0.1,
+            },
+            False,
+        ),
     ],
-    ids=["cg-implicit", "cholesky-explicit", "cholesky-frequency"],
+    ids=["cg-implicit", "cg-implicit-integer-ids", "cholesky-explicit", "cholesky-frequency"],
 )
-def test_same_model_as_local_training(spark, params):
-    frame, interactions = random_pairs(1)
+def test_same_model_as_local_training(spark, params, integer_ids):
+    frame, interactions = random_pairs(1, integer_ids=integer_ids)
     local = ALS(**COMMON, **params).fit(interactions)
     fitted = SparkALS(**COMMON, **params, num_user_blocks=3, num_item_blocks=2).fit(
         spark.createDataFrame(frame)

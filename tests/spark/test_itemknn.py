@@ -51,8 +51,10 @@ def fractional_pairs(seed: int, n_users: int = 120, n_items: int = 70, nnz: int 
         (random_pairs(6, nnz=2500), 5, (3, 4)),
         (fractional_pairs(7), 8, (2, 5)),
         (random_pairs(8), 200, (1, 1)),
+        # "10" sorts before "9": the vocabularies are of strings, the lookup by value
+        (random_pairs(9, integer_ids=True), 6, (2, 3)),
     ],
-    ids=["counts-with-ties", "fractional", "more-neighbours-than-items"],
+    ids=["counts-with-ties", "fractional", "more-neighbours-than-items", "integer-ids"],
 )
 def test_same_lists_as_local_itemknn(spark, data, neighbors, blocks):
     frame, interactions = data

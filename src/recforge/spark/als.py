@@ -5,7 +5,7 @@ Spark MLlib's (:mod:`recforge.spark.blocks` describes the blocks):
 
 1. **Vocabularies** are the sorted distinct ids, as local training builds them, so the result
    is the same model (and artifact) a local fit on the same pairs gives; the ratings are mapped
-   to dense indices by broadcast joins.
+   to dense indices against the broadcast vocabularies.
 2. **Blocks, built once** (``partitionRatings`` + ``makeBlocks``): each input partition cuts its
    ratings into partial rating blocks per (user block, item block) pair (Arrow, in the Python
    workers); a shuffle gathers each pair, whose duplicates are summed in a fixed order; each pair
@@ -65,7 +65,7 @@ from recforge.models.als import ALS
 from recforge.models.als_solve import HalfStep, check_failures, initial_factors
 from recforge.models.base import FitProgress
 from recforge.spark import blocks
-from recforge.spark.pairs import indexed_pairs, ratings_frame, vocabulary
+from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks
 from recforge.spark.session import (
     block_of,
     check_executors,
@@ -157,19 +157,10 @@ class SparkALS:
         ``ALS``."""
         self._validate_params()
         require_pyspark()
-        spark = ratings.sparkSession
-        check_executors(spark.sparkContext)
-        started = time.perf_counter()
-        frame = ratings_frame(ratings, user_col, item_col, value_col)
+        check_executors(ratings.sparkSession.sparkContext)
+        frame, users, items = checked_ratings(ratings, user_col, item_col, value_col)
         try:
-            users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
-            log.info(
-                "SparkALS: %s users x %s items, vocabularies in %.1f s",
-                f"{len(users):,}",
-                f"{len(items):,}",
-                time.perf_counter() - started,
-            )
-            return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items, callback)
+            return self._fit(frame, users, items, IdIndex(frame, users, items), callback)
         finally:
             frame.unpersist()
 
@@ -182,13 +173,23 @@ class SparkALS:
     ) -> ALS:
         """Fit on indexed pairs ``(u int, i int, value double)`` (:mod:`recforge.spark.pairs`)
         whose indices point into ``users`` and ``items``; the model's vocabularies are those."""
+        return self._fit(pairs, users, items, None, callback)
+
+    def _fit(
+        self,
+        pairs: DataFrame,
+        users: Vocabulary,
+        items: Vocabulary,
+        index: IdIndex | None,
+        callback: Callable[[FitProgress], bool | None] | None,
+    ) -> ALS:
         model = self._validate_params()
         require_pyspark()
         sc = pairs.sparkSession.sparkContext
         check_executors(sc)
         started = time.perf_counter()
         layout = _Layout(len(users), len(items), int(self.num_user_blocks), int(self.num_item_blocks))
-        data = _BlockData.build(pairs, layout, bool(model.implicit))
+        data = _BlockData.build(pairs, layout, bool(model.implicit), index)
         log.info(
             "SparkALS: %s users x %s items in %d x %d blocks, built in %.1f s",
             f"{len(users):,}",
@@ -220,23 +221,19 @@ class _Layout:
     item_blocks: int
 
 
-def _pair_task(n_user_blocks: int, n_item_blocks: int, batches: Iterator[Any]) -> Iterator[Any]:
-    """Executor: an input partition's ratings as partial rating blocks (Arrow rows of bytes)."""
+def _pair_task(
+    n_user_blocks: int, n_item_blocks: int, index: IdIndex | None, batches: Iterator[Any]
+) -> Iterator[Any]:
+    """Executor: an input partition's ratings (indexed here with ``index``, if given) as partial
+    rating blocks (Arrow rows of bytes)."""
     import pyarrow as pa
     from pyspark import TaskContext
 
     context = TaskContext.get()
     part = context.partitionId() if context is not None else 0
-    pending: list[Any] = []
-    rows = seq = 0
-
-    def flush() -> Any:
-        table = pa.Table.from_batches(pending)
-        u = table.column("u").to_numpy()
-        i = table.column("i").to_numpy()
-        v = table.column("value").to_numpy()
+    for seq, (u, i, v) in enumerate(pair_chunks(batches, index)):
         cut = blocks.split_pairs(u, i, v, n_user_blocks, n_item_blocks)
-        return pa.RecordBatch.from_pydict(
+        yield pa.RecordBatch.from_pydict(
             {
                 "pair": pa.array([c[0] for c in cut], pa.int32()),
                 "part": pa.array([part] * len(cut), pa.int32()),
@@ -246,16 +243,6 @@ def _pair_task(n_user_blocks: int, n_item_blocks: int, batches: Iterator[Any]) -
                 "values": pa.array([c[3].tobytes() for c in cut], pa.binary()),
             }
         )
-
-    for batch in batches:
-        if batch.num_rows:
-            pending.append(batch)
-            rows += batch.num_rows
-        if rows >= blocks.FLUSH_ROWS:
-            yield flush()
-            pending, rows, seq = [], 0, seq + 1
-    if pending:
-        yield flush()
 
 
 def _pair_record(row: Any) -> tuple[int, tuple[int, int, bytes, bytes, bytes]]:
@@ -332,9 +319,11 @@ class _BlockData:
         self.seen_blocks = seen
 
     @classmethod
-    def build(cls, indexed: DataFrame, layout: _Layout, implicit: bool) -> _BlockData:
-        pairs = indexed.mapInArrow(
-            functools.partial(_pair_task, layout.user_blocks, layout.item_blocks), _PAIR_SCHEMA
+    def build(cls, ratings: DataFrame, layout: _Layout, implicit: bool, index: IdIndex | None) -> _BlockData:
+        """From indexed pairs ``(u, i, value)`` or, with ``index``, ratings ``(user, item, value)``."""
+        columns = ("u", "i", "value") if index is None else ("user", "item", "value")
+        pairs = ratings.select(*columns).mapInArrow(
+            functools.partial(_pair_task, layout.user_blocks, layout.item_blocks, index), _PAIR_SCHEMA
         )
         pieces = (
             pairs.rdd.map(_pair_record)

@@ -46,7 +46,7 @@ from recforge.errors import RecforgeError
 from recforge.pipeline.engine import Built
 from recforge.pipeline.holdout import Holdout
 from recforge.spark.build import latest_ratings, readable_events, store_frame, strength_column
-from recforge.spark.pairs import vocabulary
+from recforge.spark.pairs import vocabularies
 from recforge.weighting import Weighting
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class _Split:
         users_without_test = int(row[7]) - int(row[8])
 
         applied = self.weighting.as_of(_EPOCH + timedelta(microseconds=self.cut))  # as the local split
-        users, items = vocabulary(self.train, "user_id"), vocabulary(self.train, "item_id")
+        users, items = vocabularies(self.train, "user_id", "item_id")
         matrix = self._matrix(
             self._indexed(self._sums(self.train, applied), users, items), users, items, np.float64
         )

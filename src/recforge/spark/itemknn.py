@@ -5,7 +5,7 @@ user, each user's row scaled to unit length, cosine between items, the ``neighbo
 item); the result is a fitted ``ItemKNN`` with the same bits as a local fit on the same pairs:
 
 1. **Vocabularies** and dense indices as :class:`~recforge.spark.SparkALS` builds them
-   (:mod:`recforge.spark.pairs`): sorted distinct ids, broadcast joins.
+   (:mod:`recforge.spark.pairs`): sorted distinct ids, looked up against broadcast copies.
 2. **User blocks** (user ``u`` in block ``u % B_u``, at local row ``u // B_u``): one shuffle
    gathers each user's pairs in its block, where duplicates are summed (float64, input order,
    :func:`recforge.spark.blocks.merge_pairs`), positive ``r`` kept (float32, as
@@ -52,7 +52,7 @@ from recforge.kernels.similarity import (
 )
 from recforge.models.itemknn import ItemKNN, user_weights
 from recforge.spark import blocks
-from recforge.spark.pairs import indexed_pairs, ratings_frame, vocabulary
+from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks
 from recforge.spark.session import block_of, check_executors, require_pyspark, task_threads
 
 if TYPE_CHECKING:
@@ -126,25 +126,19 @@ class SparkItemKNN:
         duplicates summed; ``None``: every row counts 1). Returns the fitted ``ItemKNN``."""
         self._validate_params()
         require_pyspark()
-        spark = ratings.sparkSession
-        check_executors(spark.sparkContext)
-        started = time.perf_counter()
-        frame = ratings_frame(ratings, user_col, item_col, value_col)
+        check_executors(ratings.sparkSession.sparkContext)
+        frame, users, items = checked_ratings(ratings, user_col, item_col, value_col)
         try:
-            users, items = vocabulary(frame, "user"), vocabulary(frame, "item")
-            log.info(
-                "SparkItemKNN: %s users x %s items, vocabularies in %.1f s",
-                f"{len(users):,}",
-                f"{len(items):,}",
-                time.perf_counter() - started,
-            )
-            return self.fit_indexed(indexed_pairs(spark, frame, users, items), users, items)
+            return self._fit(frame, users, items, IdIndex(frame, users, items))
         finally:
             frame.unpersist()
 
     def fit_indexed(self, pairs: DataFrame, users: Vocabulary, items: Vocabulary) -> ItemKNN:
         """Fit on indexed pairs ``(u int, i int, value double)`` (:mod:`recforge.spark.pairs`)
         whose indices point into ``users`` and ``items``."""
+        return self._fit(pairs, users, items, None)
+
+    def _fit(self, pairs: DataFrame, users: Vocabulary, items: Vocabulary, index: IdIndex | None) -> ItemKNN:
         model = self._validate_params()
         require_pyspark()
         sc = pairs.sparkSession.sparkContext
@@ -153,7 +147,7 @@ class SparkItemKNN:
         threads = int(model.num_threads)
         n = min(int(model.neighbors), max(layout.n_items - 1, 0))
         started = time.perf_counter()
-        rows = _user_rows(pairs, layout)
+        rows = _user_rows(pairs, layout, index)
         try:
             norms = _norms(rows, layout)
             log.info(
@@ -225,26 +219,20 @@ class _Shipped:
 
 
 # executors ----------------------------------------------------------------------------------
-def _cut_task(n_user_blocks: int, batches: Iterator[Any]) -> Iterator[Any]:
-    """Executor: an input partition's pairs cut into pieces per user block (Arrow rows)."""
+def _cut_task(n_user_blocks: int, index: IdIndex | None, batches: Iterator[Any]) -> Iterator[Any]:
+    """Executor: an input partition's pairs (indexed here with ``index``, if given) cut into
+    pieces per user block (Arrow rows)."""
     import pyarrow as pa
     from pyspark import TaskContext
 
     context = TaskContext.get()
     part = context.partitionId() if context is not None else 0
-    pending: list[Any] = []
-    rows = seq = 0
-
-    def flush() -> Any:
-        table = pa.Table.from_batches(pending)
-        u = table.column("u").to_numpy().astype(np.int32)
-        i = table.column("i").to_numpy().astype(np.int32)
-        v = table.column("value").to_numpy().astype(np.float64)
+    for seq, (u, i, v) in enumerate(pair_chunks(batches, index)):
         block = u % n_user_blocks
         order = np.argsort(block, kind="stable")
         cuts = np.flatnonzero(np.diff(block[order])) + 1
         pieces = [p for p in np.split(order, cuts) if len(p)]
-        return pa.RecordBatch.from_pydict(
+        yield pa.RecordBatch.from_pydict(
             {
                 "block": pa.array([int(block[p[0]]) for p in pieces], pa.int32()),
                 "part": pa.array([part] * len(pieces), pa.int32()),
@@ -254,16 +242,6 @@ def _cut_task(n_user_blocks: int, batches: Iterator[Any]) -> Iterator[Any]:
                 "values": pa.array([v[p].tobytes() for p in pieces], pa.binary()),
             }
         )
-
-    for batch in batches:
-        if batch.num_rows:
-            pending.append(batch)
-            rows += batch.num_rows
-        if rows >= blocks.FLUSH_ROWS:
-            yield flush()
-            pending, rows, seq = [], 0, seq + 1
-    if pending:
-        yield flush()
 
 
 def _cut_record(row: Any) -> tuple[int, tuple[int, int, bytes, bytes, bytes]]:
@@ -390,10 +368,11 @@ def _row_arrays(kv: tuple[int, _Rows]) -> tuple[int, np.ndarray, np.ndarray, np.
 
 
 # driver -------------------------------------------------------------------------------------
-def _user_rows(pairs: DataFrame, layout: _Layout) -> RDD[Any]:
-    """The user blocks, cached and computed."""
-    cut = pairs.select("u", "i", "value").mapInArrow(
-        functools.partial(_cut_task, layout.user_blocks), _CUT_SCHEMA
+def _user_rows(pairs: DataFrame, layout: _Layout, index: IdIndex | None) -> RDD[Any]:
+    """The user blocks, cached and computed, from indexed pairs or (with ``index``) ratings."""
+    columns = ("u", "i", "value") if index is None else ("user", "item", "value")
+    cut = pairs.select(*columns).mapInArrow(
+        functools.partial(_cut_task, layout.user_blocks, index), _CUT_SCHEMA
     )
     rows = (
         cut.rdd.map(_cut_record)
