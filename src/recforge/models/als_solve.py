@@ -24,9 +24,9 @@ are solved by ``cg_steps`` steps of conjugate gradient started from the previous
 
 Who rotates what differs, not the maths: local training (:class:`recforge.ALS`) rotates both
 factor matrices in place and keeps its factors in the eigenbasis of the last Gram; fold-in
-rotates a copy of the user's item factors and rotates the solution back; a Spark block
-(:func:`recforge.spark.blocks.solve_block`) rotates copies of what it received and rotates its
-solution back.
+rotates a copy of the user's item factors and rotates the solution back; on Spark, each
+source block rotates its factors before shipping them (:func:`recforge.spark.blocks.ship`) and
+each destination block (:func:`recforge.spark.blocks.solve_block`) rotates its solution back.
 """
 
 from __future__ import annotations

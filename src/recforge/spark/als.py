@@ -12,13 +12,13 @@ Spark MLlib's (:mod:`recforge.spark.blocks` describes the blocks):
    becomes a piece for its user block and one for its item block; a shuffle per side gathers the
    pieces into the cached in-blocks and out-blocks.
 3. **A half-iteration** (``computeFactors``): the source side's Gram matrix ``G`` (the blocks'
-   parts ``Y_b^T Y_b`` reduced by ``treeAggregate`` and summed on the driver in block order)
-   gives the rotation ``Q`` of local training; every source block ships to each destination
+   parts ``Y_b^T Y_b``, summed on the driver in block order) gives the rotation ``Q`` of local
+   training; every source block rotates its factors by ``Q`` and ships to each destination
    block only the rows that block needs (one shuffle keyed by destination block); every
    destination block joins what it got with its cached in-block (and its previous factors,
-   CG's start) without a shuffle, rotates them by ``Q``, solves its rows with recforge's numba
-   kernels pinned to the task's cores, rotates back, and keeps the result cached for the next
-   half. The Gram job of the new factors is what computes them (one job per half).
+   CG's start, rotated by ``Q``) without a shuffle, solves its rows with recforge's numba
+   kernels pinned to the task's cores, rotates back, keeps the result cached for the next half
+   and hands its part of the next Gram matrix to an accumulator: one Spark job per half.
 4. **Lineage** is cut by checkpointing both factor RDDs every ``checkpoint_interval`` iterations
    when the context has a checkpoint directory (``SparkContext.setCheckpointDir``), as MLlib does.
 5. **Output**: the factors, the vocabularies and the seen pairs are collected into a fitted
@@ -41,7 +41,7 @@ pair is kept. ``seen_`` holds the pairs trained on.
 **Progress.** Each iteration is logged (logger ``recforge.spark``) with its seconds, and with a
 ``callback`` (as ``ALS.fit`` takes one) also with the objective ``L`` after it: the solve tasks
 add up their rows' parts of it (:func:`recforge.kernels.als.als_loss_part`, on what they already
-hold) and hand them to the driver with the Gram job, so the loss costs no extra job. The
+hold) and hand them to the driver with their Gram parts, so the loss costs no extra job. The
 callback's :class:`~recforge.models.base.FitProgress` carries the unfitted model (the factors
 stay on the executors until the end); returning ``True`` stops after that iteration.
 """
@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from recforge._numba import thread_limits
 from recforge._validation import check_number, check_random_state
 from recforge.data.vocabulary import Vocabulary
 from recforge.kernels import als as kernels
@@ -381,8 +382,11 @@ class _BlockData:
 
 
 # iterations ----------------------------------------------------------------------------------
-def _ship_task(items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, blocks.Shipped]]:
-    """Executor: a source block's factors sliced per destination block."""
+def _ship_task(
+    rotation: np.ndarray | None, items: Iterable[tuple[int, Any]]
+) -> Iterator[tuple[int, blocks.Shipped]]:
+    """Executor: a source block's factors, rotated by the half-step's ``Q``, sliced per
+    destination block."""
     out = factors = None
     for _, value in items:
         if isinstance(value, blocks.OutBlock):
@@ -391,22 +395,33 @@ def _ship_task(items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, blocks.S
             factors = value
     if out is None or factors is None:
         raise RuntimeError("a source block lacks its out-block or its factors")
-    yield from blocks.ship(factors, out)
+    yield from blocks.ship(factors, out, rotation)
 
 
-@dataclass(frozen=True)
-class _Solved(blocks.FactorBlock):
-    """A block's new factors with its part of the loss (:func:`kernels.als_loss_part`), when
-    asked for: the block's penalty, plus its entries' terms on the item half."""
+#: a block's part of the Gram matrix of its new factors (implicit feedback; else ``None``) and
+#: of the loss (0 unless asked for)
+_Part = tuple[np.ndarray | None, float]
 
-    loss: float = 0.0
+
+class _BlockParts:
+    """The ``AccumulatorParam`` of ``{block: part}`` that the solve tasks hand their parts to.
+    A block computed twice (a retried task, a lost cache) gives the same bits and replaces its
+    part, so nothing counts twice."""
+
+    def zero(self, value: dict[int, _Part]) -> dict[int, _Part]:
+        return {}
+
+    def addInPlace(self, parts: dict[int, _Part], more: dict[int, _Part]) -> dict[int, _Part]:
+        parts.update(more)
+        return parts
 
 
 def _solve_task(
-    step: HalfStep, threads: int, failures: Any, loss: str, items: Iterator[tuple[int, Any]]
+    step: HalfStep, threads: int, failures: Any, parts: Any, loss: str, items: Iterator[tuple[int, Any]]
 ) -> Iterator[tuple[int, blocks.FactorBlock]]:
-    """Executor: a destination block's new factors from what was shipped to it, and with
-    ``loss`` (``"penalty"`` or ``"entries"``) its part of the objective."""
+    """Executor: a destination block's new factors from what was shipped to it. Its part of the
+    next half's Gram matrix (implicit feedback) and, with ``loss`` (``"penalty"`` or
+    ``"entries"``), of the objective go to the accumulator ``parts``."""
     inject_failure("solve")
     shipped: list[blocks.Shipped] = []
     in_block = previous = None
@@ -419,49 +434,36 @@ def _solve_task(
             previous = value
     if in_block is None:
         raise RuntimeError("a destination block lacks its in-block")
-    solved, failed = blocks.solve_block(in_block, shipped, previous, step, task_threads(threads))
+    Y = blocks.gather(in_block, shipped, step.factors, step.dtype)
+    solved, failed = blocks.solve_block(in_block, Y, previous, step, task_threads(threads))
     if failed:
         failures.add(failed)
+    part = 0.0
     if loss:
         entries = loss == "entries"
-        Y = blocks.gather(in_block, shipped, step.factors, step.dtype) if entries else solved.values[:0]
+        rotation = () if step.rotation is None or not entries else (step.rotation,)
+        with thread_limits(blas_threads=1):
+            X = blocks.rotate(solved.values, rotation)  # in Y's basis: the same products
         part = kernels.als_loss_part(
             in_block.indptr,
             in_block.indices,
             in_block.data,
-            solved.values,
-            Y,
+            X,
+            Y if entries else Y[:0],
             step.row_regularization(in_block.indptr, in_block.data),
             step.alpha,
             step.unobserved,
             step.implicit,
             entries=entries,
         )
-        solved = _Solved(solved.block, solved.values, part)
+    parts.add({in_block.block: (_gram_of(solved.values) if step.implicit else None, part)})
     yield in_block.block, solved
 
 
-_Part = tuple[np.ndarray | None, float]
-
-
-def _gram_part(implicit: bool, kv: tuple[int, blocks.FactorBlock]) -> tuple[int, _Part]:
-    """A block's part of the Gram matrix (implicit feedback; else ``None``) and of the loss."""
-    from recforge._numba import thread_limits
-
-    loss = float(getattr(kv[1], "loss", 0.0))
-    if not implicit:
-        return kv[0], (None, loss)
+def _gram_of(factors: np.ndarray) -> np.ndarray:
+    """A block's ``Y_b^T Y_b`` (float64), BLAS on one thread."""
     with thread_limits(blas_threads=1):
-        block, gram = blocks.gram_part(kv[1])
-    return block, (gram, loss)
-
-
-def _add_part(parts: dict[int, _Part], part: tuple[int, _Part]) -> dict[int, _Part]:
-    return {**parts, part[0]: part[1]}
-
-
-def _merge_parts(a: dict[int, _Part], b: dict[int, _Part]) -> dict[int, _Part]:
-    return {**a, **b}
+        return kernels.gram_matrix(factors)
 
 
 def _values(kv: tuple[int, blocks.FactorBlock]) -> tuple[int, np.ndarray]:
@@ -492,8 +494,6 @@ class _Iterations:
         self.failures = sc.accumulator(0)
 
     def run(self) -> tuple[np.ndarray, np.ndarray]:
-        from recforge._numba import thread_limits
-
         with thread_limits(blas_threads=1):  # the driver's few products, as the executors'
             return self._run()
 
@@ -507,7 +507,6 @@ class _Iterations:
             return users, items
         U = self._distribute(users, layout.user_blocks)
         V = self._distribute(items, layout.item_blocks)
-        del users, items
         can_checkpoint = bool(self.sc._jsc.sc().getCheckpointDir().isDefined())
         interval = self.checkpoint_interval
         if interval is not None and not can_checkpoint:
@@ -518,21 +517,24 @@ class _Iterations:
         data = self.data
         track = self.callback is not None
         try:
-            item_gram, _ = self._gram(V, False)
+            item_gram = (
+                self._sum_grams([_gram_of(items[b :: layout.item_blocks]) for b in range(layout.item_blocks)])
+                if template.implicit
+                else None
+            )
+            del users, items
             for iteration in range(model.iterations):
                 checkpoint = can_checkpoint and interval is not None and (iteration + 1) % interval == 0
                 item_step = template.with_gram(item_gram, layout.n_items)
-                U_new = self._half(
+                U_new, user_gram, user_loss = self._half(
                     V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint, "penalty"
                 )
-                user_gram, user_loss = self._gram(U_new, track)  # the job that computes U_new
                 user_step = template.with_gram(user_gram, layout.n_users)
                 U.unpersist()
                 U = U_new
-                V_new = self._half(
+                V_new, item_gram, item_loss = self._half(
                     U, data.user_out, V, data.item_in, layout.item_blocks, user_step, checkpoint, "entries"
                 )
-                item_gram, item_loss = self._gram(V_new, track)  # the job that computes V_new
                 V.unpersist()
                 V = V_new
                 self._check_failures()
@@ -571,30 +573,13 @@ class _Iterations:
         ]
         return self.sc.parallelize(parts, n_blocks).partitionBy(n_blocks, block_of).persist()
 
-    def _gram(self, factors: RDD[Any], loss: bool) -> tuple[np.ndarray | None, float]:
-        """``G = sum_b Y_b^T Y_b`` of a side's factors by ``treeAggregate`` (implicit feedback;
-        ``None`` for explicit ratings), and with ``loss`` the sum of the blocks' loss parts, after
-        computing ``factors``. The parts travel whole and are summed here in block order, so the
-        result does not depend on task timing."""
-        implicit = self.template.implicit
-        if not implicit and not loss:
-            materialize(factors)
-            return None, 0.0
-        zero: dict[int, _Part] = {}
-        parts = factors.map(functools.partial(_gram_part, implicit)).treeAggregate(
-            zero, _add_part, _merge_parts, depth=2
-        )
-        n_blocks = factors.getNumPartitions()
-        if sorted(parts) != list(range(n_blocks)):
-            raise RuntimeError(f"the Gram matrix needs a part from each of {n_blocks} blocks")
-        total = np.zeros((self.template.factors, self.template.factors)) if implicit else None
-        loss_sum = 0.0
-        for block in range(n_blocks):
-            gram, part = parts[block]
-            if total is not None and gram is not None:
-                total += gram
-            loss_sum += part
-        return total, loss_sum
+    @staticmethod
+    def _sum_grams(grams: list[np.ndarray]) -> np.ndarray:
+        """``G = sum_b Y_b^T Y_b``, summed in block order (the same factors, the same bits)."""
+        total = np.zeros_like(grams[0])
+        for gram in grams:
+            total += gram
+        return total
 
     def _half(
         self,
@@ -606,18 +591,32 @@ class _Iterations:
         step: HalfStep,
         checkpoint: bool,
         loss: str,
-    ) -> RDD[Any]:
-        """The ``dst`` side's new factors (cached, not yet computed) against ``src``, with their
-        ``loss`` part when a callback follows the fit."""
-        shipped = zip_partitions(src_out, src).mapPartitions(_ship_task)  # keys: destination blocks
+    ) -> tuple[RDD[Any], np.ndarray | None, float]:
+        """The ``dst`` side's new factors against ``src`` (computed, cached) in one Spark job,
+        their Gram matrix ``G`` (implicit feedback; else ``None``) and, when a callback follows
+        the fit, their part of the loss (``loss`` names it). The solve tasks hand their blocks'
+        parts to an accumulator, summed here in block order, so the result does not depend on
+        task timing and no second job reads the factors back."""
+        ship = functools.partial(_ship_task, step.rotation)
+        shipped = zip_partitions(src_out, src).mapPartitions(ship)  # keys: destination blocks
         shipped = shipped.partitionBy(n_dst, block_of)
         inputs = [shipped, dst_in, dst] if step.warm_start else [shipped, dst_in]
         loss = loss if self.callback is not None else ""
-        solve = functools.partial(_solve_task, step, int(self.model.num_threads), self.failures, loss)
+        parts_param: Any = _BlockParts()  # an AccumulatorParam by duck typing (pyspark stays lazy)
+        accumulator = self.sc.accumulator({}, parts_param)
+        solve = functools.partial(
+            _solve_task, step, int(self.model.num_threads), self.failures, accumulator, loss
+        )
         solved = zip_partitions(*inputs).mapPartitions(solve, preservesPartitioning=True).persist()
         if checkpoint:
             solved.checkpoint()
-        return solved
+        materialize(solved)
+        parts: dict[int, _Part] = accumulator.value
+        if sorted(parts) != list(range(n_dst)):
+            raise RuntimeError(f"the Gram matrix needs a part from each of {n_dst} blocks")
+        grams = [parts[block][0] for block in range(n_dst)]
+        gram = self._sum_grams(grams) if step.implicit else None  # type: ignore[arg-type]
+        return solved, gram, sum(parts[block][1] for block in range(n_dst))
 
     def _check_failures(self) -> None:
         check_failures(int(self.failures.value), self.template)

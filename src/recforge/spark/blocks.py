@@ -20,18 +20,19 @@ indices point into the concatenation of the factor blocks shipped to it, source 
 (``offsets[b]`` is where block ``b``'s rows start), and whose values are ``r``. Within a row,
 entries are sorted by the other side's global index, as in a local CSR matrix. So one
 half-iteration is: every source block ships its rows (:func:`ship`), every destination block
-concatenates what it got and solves (1) of :mod:`recforge.kernels.als` for its rows over its
+concatenates what it got (:func:`gather`) and solves (1) of :mod:`recforge.kernels.als` for its rows over its
 in-block (:func:`solve_block`) with :func:`recforge.models.als_solve.solve_rows`: the same
 dispatch, kernels, scratch and per-row arithmetic as local training.
 
 **Rotations.** As local training does, implicit fits solve in the eigenbasis ``Q`` of the
 source side's Gram matrix ``G = Y^T Y``, where the kernels' ``G`` is diagonal. The driver sums
-``G`` from every source block's part ``Y_b^T Y_b`` (:func:`gram_part`, reduced by a tree
-aggregate and summed in block order, so the same factors give the same bits), finds ``Q`` once
-and hands ``(eigenvalues, Q)`` to every destination block in the half-iteration's
-:class:`~recforge.models.als_solve.HalfStep`, which rotates what it got and its previous factors
-(CG's start) into that basis, solves, and rotates its new factors back: stored factors are always
-in the original basis.
+``G`` from every source block's part ``Y_b^T Y_b`` (computed by the task that solved the block,
+summed in block order, so the same factors give the same bits), finds ``Q`` once and hands
+``(eigenvalues, Q)`` to the half-iteration's tasks in its
+:class:`~recforge.models.als_solve.HalfStep`: every source block rotates its factors into that
+basis once and ships them (:func:`ship`); every destination block rotates its previous factors
+(CG's start) into it, solves, and rotates its new factors back: stored factors are always in
+the original basis.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ __all__ = [
     "assemble",
     "block_rows",
     "gather",
-    "gram_part",
     "link",
     "merge_pairs",
     "rotate",
@@ -289,18 +289,15 @@ def rotate(X: np.ndarray, rotations: Sequence[np.ndarray]) -> np.ndarray:
     return X
 
 
-def ship(factors: FactorBlock, out: OutBlock) -> Iterator[tuple[int, Shipped]]:
-    """``(destination block, Shipped)`` for every destination that needs rows of this block."""
-    X = factors.values
+def ship(factors: FactorBlock, out: OutBlock, rotation: np.ndarray | None) -> Iterator[tuple[int, Shipped]]:
+    """``(destination block, Shipped)`` for every destination that needs rows of this block,
+    in the basis ``rotation`` (the half-step's ``Q``; ``None``: as they are). The block is
+    rotated once here, not once per destination that receives a row."""
+    with thread_limits(blas_threads=1):
+        X = rotate(factors.values, () if rotation is None else (rotation,))
     for destination, rows in enumerate(out.rows):
         if len(rows):
             yield destination, Shipped(out.block, np.ascontiguousarray(X[rows]))
-
-
-def gram_part(factors: FactorBlock) -> tuple[int, np.ndarray]:
-    """``(block, Y_b^T Y_b)`` in float64: the block's part of the Gram matrix ``G``."""
-    X = factors.values
-    return factors.block, kernels.gram_matrix(X)
 
 
 def gather(block: InBlock, shipped: Sequence[Shipped], factors: int, dtype: np.dtype) -> np.ndarray:
@@ -328,15 +325,16 @@ def gather(block: InBlock, shipped: Sequence[Shipped], factors: int, dtype: np.d
 
 def solve_block(
     block: InBlock,
-    shipped: Sequence[Shipped],
+    Y: np.ndarray,
     previous: FactorBlock | None,
     step: HalfStep,
     threads: int = 1,
 ) -> tuple[FactorBlock, int]:
-    """Solve (1) of :mod:`recforge.kernels.als` for every row of ``block`` against the shipped
-    factors, with :func:`~recforge.models.als_solve.solve_rows` as local training
-    (``threads`` numba threads, BLAS pinned to 1); ``step`` carries the Gram of the shipped
-    side (:meth:`~recforge.models.als_solve.HalfStep.with_gram`).
+    """Solve (1) of :mod:`recforge.kernels.als` for every row of ``block`` against ``Y``, the
+    factors shipped to it (:func:`gather`, already in the basis of ``step``'s rotation), with
+    :func:`~recforge.models.als_solve.solve_rows` as local training (``threads`` numba threads,
+    BLAS pinned to 1); ``step`` carries the Gram of the shipped side
+    (:meth:`~recforge.models.als_solve.HalfStep.with_gram`).
 
     Returns the new factors (original basis) and the number of rows whose system could not be
     solved (exact: singular; NNLS: not converged)."""
@@ -346,7 +344,6 @@ def solve_block(
         raise ValueError(f"block {block.block} needs its previous factors as the solver's start")
     rotation = () if step.rotation is None else (step.rotation,)
     with thread_limits(numba_threads=threads, blas_threads=1), numba.parallel_chunksize(1):
-        Y = rotate(gather(block, shipped, f, dtype), rotation)
         if step.warm_start:
             assert previous is not None
             X = np.array(rotate(previous.values, rotation), dtype=dtype, order="C", copy=True)
