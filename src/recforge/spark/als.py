@@ -20,7 +20,8 @@ Spark MLlib's (:mod:`recforge.spark.blocks` describes the blocks):
    kernels pinned to the task's cores, rotates back, keeps the result cached for the next half
    and hands its part of the next Gram matrix to an accumulator: one Spark job per half.
 4. **Lineage** is cut by checkpointing both factor RDDs every ``checkpoint_interval`` iterations
-   when the context has a checkpoint directory (``SparkContext.setCheckpointDir``), as MLlib does.
+   when the context has a checkpoint directory (``SparkContext.setCheckpointDir``), as MLlib does
+   (but not after the last iteration, whose factors are collected at once).
 5. **Output**: the factors, the vocabularies and the seen pairs are collected into a fitted
    :class:`recforge.ALS`, so ``save``, artifacts and serving work unchanged.
 
@@ -95,7 +96,8 @@ class SparkALS:
     meaning; ``num_threads=0`` means ``spark.task.cpus`` threads per task), not both. The
     Spark-only settings are ``num_user_blocks`` / ``num_item_blocks`` (how many blocks each side
     is cut into: the parallelism of a half-iteration) and ``checkpoint_interval`` (iterations
-    between checkpoints of the factors; ``None``: never). ``fit`` returns a fitted ``ALS``.
+    between checkpoints of the factors, none after the last; ``None``: never). ``fit`` returns a
+    fitted ``ALS``.
     """
 
     def __init__(
@@ -524,7 +526,13 @@ class _Iterations:
             )
             del users, items
             for iteration in range(model.iterations):
-                checkpoint = can_checkpoint and interval is not None and (iteration + 1) % interval == 0
+                # none after the last iteration: no later one has a lineage to cut
+                checkpoint = (
+                    can_checkpoint
+                    and interval is not None
+                    and (iteration + 1) % interval == 0
+                    and iteration + 1 < model.iterations
+                )
                 item_step = template.with_gram(item_gram, layout.n_items)
                 U_new, user_gram, user_loss = self._half(
                     V, data.item_out, U, data.user_in, layout.user_blocks, item_step, checkpoint, "penalty"
