@@ -1,5 +1,6 @@
 """Validation: every rule, the formats timestamps come in, and in-memory records."""
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
@@ -200,3 +201,19 @@ def test_the_control_character_scan_agrees_with_the_regex(texts):
     for strings in (alone, sliced):
         expected = pc.match_substring_regex(strings, validation._CONTROL).fill_null(False).to_pylist()
         assert validation._control(strings).tolist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.text())
+def test_a_rejection_is_one_line_for_every_way_of_splitting_lines(raw):
+    """A quarantine record is one line also for ``str.splitlines`` (which breaks at U+2028 and
+    U+0085, raw in JSON strings), and reads back as written."""
+    rejection = validation.Rejection("events.jsonl", {"line": 3}, "invalid JSON", raw + "\u2028\x85\u2029")
+    line = rejection.to_json()
+    assert len(line.splitlines()) == 1
+    assert json.loads(line) == {
+        "source": "events.jsonl",
+        "line": 3,
+        "reason": "invalid JSON",
+        "raw": raw + "\u2028\x85\u2029",
+    }

@@ -46,6 +46,9 @@ _CONTROL = r"[\x{00}-\x{1f}\x{7f}-\x{9f}]"
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _ISO = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$"
 _ZONED = r"([Zz]|[+-]\d{2}(:?\d{2})?)$"
+#: what :meth:`Rejection.to_json` escapes: the line breaks of ``str.splitlines`` that JSON allows
+#: raw in a string (the others are control characters, which JSON escapes anyway)
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,11 @@ class Rejection:
     raw: Any = None
 
     def to_json(self) -> str:
+        """One line of JSON. Text stays readable (not ``\\u``-escaped), except the characters
+        that ``str.splitlines`` also breaks lines at (U+0085, U+2028, U+2029: valid raw in a JSON
+        string, but a reader splitting the quarantine that way would cut the record)."""
         record = {"source": self.source, **self.location, "reason": self.reason, "raw": self.raw}
-        return json.dumps(record, ensure_ascii=False, default=str)
+        return json.dumps(record, ensure_ascii=False, default=str).translate(_LINE_BREAKS)
 
 
 @dataclass
