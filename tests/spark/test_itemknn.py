@@ -78,3 +78,16 @@ def test_parameters_are_itemknns_and_checked_before_spark():
         SparkItemKNN(neighbors=0).fit(None)
     with pytest.raises(ValueError, match="num_user_blocks"):
         SparkItemKNN(num_user_blocks=0).fit(None)
+
+
+def test_a_cached_input_stays_cached_and_nothing_else_is_left_cached(spark):
+    """``fit`` reads a cached input in place: it neither uncaches it nor leaves a copy cached."""
+    frame, interactions = random_pairs(10, integer_ids=True)
+    data = spark.createDataFrame(frame).cache()
+    data.count()
+    persisted = spark.sparkContext._jsc.sc().getPersistentRDDs().size()
+    fitted = SparkItemKNN(neighbors=4, num_user_blocks=2, num_item_blocks=2).fit(data)
+    assert_same_model(fitted, ItemKNN(neighbors=4).fit(interactions))
+    assert data.storageLevel.useMemory
+    assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == persisted  # nothing left
+    data.unpersist()

@@ -519,8 +519,9 @@ class _Iterations:
         data = self.data
         track = self.callback is not None
         try:
+            n = layout.item_blocks  # the Gram of the blocks _distribute made, as a half sums it
             item_gram = (
-                self._sum_grams([_gram_of(items[b :: layout.item_blocks]) for b in range(layout.item_blocks)])
+                self._sum_grams([_gram_of(np.ascontiguousarray(items[b::n])) for b in range(n)])
                 if template.implicit
                 else None
             )

@@ -11,9 +11,10 @@
   held by the driver) as indexed pairs: its ``r`` matrix, or its ratings for explicit feedback.
 
 :class:`~recforge.spark.SparkALS` and :class:`~recforge.spark.SparkItemKNN` fit either a
-DataFrame of ratings (``fit``: the first and third steps above) or indexed pairs with the vocabularies
-they index (``fit_indexed``: what the pipeline's Spark engine gives them, the build's own
-vocabularies, so the model matches the build's holdout).
+DataFrame of ratings (``fit``: :func:`checked_ratings`, then an :class:`IdIndex` in their first
+map) or indexed pairs with the vocabularies they index (``fit_indexed``: what the pipeline's
+Spark engine gives them, the build's own vocabularies, so the model matches the build's
+holdout).
 """
 
 from __future__ import annotations
