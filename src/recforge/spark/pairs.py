@@ -41,7 +41,7 @@ __all__ = ["EmptyRatings", "IdIndex", "checked_ratings", "interactions_frame", "
 
 
 class EmptyRatings(ValueError):
-    """A DataFrame of ratings without a row (:func:`ratings_frame`)."""
+    """A DataFrame of ratings without a row (:func:`checked_ratings`)."""
 
 
 #: rows per partition of :func:`interactions_frame`'s DataFrame (at least two partitions)
