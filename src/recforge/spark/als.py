@@ -67,7 +67,7 @@ from recforge.models.als import ALS
 from recforge.models.als_solve import HalfStep, check_failures, initial_factors
 from recforge.models.base import FitProgress
 from recforge.spark import blocks
-from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks
+from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks, pair_columns
 from recforge.spark.session import (
     block_of,
     check_executors,
@@ -324,8 +324,7 @@ class _BlockData:
     @classmethod
     def build(cls, ratings: DataFrame, layout: _Layout, implicit: bool, index: IdIndex | None) -> _BlockData:
         """From indexed pairs ``(u, i, value)`` or, with ``index``, ratings ``(user, item, value)``."""
-        columns = ("u", "i", "value") if index is None else ("user", "item", "value")
-        pairs = ratings.select(*columns).mapInArrow(
+        pairs = ratings.select(*pair_columns(index)).mapInArrow(
             functools.partial(_pair_task, layout.user_blocks, layout.item_blocks, index), _PAIR_SCHEMA
         )
         pieces = (

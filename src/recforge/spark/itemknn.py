@@ -52,7 +52,7 @@ from recforge.kernels.similarity import (
 )
 from recforge.models.itemknn import ItemKNN, user_weights
 from recforge.spark import blocks
-from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks
+from recforge.spark.pairs import IdIndex, checked_ratings, pair_chunks, pair_columns
 from recforge.spark.session import block_of, check_executors, require_pyspark, task_threads
 
 if TYPE_CHECKING:
@@ -370,8 +370,7 @@ def _row_arrays(kv: tuple[int, _Rows]) -> tuple[int, np.ndarray, np.ndarray, np.
 # driver -------------------------------------------------------------------------------------
 def _user_rows(pairs: DataFrame, layout: _Layout, index: IdIndex | None) -> RDD[Any]:
     """The user blocks, cached and computed, from indexed pairs or (with ``index``) ratings."""
-    columns = ("u", "i", "value") if index is None else ("user", "item", "value")
-    cut = pairs.select(*columns).mapInArrow(
+    cut = pairs.select(*pair_columns(index)).mapInArrow(
         functools.partial(_cut_task, layout.user_blocks, index), _CUT_SCHEMA
     )
     rows = (

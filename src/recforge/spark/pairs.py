@@ -37,7 +37,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("recforge.spark")
 
-__all__ = ["EmptyRatings", "IdIndex", "checked_ratings", "interactions_frame", "pair_chunks", "vocabularies"]
+__all__ = [
+    "EmptyRatings",
+    "IdIndex",
+    "checked_ratings",
+    "interactions_frame",
+    "pair_chunks",
+    "pair_columns",
+    "vocabularies",
+]
 
 
 class EmptyRatings(ValueError):
@@ -138,9 +146,11 @@ class IdIndex:
     first lookup."""
 
     def __init__(self, frame: DataFrame, users: Vocabulary, items: Vocabulary) -> None:
-        kinds = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+        from pyspark.sql import types as T
+
+        integral = {f.name: isinstance(f.dataType, T.IntegralType) for f in frame.schema.fields}
         self._keys = frame.sparkSession.sparkContext.broadcast(
-            (_lookup_keys(users, kinds["user"]), _lookup_keys(items, kinds["item"]))
+            (_lookup_keys(users, integral["user"]), _lookup_keys(items, integral["item"]))
         )
         self._tables: tuple[Any, Any] | None = None
 
@@ -161,11 +171,17 @@ class IdIndex:
         )
 
 
-def _lookup_keys(vocab: Vocabulary, kind: str) -> np.ndarray:
+def _lookup_keys(vocab: Vocabulary, integral: bool) -> np.ndarray:
     """The vocabulary's ids as the frame holds them: int64 for integer columns, else objects."""
-    if kind in ("tinyint", "smallint", "int", "bigint"):
+    if integral:
         return np.asarray(vocab.array.cast(pa.int64()))
     return np.asarray(vocab.array.to_pylist(), dtype=object)
+
+
+def pair_columns(index: IdIndex | None) -> tuple[str, str, str]:
+    """The columns :func:`pair_chunks` reads: indexed pairs' ``u, i, value``, or with ``index``
+    the ratings' ``user, item, value``."""
+    return ("u", "i", "value") if index is None else ("user", "item", "value")
 
 
 def pair_chunks(
@@ -173,8 +189,8 @@ def pair_chunks(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Executor: a partition's pairs as ``(u int32, i int32, value float64)`` arrays, in chunks
     of at least :data:`~recforge.spark.blocks.FLUSH_ROWS` rows (the last one may be shorter), in
-    input order. The batches' columns are ``u, i, value``, or ``user, item, value`` looked up
-    in ``index`` (rows with an unknown id dropped), so a trainer's first map also indexes."""
+    input order. The batches' columns are :func:`pair_columns`: with ``index``, the ids are
+    looked up in it (rows with an unknown id dropped), so a trainer's first map also indexes."""
     pending: list[pa.RecordBatch] = []
     rows = 0
 
