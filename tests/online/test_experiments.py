@@ -19,7 +19,7 @@ from recforge.data.store import EventStore
 from recforge.errors import RecforgeError
 from recforge.models import Popular
 from recforge.online.experiments import ExperimentBook, aa_test, arm_of, compare, experiment_report, verdict
-from recforge.online.impressions import Impression, ImpressionLog, ImpressionStore
+from recforge.online.impressions import Impression, ImpressionStore, ImpressionWriter
 from recforge.precompute import precompute
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -120,12 +120,11 @@ def test_verdict_rules():
 
 def record(home, rows):
     """rows of (recommendation_id, user, version, experiment, arm, items, hours after T0)"""
-    log = ImpressionLog(ImpressionStore(home), flush_ms=10_000)
-    log.start()
+    writer = ImpressionWriter(ImpressionStore(home))
     for rid, user, version, experiment, arm, items, hour in rows:
         when = int((T0 + timedelta(hours=hour)).timestamp() * 1e6)
-        log.record(Impression(rid, user, None, version, "precomputed", experiment, arm, items, when))
-    log.stop()
+        writer.write([Impression(rid, user, None, version, "precomputed", experiment, arm, items, when)])
+    writer.close()
 
 
 def post(home, rows):

@@ -1,4 +1,5 @@
-"""The impression store: batched durable writes, crash recovery, sealing, reading by time."""
+"""The impression store and its writer: batched durable writes, crash recovery, sealing, reading
+by time (in process; the server's writer process is tests/online/test_recorder.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from recforge.online import impressions as module
 from recforge.online.impressions import (
     IMPRESSION_SCHEMA,
     Impression,
-    ImpressionLog,
     ImpressionStore,
+    ImpressionWriter,
     new_recommendation_id,
     to_table,
 )
@@ -44,146 +45,121 @@ def test_ids_differ_in_a_forked_child():
     assert child[:13] != mine[:13]  # another random prefix, so no shared counter clash
 
 
-def test_records_are_durable_after_a_flush_and_sealed_on_stop(tmp_path):
+def test_batches_are_readable_at_once_and_sealed_on_close(tmp_path):
     store = ImpressionStore(tmp_path)
-    written = []
-    log = ImpressionLog(store, flush_ms=50, on_write=written.append)
-    log.start()
+    writer = ImpressionWriter(store)
     rows = [impression(n) for n in range(500)]
-    for row in rows:
-        log.record(row)
-    deadline = time.monotonic() + 10
-    while store.scan().num_rows < 500 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert writer.write(rows[:200]) == 200 and writer.write([tuple(r) for r in rows[200:]]) == 300
     table = store.scan()
     assert table.schema == IMPRESSION_SCHEMA
     assert table.column("recommendation_id").to_pylist() == [r.recommendation_id for r in rows]
     assert table.column("items").to_pylist()[3] == ["i3", "i0"]
-    assert sum(len(batch) for batch in written) == 500
+    assert writer.take_counts() == (500, 0) and writer.take_counts() == (0, 0)
     assert [p.suffix for p in store.parts().values()] == [".arrows"]
-    log.stop()
+    writer.close()
     assert [p.suffix for p in store.parts().values()] == [".parquet"]
     assert store.scan().equals(table)
 
 
-def test_a_killed_writer_loses_only_what_it_had_not_flushed(tmp_path):
+def test_a_killed_writer_loses_only_a_cut_batch(tmp_path):
     """A crash mid-append leaves a cut batch at the end of the log: readers skip it, and the
-    next writer to start seals the rest."""
+    next server to start recording seals the rest."""
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=10_000)  # flushed by hand below
-    log.start()
-    for n in range(30):
-        log.record(impression(n))
-    assert log.flush() == 30
-    log.record(impression(99))  # queued, never flushed: lost with the process
+    writer = ImpressionWriter(store)
+    assert writer.write([impression(n) for n in range(30)]) == 30
     path = next(iter(store.parts().values()))
     with path.open("ab") as handle:  # half a batch, as a kill during write() leaves it
         handle.write(b"\xff\xff\xff\xff\x48\x01\x00\x00" + b"\x00" * 40)
-    log._stop.set()  # the "kill": the thread ends and the file closes without sealing
-    log._thread.join()
-    log._thread = None
-    log._file.close()
+    assert store.recover() == 0  # its lock is held
+    writer._file.close()  # the "kill": the file closes without sealing
     assert store.scan().num_rows == 30
     assert store.recover() == 1
     assert [p.suffix for p in store.parts().values()] == [".parquet"]
     assert store.scan().num_rows == 30
 
 
-def test_a_live_writers_log_is_not_recovered_and_a_half_sealed_one_reads_once(tmp_path):
+def test_a_half_sealed_log_reads_once(tmp_path):
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=10_000)
-    log.start()
-    log.record(impression(1))
-    log.flush()
-    assert store.recover() == 0  # its lock is held
+    writer = ImpressionWriter(store)
+    writer.write([impression(1)])
     token = next(iter(store.parts()))
     import pyarrow.parquet as pq
 
     pq.write_table(store.scan(), store.root / f"part-{token}.parquet")  # a seal killed before its unlink
     assert store.scan().num_rows == 1
-    log.stop()
+    writer.close()
     assert store.scan().num_rows == 1 and len(list(store.root.iterdir())) == 1
 
 
-def test_failed_writes_keep_the_rows_and_retry(tmp_path, monkeypatch):
+def test_failed_writes_keep_the_rows_and_retry_after_half_flush_ms(tmp_path, monkeypatch):
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=10_000)
-    log.start()
-    log.record(impression(1))
-    real = ImpressionLog._append
+    writer = ImpressionWriter(store, flush_ms=100)
+    real = ImpressionWriter._append
 
     def broken(self, table):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ImpressionLog, "_append", broken)
-    assert log.flush() == 0
-    log.record(impression(2))
-    monkeypatch.setattr(ImpressionLog, "_append", real)
-    assert log.flush() == 2
-    log.stop()
+    monkeypatch.setattr(ImpressionWriter, "_append", broken)
+    assert writer.write([impression(1)]) == 0
+    assert 0.0 < writer.due() <= 0.05
+    writer.tick()  # not due yet: no retry
+    assert writer.write([impression(2)]) == 0
+    monkeypatch.setattr(ImpressionWriter, "_append", real)
+    time.sleep(writer.due())
+    writer.tick()  # the retry
+    assert writer.take_counts() == (2, 0)
     assert store.scan().num_rows == 2
+    writer.close()
+    assert store.scan().column("items").to_pylist() == [["i1", "i0"], ["i2", "i0"]]
 
 
-def test_pending_impressions_are_bounded_when_the_disk_refuses(tmp_path, monkeypatch):
+def test_kept_impressions_are_bounded_when_the_disk_refuses(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "MAX_PENDING", 5)
-    log = ImpressionLog(ImpressionStore(tmp_path), flush_ms=10_000)
-    monkeypatch.setattr(ImpressionLog, "_append", lambda self, table: (_ for _ in ()).throw(OSError("no")))
-    for n in range(8):
-        log.record(impression(n))
-    log.flush()
-    assert len(log._pending) == 5 and log.dropped == 3
+    writer = ImpressionWriter(ImpressionStore(tmp_path))
+    monkeypatch.setattr(ImpressionWriter, "_append", lambda self, table: (_ for _ in ()).throw(OSError("no")))
+    writer.write([impression(n) for n in range(8)])
+    assert len(writer._pending) == 5 and writer.dropped == 3 and writer.take_counts() == (0, 3)
+    assert [row.items[0] for row in writer._pending] == ["i3", "i4", "i5", "i6", "i7"]  # the oldest went
 
 
 def test_scan_by_time(tmp_path):
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=10_000)
-    log.start()
-    for day in range(1, 6):
-        log.record(impression(day, at_us=int(datetime(2024, 1, day, tzinfo=UTC).timestamp() * 1e6)))
+    writer = ImpressionWriter(store)
+    days = range(1, 6)
+    writer.write([impression(d, at_us=int(datetime(2024, 1, d, tzinfo=UTC).timestamp() * 1e6)) for d in days])
     start, end = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
-    log.flush()
     assert [d.day for d in store.scan(start, end).column("timestamp").to_pylist()] == [2, 3]  # the log
-    log.stop()
+    writer.close()
     assert [d.day for d in store.scan(start, end).column("timestamp").to_pylist()] == [2, 3]  # sealed
     assert [d.day for d in store.scan(start=end).column("timestamp").to_pylist()] == [4, 5]
     assert store.scan().num_rows == 5 and ImpressionStore(tmp_path / "none").scan().num_rows == 0
 
 
-def test_batches_are_written_every_flush_and_fsynced_every_sync_ms(tmp_path, monkeypatch):
-    """A written batch is readable at once (a killed server loses nothing written); the log is
-    fsync'd only every ``sync_ms``, not at every batch."""
+def test_batches_are_fsynced_every_sync_ms_not_every_batch(tmp_path, monkeypatch):
     synced: list[int] = []
     monkeypatch.setattr(module.os, "fsync", synced.append)
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=20, sync_ms=300)
-    store.root.mkdir()
-    log.record(impression(0))
-    log.flush()  # creates the log: its header and directory entry are fsync'd at once
+    writer = ImpressionWriter(store, flush_ms=20, sync_ms=300)
+    writer.write([impression(0)])  # creates the log: its header and directory entry are fsync'd at once
     opened = len(synced)
-    log.start()
     for n in range(1, 10):
-        log.record(impression(n))
+        writer.write([impression(n)])
+        writer.tick()
         time.sleep(0.02)
-    deadline = time.monotonic() + 10
-    while store.scan().num_rows < 10 and time.monotonic() < deadline:
-        time.sleep(0.01)
     assert store.scan().num_rows == 10
     assert len(synced) <= opened + 1  # ~10 batches in ~0.2 s, at most one sync after them
-    deadline = time.monotonic() + 10
-    while len(synced) < opened + 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(synced) == opened + 1  # within sync_ms of the last batch, then no more
-    time.sleep(0.4)
-    assert len(synced) == opened + 1
-    log.stop()
+    assert 0.0 <= writer.due() <= 0.3
+    time.sleep(writer.due())
+    writer.tick()
+    assert len(synced) == opened + 1  # sync_ms after the first unsynced batch, then no more
+    assert writer.due() > 1000  # nothing due but the seal, an hour after the log opened
+    writer.close()
 
 
 def test_a_failed_fsync_is_tried_again(tmp_path, monkeypatch):
     store = ImpressionStore(tmp_path)
-    log = ImpressionLog(store, flush_ms=10_000, sync_ms=10_000)  # flushed and synced by hand
-    log.start()
-    log.record(impression(0))
-    log.flush()
+    writer = ImpressionWriter(store, sync_ms=10_000)
+    writer.write([impression(0)])
     failures = iter([OSError("EIO")])
 
     def fsync(fd: int) -> None:
@@ -192,18 +168,18 @@ def test_a_failed_fsync_is_tried_again(tmp_path, monkeypatch):
             raise error
 
     monkeypatch.setattr(module.os, "fsync", fsync)
-    log.sync()
-    assert log._unsynced  # still owed
-    log.sync()
-    assert not log._unsynced
-    log.stop()
+    writer.sync()
+    assert writer._unsynced  # still owed
+    writer.sync()
+    assert not writer._unsynced
+    writer.close()
 
 
 def test_bad_flush_and_sync_intervals():
     with pytest.raises(ValueError, match="flush_ms"):
-        ImpressionLog(ImpressionStore("x"), flush_ms=0)
+        ImpressionWriter(ImpressionStore("x"), flush_ms=0)
     with pytest.raises(ValueError, match="sync_ms"):
-        ImpressionLog(ImpressionStore("x"), flush_ms=10, sync_ms=0)
+        ImpressionWriter(ImpressionStore("x"), flush_ms=10, sync_ms=0)
 
 
 def test_to_table_of_nothing():

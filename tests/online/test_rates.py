@@ -10,7 +10,7 @@ import pytest
 from recforge.config import load_config
 from recforge.data.store import EventStore
 from recforge.online.attribution import attribute
-from recforge.online.impressions import Impression, ImpressionLog, ImpressionStore
+from recforge.online.impressions import Impression, ImpressionStore, ImpressionWriter
 from recforge.online.rates import online_report, outcomes
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -22,11 +22,10 @@ def at(hours: float) -> int:
 
 def record(home, rows):
     """rows of (recommendation_id, user_id, version, source, items, hour)"""
-    log = ImpressionLog(ImpressionStore(home), flush_ms=10_000)
-    log.start()
+    writer = ImpressionWriter(ImpressionStore(home))
     for rid, user, version, source, items, hour in rows:
-        log.record(Impression(rid, user, None, version, source, None, None, items, at(hour)))
-    log.stop()
+        writer.write([Impression(rid, user, None, version, source, None, None, items, at(hour))])
+    writer.close()
 
 
 def post(home, rows):

@@ -13,37 +13,34 @@ Layout under ``<home>/impressions/``::
 ``<token>`` is the log's start time (16 hex digits of microseconds) and 8 random hex digits,
 so parts sort by time.
 
-**Writing.** A server's :class:`ImpressionLog` appends impressions to an in-memory queue
-(one ``deque.append`` on the request path); a background thread drains it every
-``flush_ms / 2`` milliseconds and writes the rows to its log as one record batch, and fsyncs
-the log every ``sync_ms``. A written batch is in the operating system's page cache, which
-outlives the process: a server killed at any moment (SIGKILL, OOM) loses at most the
-impressions of its last ``flush_ms`` (those not yet drained, and a batch half-written, which
-readers skip), and a machine that loses power at most those of its last ``sync_ms + flush_ms``.
-(An fsync costs milliseconds of CPU here, mostly in the kernel: ten a second would add tens of
-microseconds to every request at 500 requests a second; event intake, whose 202 promises
-durability, fsyncs every group commit instead.) The writer holds an exclusive ``flock`` on its
-log; after ``SEAL_ROWS`` rows or ``SEAL_SECONDS`` seconds, and when it stops, it seals the log.
+**Writing.** One :class:`ImpressionWriter` appends to a log: each batch it is given is one
+record batch, written to the operating system at once and fsync'd every ``sync_ms``. A written
+batch is in the page cache, which outlives the process: a writer killed at any moment (SIGKILL,
+OOM) loses only a batch half-written, which readers skip, and a machine that loses power at most
+the batches of the last ``sync_ms``. (An fsync costs milliseconds of CPU here, mostly in the
+kernel; event intake, whose 202 promises durability, fsyncs every group commit instead.) A
+server's writer runs in a process of its own, fed every ``flush_ms / 2`` by the server's queue
+(:mod:`recforge.online.recorder`), so a killed server loses at most its last ``flush_ms`` of
+impressions. The writer holds an exclusive ``flock`` on its log; after ``SEAL_ROWS`` rows or
+``SEAL_SECONDS`` seconds, and when it closes, it seals the log.
 
 **Sealing** reads a log's complete batches, writes them as Parquet to a temporary name, fsyncs,
 renames it to ``part-<token>.parquet``, fsyncs the directory and deletes the log. A reader takes
 the Parquet part when both exist, so a seal killed after its rename shows each row once. A log
 whose lock nobody holds belongs to a dead writer: :meth:`ImpressionStore.recover` (run when a
-writer starts) seals it.
+server starts recording) seals it.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import fcntl
 import logging
 import os
 import re
 import secrets
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -58,8 +55,8 @@ from recforge._time import to_us
 __all__ = [
     "IMPRESSION_SCHEMA",
     "Impression",
-    "ImpressionLog",
     "ImpressionStore",
+    "ImpressionWriter",
     "new_recommendation_id",
 ]
 
@@ -232,30 +229,28 @@ def _read_log(path: Path) -> pa.Table:
     return pa.Table.from_batches(batches, schema=IMPRESSION_SCHEMA)
 
 
-class ImpressionLog:
-    """A server's writer of impressions (see the module docstring). ``record`` is safe from any
-    thread and never blocks; ``start`` begins the background writer, ``stop`` drains, seals and
-    ends it. ``on_write(rows)`` is called by the writer with each batch written."""
+class ImpressionWriter:
+    """Appends impressions to one open log of a store (see the module docstring), in the process
+    that owns it: the writer process of a server (:mod:`recforge.online.recorder`), or any
+    process that records impressions itself.
 
-    def __init__(
-        self,
-        store: ImpressionStore,
-        flush_ms: int,
-        on_write: Callable[[list[Impression]], None] | None = None,
-        sync_ms: int = 1000,
-    ) -> None:
-        if flush_ms < 1:
-            raise ValueError(f"flush_ms must be >= 1, got {flush_ms}")
-        if sync_ms < 1:
-            raise ValueError(f"sync_ms must be >= 1, got {sync_ms}")
+    ``write(rows)`` appends them, after any rows a failed write left, as one record batch;
+    ``due()`` is the seconds until ``tick()`` has work (retrying a failed write every
+    ``flush_ms / 2``, an fsync ``sync_ms`` after a write, sealing an old log); ``take_counts()``
+    the rows written and dropped since it was last asked; ``close()`` writes what is left and
+    seals the log.
+    """
+
+    def __init__(self, store: ImpressionStore, flush_ms: int = 200, sync_ms: int = 1000) -> None:
+        check_intervals(flush_ms, sync_ms)
         self.store = store
         self.flush_ms = flush_ms
         self.sync_ms = sync_ms
-        self.on_write = on_write
         self.dropped = 0
-        self._pending: collections.deque[Impression] = collections.deque()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._pending: list[Any] = []  # rows a failed write kept, oldest first
+        self._retry_at = 0.0
+        self._written_since = 0
+        self._dropped_since = 0
         self._file: IO[bytes] | None = None
         self._stream: Any = None
         self._token = ""
@@ -265,75 +260,70 @@ class ImpressionLog:
         self._unsynced = False
         self._failing = False
 
-    def record(self, impression: Impression) -> None:
-        """Queue one impression for the next write (the request path: one append)."""
-        self._pending.append(impression)
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self.store.root.mkdir(parents=True, exist_ok=True)
-        try:
-            recovered = self.store.recover()
-        except OSError as error:
-            log.error("could not seal the impression logs of stopped servers: %s", error)
-        else:
-            if recovered:
-                log.info("sealed %d impression logs left by stopped servers", recovered)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="recforge-impressions", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Write what is queued, seal the log, stop the thread."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self._thread = None
-        self.flush()
-        self._seal()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_ms / 2000):
-            self.flush()
-            if self._unsynced and time.monotonic() - self._synced >= self.sync_ms / 1000:
-                self.sync()
-            if self._file is not None and (
-                self._rows >= SEAL_ROWS or time.monotonic() - self._opened >= SEAL_SECONDS
-            ):
-                self._seal()
-
-    def flush(self) -> int:
-        """Append what is queued to the log (written to the OS, fsync'd by :meth:`sync`); returns
-        the rows written."""
-        count = len(self._pending)
-        if not count:
+    def write(self, rows: Sequence[Any]) -> int:
+        """Append ``rows`` (:class:`Impression` or plain tuples in its field order) and any kept
+        rows; returns how many were written (0 when the write failed and they were kept)."""
+        self._pending.extend(rows)
+        if not self._pending:
             return 0
-        rows = [self._pending.popleft() for _ in range(count)]
-        table = to_table(rows)
+        table = to_table(self._pending)
         try:
             self._append(table)
         except OSError as error:
-            self._pending.extendleft(reversed(rows))  # tried again at the next flush
             excess = len(self._pending) - MAX_PENDING
-            for _ in range(max(excess, 0)):
-                self._pending.popleft()
-                self.dropped += 1
+            if excess > 0:  # the oldest go first
+                del self._pending[:excess]
+                self.dropped += excess
+                self._dropped_since += excess
             if not self._failing:
                 log.error("could not write impressions (kept in memory, retrying): %s", error)
             self._failing = True
+            self._retry_at = time.monotonic() + self.flush_ms / 2000
             self._close_log()
             return 0
         if self._failing:
             log.info("impressions are written again")
             self._failing = False
-        if self.on_write is not None:
-            try:
-                self.on_write(rows)
-            except Exception:  # counting must never stop the writer
-                log.exception("impression callback failed")
-        return count
+        written = len(self._pending)
+        self._pending = []
+        self._written_since += written
+        if self._rows >= SEAL_ROWS:
+            self._seal()
+        return written
+
+    def take_counts(self) -> tuple[int, int]:
+        """(rows written, rows dropped) since the last call."""
+        counts = self._written_since, self._dropped_since
+        self._written_since = self._dropped_since = 0
+        return counts
+
+    def due(self) -> float | None:
+        """Seconds until :meth:`tick` has work; ``None`` when it has none until the next write."""
+        moments = []
+        if self._pending:
+            moments.append(self._retry_at)
+        if self._unsynced:
+            moments.append(self._synced + self.sync_ms / 1000)
+        if self._file is not None:
+            moments.append(self._opened + SEAL_SECONDS)
+        if not moments:
+            return None
+        return max(min(moments) - time.monotonic(), 0.0)
+
+    def tick(self) -> None:
+        """Do what is due: retry a failed write, fsync, seal a log older than ``SEAL_SECONDS``."""
+        now = time.monotonic()
+        if self._pending and now >= self._retry_at:
+            self.write(())
+        if self._unsynced and now - self._synced >= self.sync_ms / 1000:
+            self.sync()
+        if self._file is not None and now - self._opened >= SEAL_SECONDS:
+            self._seal()
+
+    def close(self) -> None:
+        """Write what is kept (once more), then seal the log."""
+        self.write(())
+        self._seal()
 
     def _append(self, table: pa.Table) -> None:
         if self._file is None:
@@ -346,18 +336,19 @@ class ImpressionLog:
         self._rows += table.num_rows
 
     def sync(self) -> None:
-        """fsync what was written to the log."""
+        """fsync what was written to the log (tried again after ``sync_ms`` when it fails)."""
         if self._file is None:
             return
         self._synced = time.monotonic()
         try:
             os.fsync(self._file.fileno())
-        except OSError as error:  # tried again after sync_ms (and the seal fsyncs its Parquet)
+        except OSError as error:  # (and the seal fsyncs its Parquet)
             log.error("could not fsync the impression log: %s", error)
             return
         self._unsynced = False
 
     def _open_log(self) -> None:
+        self.store.root.mkdir(parents=True, exist_ok=True)
         self._token = f"{time.time_ns() // 1000:016x}-{secrets.token_hex(4)}"
         path = self.store.root / f"part-{self._token}.arrows"
         handle = path.open("xb")
@@ -379,9 +370,13 @@ class ImpressionLog:
         if self._file is not None:
             with contextlib.suppress(OSError, pa.ArrowException):
                 self._stream.close()
+            if self._unsynced:  # what was written stays durable as far as it can be
+                with contextlib.suppress(OSError):
+                    os.fsync(self._file.fileno())
             self._file.close()  # releases the lock: the log is a dead writer's from now on
             self._file = None
             self._stream = None
+            self._unsynced = False
 
     def _seal(self) -> None:
         if self._file is None:
@@ -393,3 +388,11 @@ class ImpressionLog:
             log.error("could not seal impression log %s (recovered later): %s", token, error)
         finally:
             self._close_log()
+
+
+def check_intervals(flush_ms: int, sync_ms: int) -> None:
+    """Raise ``ValueError`` unless both intervals are at least 1 ms."""
+    if flush_ms < 1:
+        raise ValueError(f"flush_ms must be >= 1, got {flush_ms}")
+    if sync_ms < 1:
+        raise ValueError(f"sync_ms must be >= 1, got {sync_ms}")

@@ -33,7 +33,8 @@ from recforge.config import Config
 from recforge.data.store import EventStore
 from recforge.lists import StoreUnavailable
 from recforge.online.experiments import ExperimentBook
-from recforge.online.impressions import ImpressionLog, ImpressionStore
+from recforge.online.impressions import ImpressionStore
+from recforge.online.recorder import ImpressionLog
 from recforge.serving.backend import Backend, open_backend
 from recforge.serving.dashboard import Dashboard, mount_dashboard
 from recforge.serving.dashboard.live import registry_sample

@@ -50,7 +50,7 @@ from recforge.catalog import CatalogStore
 from recforge.errors import RecforgeError
 from recforge.models.base import Recommender
 from recforge.online.experiments import CURRENT, Experiment, ExperimentBook
-from recforge.online.impressions import ImpressionLog
+from recforge.online.recorder import ImpressionLog
 from recforge.serving.ids import IdIndex
 from recforge.serving.live_catalog import LiveCatalog
 from recforge.serving.ranking import Ranker
