@@ -321,8 +321,12 @@ class ImpressionWriter:
             self._seal()
 
     def close(self) -> None:
-        """Write what is kept (once more), then seal the log."""
+        """Write what is kept (once more; what still fails is lost, and logged), then seal."""
         self.write(())
+        if self._pending:
+            log.error("%d impressions could not be written and are lost", len(self._pending))
+            self.dropped += len(self._pending)
+            self._pending = []
         self._seal()
 
     def _append(self, table: pa.Table) -> None:
