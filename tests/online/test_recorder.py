@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from recforge.online import recorder
 from recforge.online.impressions import Impression, ImpressionStore, new_recommendation_id
 from recforge.online.recorder import ImpressionLog
 from tests.conftest import REPO
@@ -89,6 +90,8 @@ def test_a_killed_writer_is_started_again_and_its_rows_are_sent_again(tmp_path):
         log.record(impression(n))
     assert log.flush() == 0  # the dead writer's pipe: the rows go back to the queue
     assert log.writer_pid is None and len(log._pending) == 3
+    assert log.flush() == 0 and log.writer_pid is None  # no new writer within RESTART_SECONDS
+    time.sleep(recorder.RESTART_SECONDS)
     assert log.flush() == 3  # a new writer
     assert log.writer_pid not in (None, first)
     log.start()  # seals the dead writer's log
@@ -96,6 +99,20 @@ def test_a_killed_writer_is_started_again_and_its_rows_are_sent_again(tmp_path):
     log.stop()
     assert sorted(r[0] for r in store.scan().column("items").to_pylist()) == ["i0", "i1", "i2", "i3"]
     assert sum(map(len, written)) == 4
+
+
+def test_a_writer_that_cannot_start_keeps_the_rows_queued(tmp_path, monkeypatch):
+    store = ImpressionStore(tmp_path)
+    log = ImpressionLog(store, flush_ms=10_000)
+    monkeypatch.setattr(recorder.sys, "executable", "/bin/false")  # starts, and exits at once
+    for n in range(3):
+        log.record(impression(n))
+    assert log.flush() == 0 and len(log._pending) == 3 and log.dropped == 0
+    monkeypatch.undo()
+    log._restart_at = 0.0  # (rather than sleep RESTART_SECONDS)
+    assert log.flush() == 3 and store.scan().num_rows == 3
+    log.start()
+    log.stop()
 
 
 def test_the_writer_ignores_sigterm_and_waits_for_the_servers_last_batch(tmp_path):
@@ -160,4 +177,4 @@ def test_the_writer_process_imports_neither_numba_nor_the_models():
 
     assert {name: getattr(recforge, name) for name in recforge.__all__}  # every lazy name resolves
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        recforge.nothing  # noqa: B018
+        recforge.nothing

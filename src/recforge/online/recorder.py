@@ -21,7 +21,7 @@ its last ``flush_ms`` of impressions, as a writer in the server would. A server 
 loses only what it had queued: the writer reads to the end of the pipe, seals its log and
 exits. The writer ignores SIGINT and SIGTERM, which a terminal's Ctrl-C or a service manager's
 stop send to the whole process group, so the server's last batch, sent as it shuts down, still
-finds it. A writer that dies is started again at the next batch, and the rows it had not
+finds it. A writer that dies is started again a second later, and the rows it had not
 reported written are sent again: at least once (a writer killed between writing a batch and
 answering leaves that batch twice in the store).
 """
@@ -39,6 +39,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -53,6 +54,10 @@ from recforge.online.impressions import (
 __all__ = ["ImpressionLog", "main"]
 
 log = logging.getLogger("recforge.online")
+
+#: After a writer fails, the next is started no sooner than this (a writer that cannot start
+#: must not be forked ten times a second); the rows wait in the queue meanwhile.
+RESTART_SECONDS = 1.0
 
 _LENGTH = struct.Struct("<I")
 _ANSWER = struct.Struct("<QQ")
@@ -84,6 +89,7 @@ class ImpressionLog:
         self._thread: threading.Thread | None = None
         self._writer: subprocess.Popen[bytes] | None = None
         self._failing = False
+        self._restart_at = 0.0  # a failed writer is not started again before this
 
     def record(self, impression: Impression) -> None:
         """Queue one impression for the next batch (the request path: one append)."""
@@ -112,9 +118,14 @@ class ImpressionLog:
         self._stop.set()
         self._thread.join(timeout=60)
         self._thread = None
+        self._restart_at = 0.0  # a writer that failed a moment ago gets its last chance now
         self.flush()
         with self._lock:
             self._end_writer()
+            lost = len(self._pending) + len(self._sent)
+        if lost:
+            log.error("%d impressions could not be handed to a writer and are lost", lost)
+            self.dropped += lost
 
     @property
     def writer_pid(self) -> int | None:
@@ -130,7 +141,7 @@ class ImpressionLog:
         reports written (with any it had kept from a failed write)."""
         with self._lock:
             count = len(self._pending)
-            if not count and not self._sent:
+            if (not count and not self._sent) or time.monotonic() < self._restart_at:
                 return 0
             rows = [self._pending.popleft() for _ in range(count)]
             self._sent.extend(rows)
@@ -178,11 +189,13 @@ class ImpressionLog:
         return self._writer
 
     def _writer_failed(self, error: BaseException) -> None:
-        """The writer died or garbled its answer: what it had not reported written goes back to
-        the queue, and the next batch starts a new writer."""
+        """The writer died, garbled its answer or could not start: what it had not reported
+        written goes back to the queue, and the first batch ``RESTART_SECONDS`` later starts a
+        new writer."""
         if not self._failing:
             log.error("the impression writer failed (restarted with the next batch): %r", error)
         self._failing = True
+        self._restart_at = time.monotonic() + RESTART_SECONDS
         self._pending.extendleft(reversed(self._sent))
         self._sent.clear()
         excess = len(self._pending) - MAX_PENDING
