@@ -44,8 +44,8 @@ every process holds locally, instead of failing (fallback reason ``store_unavail
 error is logged at most every :data:`WARN_EVERY` seconds).
 
 Every answer is rendered by :func:`body`, which gives it a new ``recommendation_id`` and
-records it as an impression (:mod:`recforge.online.impressions`: one queue append, written by a
-background thread), so any route that answers through it is measured online.
+records it as an impression (:mod:`recforge.online.recorder`: one queue append, written by the
+server's impression writer process), so any route that answers through it is measured online.
 """
 
 from __future__ import annotations
