@@ -259,6 +259,12 @@ def main() -> None:
     )
     parser.add_argument("--parts", default="train,topk,quality,small")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--long-iterations",
+        type=int,
+        default=10,
+        help="ALS per iteration is (this fit - a 2-iteration fit) / (this - 2): more cuts the set-up's noise",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "spark.json")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="4g")
@@ -314,7 +320,7 @@ def run(args: argparse.Namespace, parts: set[str]) -> None:
                 flush=True,
             )
             frame = frame_of(spark, matrix)
-            timing = per_iteration(frame, args.repeats)
+            timing = per_iteration(frame, args.repeats, long=args.long_iterations)
             models = timing.pop("models")
             results[name] = {
                 "users": matrix.shape[0],

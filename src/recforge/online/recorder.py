@@ -5,9 +5,10 @@ what is queued and sends it through a pipe to a writer process (``python -m
 recforge.online.recorder HOME FLUSH_MS SYNC_MS``), which appends it to its log
 (:class:`~recforge.online.impressions.ImpressionWriter`) and answers with the rows it wrote and
 dropped; the thread then counts the written ones (``on_write``). Turning ~50 rows into Arrow
-and writing them holds a process's GIL for ~0.5 ms; in the server that was long enough to hold
-up the requests that arrived meanwhile (p99 13-20 % above impressions off, issue 18). What the
-server's thread does instead, ``marshal`` the rows and two pipe syscalls, holds it for ~30 us.
+and writing them held the server's GIL for ~0.6 ms a batch (~20 us of CPU per request at 500
+requests a second), long enough to hold up the requests that arrived meanwhile (p99 13-20 %
+above impressions off, issue 18). Handing the batch over (``marshal``, two pipe system calls,
+the count) costs the server's thread ~7 us per request at that rate.
 
 **Wire format.** Server to writer: a batch is a 4-byte little-endian length, then the
 ``marshal`` of a list of tuples in :class:`~recforge.online.impressions.Impression`'s field
