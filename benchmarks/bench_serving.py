@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -206,15 +207,15 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the server and its live child processes (the impression writer)."""
-        total = 0
-        for pid in _process_tree(self.process.pid):
-            try:
-                with open(f"/proc/{pid}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except FileNotFoundError:  # ended meanwhile
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        import psutil
+
+        server = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in (server, *server.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)
@@ -223,24 +224,6 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-
-
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (``/proc/PID/task/TID/children``)."""
-    found = [pid]
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                children = handle.read().split()
-        except FileNotFoundError:
-            continue
-        for child in children:
-            found.extend(_process_tree(int(child)))
-    return found
 
 
 # load generator ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "recforge"
 
 #: From the ground floor up; each entry names the top-level modules or packages on that floor.
 FLOORS = [
-    ("plumbing", {"_numba", "_validation", "_files", "_time", "_progress", "_version", "errors"}),
+    ("plumbing", {"_numba", "_validation", "_files", "_source", "_time", "_progress", "_version", "errors"}),
     ("weighting", {"weighting"}),
     ("kernels", {"kernels"}),
     ("data", {"data", "config"}),

@@ -57,6 +57,7 @@ __all__ = [
     "Impression",
     "ImpressionStore",
     "ImpressionWriter",
+    "check_intervals",
     "new_recommendation_id",
 ]
 
@@ -388,6 +389,7 @@ class ImpressionWriter:
         token = self._token
         try:
             self.store.seal(token)  # under our lock: nobody else seals it meanwhile
+            self._unsynced = False  # its rows are in the fsync'd Parquet part; the log is gone
         except OSError as error:
             log.error("could not seal impression log %s (recovered later): %s", token, error)
         finally:

@@ -42,8 +42,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
+from recforge._source import child_pythonpath
 from recforge.online.impressions import (
     MAX_PENDING,
     Impression,
@@ -177,9 +177,7 @@ class ImpressionLog:
 
     def _start_writer(self) -> subprocess.Popen[bytes]:
         if self._writer is None:
-            source = str(Path(__file__).resolve().parents[2])  # where this recforge is imported from
-            path = os.environ.get("PYTHONPATH")
-            environ = dict(os.environ, PYTHONPATH=source if not path else f"{source}{os.pathsep}{path}")
+            environ = dict(os.environ, PYTHONPATH=child_pythonpath())  # this recforge, not another
             command = [sys.executable, "-m", "recforge.online.recorder", str(self.store.root.parent)]
             self._writer = subprocess.Popen(
                 [*command, str(self.flush_ms), str(self.sync_ms)],
@@ -194,7 +192,7 @@ class ImpressionLog:
         written goes back to the queue, and the first batch ``RESTART_SECONDS`` later starts a
         new writer."""
         if not self._failing:
-            log.error("the impression writer failed (restarted with the next batch): %r", error)
+            log.error("the impression writer failed (started again in %.0f s): %r", RESTART_SECONDS, error)
         self._failing = True
         self._restart_at = time.monotonic() + RESTART_SECONDS
         self._pending.extendleft(reversed(self._sent))

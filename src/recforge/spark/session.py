@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recforge._files import write_text_atomic
+from recforge._source import child_pythonpath
 from recforge.errors import RecforgeError
 
 if TYPE_CHECKING:
@@ -80,11 +81,6 @@ def require_spark() -> None:
 
     if SparkSession.getActiveSession() is None:
         require_java()
-
-
-def _source_root() -> str:
-    """The directory ``recforge`` is imported from (``src`` in a checkout)."""
-    return str(Path(__file__).resolve().parents[2])
 
 
 #: Spark's log levels (``[engine] log_level``)
@@ -155,8 +151,7 @@ def spark_session(
         builder = builder.config("spark.driver.extraJavaOptions", option)
         builder = builder.config("spark.executor.extraJavaOptions", option)
     if master.startswith("local"):
-        path = os.pathsep.join(p for p in (_source_root(), os.environ.get("PYTHONPATH", "")) if p)
-        builder = builder.config("spark.executorEnv.PYTHONPATH", path)
+        builder = builder.config("spark.executorEnv.PYTHONPATH", child_pythonpath())
     for key, value in (config or {}).items():
         builder = builder.config(key, str(value))
     session = builder.getOrCreate()
