@@ -288,6 +288,23 @@ def post(path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def read_home(home: Path) -> None:
+    """Read every file of the home once, so that a run does not pay for disk reads (the page
+    cache emptied by whatever ran before) that the runs after it do not."""
+    for path in home.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as file:
+                while file.read(1 << 20):
+                    pass
+
+
+def settle_garbage() -> None:
+    """Collect, then freeze what is left: the generator's own full collections would pause it
+    ~100 ms (and skew "sched"), and more so the more the stages before it left behind."""
+    gc.collect()
+    gc.freeze()
+
+
 async def open_loop(
     port: int,
     rate: float,
@@ -868,6 +885,11 @@ def main() -> None:
     parser.add_argument("--sold-out", type=float, default=0.1)
     parser.add_argument("--freshness-items", type=int, default=20)
     parser.add_argument("--server-src", type=Path, default=REPO, help="Source tree the servers run from.")
+    parser.add_argument(
+        "--impressions",
+        choices=("on", "off"),
+        help="Impressions on or off in the servers of the load stages (default: the home's setting, on).",
+    )
     args = parser.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -891,8 +913,7 @@ def main() -> None:
     categories = sorted({name for names in Catalog.load(home).categories for name in names})
     stages = args.stages.split(",")
     results = []
-    gc.collect()
-    gc.freeze()  # the generator's own full collections would pause it ~100 ms (and skew "sched")
+    settle_garbage()
     if "appends" in stages:
         results.append(stage_appends(args.work))
         print(json.dumps(results[-1]), flush=True)
@@ -909,10 +930,17 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
         stages.remove("freshness")
     for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
-        server = Server(home, args.port or free_port(), tree=args.server_src)
+        settings = (
+            {}
+            if args.impressions is None
+            else {"RECFORGE_EXPERIMENTS__IMPRESSIONS": str(args.impressions == "on").lower()}
+        )
+        read_home(home)
+        server = Server(home, args.port or free_port(), tree=args.server_src, **settings)
         try:
             server.wait_ready()
             server.warm_up(users)
+            settle_garbage()  # what the stages before left (parsed answers) is not this stage's to scan
             load_before = os.getloadavg()[0]
             cpu_before = server.cpu_seconds()
             if stage == "precomputed":
