@@ -44,7 +44,10 @@ Two more stages:
   acknowledgement must never contain it; also when each server stopped showing it.
 
 ``--server-src`` runs the servers from another source tree (e.g. the tree before issue 15,
-``git archive <commit> | tar -x -C DIR``) over the same home, for a side-by-side peer.
+``git archive <commit> | tar -x -C DIR``) over the same home, for a side-by-side peer;
+``--impressions off`` starts the load stages' servers without impressions (a tree from before
+issue 18 has none). Before each load stage the home's files are read once (so no run pays for
+a cold page cache that the next does not) and the generator's garbage is collected and frozen.
 
 Prints one JSON line per stage and a summary table.
 """
@@ -929,12 +932,12 @@ def main() -> None:
         results.append(stage_freshness(home, users, args))
         print(json.dumps(results[-1]), flush=True)
         stages.remove("freshness")
+    settings = (
+        {}
+        if args.impressions is None
+        else {"RECFORGE_EXPERIMENTS__IMPRESSIONS": str(args.impressions == "on").lower()}
+    )
     for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
-        settings = (
-            {}
-            if args.impressions is None
-            else {"RECFORGE_EXPERIMENTS__IMPRESSIONS": str(args.impressions == "on").lower()}
-        )
         read_home(home)
         server = Server(home, args.port or free_port(), tree=args.server_src, **settings)
         try:
