@@ -12,8 +12,9 @@ an open-loop asyncio client in this process: request ``i`` is sent at ``t0 + i /
 the server does, over a pool of keep-alive connections. Latency is from sending to the last byte
 of the answer; the ``sched`` columns measure from the scheduled time (they add the generator's
 own lateness and any wait for a free connection, so they bound the send-based numbers from
-above). Every server gets 300 sequential recommendation requests before a measured load, not
-measured (:meth:`Server.warm_up`).
+above). Every server is warmed up before a measured load, not measured (:meth:`Server.warm_up`:
+the home's files read into the page cache, 300 sequential recommendation requests, the
+generator's own garbage collected and frozen).
 
 Stages (``--stages``, all by default):
 
@@ -46,8 +47,7 @@ Two more stages:
 ``--server-src`` runs the servers from another source tree (e.g. the tree before issue 15,
 ``git archive <commit> | tar -x -C DIR``) over the same home, for a side-by-side peer;
 ``--impressions off`` starts the load stages' servers without impressions (a tree from before
-issue 18 has none). Before each load stage the home's files are read once (so no run pays for
-a cold page cache that the next does not) and the generator's garbage is collected and frozen.
+issue 18 has none).
 
 Prints one JSON line per stage and a summary table.
 """
@@ -181,6 +181,7 @@ class Server:
             *extra,
         ]
         self.process = subprocess.Popen(command, cwd=tree, env=env, start_new_session=True)
+        self.home = home
         self.port = port
 
     def wait_ready(self, timeout: float = 120, path: str = "/readyz") -> None:
@@ -199,14 +200,18 @@ class Server:
         raise RuntimeError("the server did not become ready")
 
     def warm_up(self, users: list[str], requests: int = 300) -> None:
-        """Sequential recommendation requests before a measured load (not measured): the first
-        answers of a process pay for lazy set-up (imports, the first writes of the impression
-        log), which is not the steady state a load test is after."""
+        """Before a measured load (not measured): every file of the home read once (the page
+        cache emptied by whatever ran before would slow only the first run of a series), then
+        sequential recommendation requests (the first answers of a process pay for lazy set-up:
+        imports, the first writes of the impression log), then the generator's own garbage
+        settled (:func:`settle_garbage`)."""
         import httpx
 
+        read_home(self.home)
         with httpx.Client(base_url=f"http://127.0.0.1:{self.port}") as client:
             for user in users[:requests]:
                 client.get(f"/v1/users/{user}/recommendations", params={"k": 10})
+        settle_garbage()
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the server and its live child processes (the impression writer)."""
@@ -291,9 +296,13 @@ def post(path: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def impressions_setting(on: bool) -> dict[str, str]:
+    """The server's environment setting that turns impressions on or off."""
+    return {"RECFORGE_EXPERIMENTS__IMPRESSIONS": "true" if on else "false"}
+
+
 def read_home(home: Path) -> None:
-    """Read every file of the home once, so that a run does not pay for disk reads (the page
-    cache emptied by whatever ran before) that the runs after it do not."""
+    """Read every file of the home once, into the page cache."""
     for path in home.rglob("*"):
         if path.is_file():
             with path.open("rb") as file:
@@ -754,8 +763,7 @@ def stage_impressions(home: Path, users: list[str], args: argparse.Namespace) ->
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     for repeat in range(args.repeats):
         for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
-            flag = "true" if mode == "on" else "false"
-            server = Server(home, args.port or free_port(), RECFORGE_EXPERIMENTS__IMPRESSIONS=flag)
+            server = Server(home, args.port or free_port(), **impressions_setting(mode == "on"))
             try:
                 server.wait_ready()
                 server.warm_up(users)
@@ -932,18 +940,12 @@ def main() -> None:
         results.append(stage_freshness(home, users, args))
         print(json.dumps(results[-1]), flush=True)
         stages.remove("freshness")
-    settings = (
-        {}
-        if args.impressions is None
-        else {"RECFORGE_EXPERIMENTS__IMPRESSIONS": str(args.impressions == "on").lower()}
-    )
+    settings = {} if args.impressions is None else impressions_setting(args.impressions == "on")
     for stage in stages:  # a fresh server per stage: no stage inherits another's fresh events
-        read_home(home)
         server = Server(home, args.port or free_port(), tree=args.server_src, **settings)
         try:
             server.wait_ready()
             server.warm_up(users)
-            settle_garbage()  # what the stages before left (parsed answers) is not this stage's to scan
             load_before = os.getloadavg()[0]
             cpu_before = server.cpu_seconds()
             if stage == "precomputed":
